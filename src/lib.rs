@@ -1,14 +1,16 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! rampart: an uncomplicated host firewall for Linux.
+//!
+//! The pipeline, one module per stage:
+//! `cli` → `grammar` → `model` ⇄ `store` → `compile` → `backend`, with `observe` for
+//! what the user reads and `render` for the one text form of a plan.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod backend;
+pub mod cli;
+pub mod compile;
+pub mod demo;
+pub mod grammar;
+pub mod model;
+pub mod observe;
+pub mod render;
+pub mod sandbox;
+pub mod store;

@@ -1,0 +1,266 @@
+//! The only code that talks to the kernel: applies a plan through nft's JSON API in one
+//! transaction, and reads rampart's own table back. No other table is ever touched.
+
+use std::process::Command;
+
+use nftables::batch::Batch;
+use nftables::helper::{self, NftablesError};
+use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, Nftables, Set, Table};
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::compile::{Plan, FAMILY, TABLE};
+
+/// The `nft` program.
+const NFT: &str = "nft";
+
+/// Backend failures.
+#[derive(Debug, Error)]
+pub enum BackendError {
+    #[error("cannot run nft (is the nftables package installed?): {0}")]
+    Exec(String),
+    #[error("nft refused the ruleset: {0}")]
+    Refused(String),
+    #[error("the kernel's table does not match the plan after applying it: {0}")]
+    Verify(String),
+    #[error("cannot read rampart's table from nft: {0}")]
+    Read(String),
+}
+
+impl From<NftablesError> for BackendError {
+    fn from(e: NftablesError) -> Self {
+        match e {
+            NftablesError::NftFailed { stderr, .. } => {
+                BackendError::Refused(stderr.trim().replace('\n', " | "))
+            }
+            other => BackendError::Exec(other.to_string()),
+        }
+    }
+}
+
+/// What a backend must do. Behind a trait so a netlink backend can come later.
+pub trait Backend {
+    /// Replace rampart's table by the plan, atomically, keeping the named state sets
+    /// (and their elements) that the plan declares again unchanged.
+    fn apply(&self, plan: &Plan) -> Result<(), BackendError>;
+    /// Remove rampart's table, if present.
+    fn remove(&self) -> Result<(), BackendError>;
+    /// Whether rampart's table is loaded.
+    fn is_loaded(&self) -> Result<bool, BackendError>;
+    /// rampart's table as nft text (empty if not loaded).
+    fn list_text(&self) -> Result<String, BackendError>;
+}
+
+/// The nft JSON backend (`nft -j -f -`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NftBackend;
+
+/// What exists of rampart's table in the kernel.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KernelTable {
+    /// Chain names.
+    pub chains: Vec<String>,
+    /// Set and map names.
+    pub sets: Vec<String>,
+    /// Number of rules per chain.
+    pub rules: Vec<(String, usize)>,
+}
+
+impl NftBackend {
+    /// Read rampart's table (None if absent), from `nft -j list table`.
+    pub fn read(&self) -> Result<Option<KernelTable>, BackendError> {
+        let out = Command::new(NFT)
+            .args(["-j", "list", "table", "inet", TABLE])
+            .output()
+            .map_err(|e| BackendError::Exec(e.to_string()))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("No such file or directory") {
+                return Ok(None);
+            }
+            return Err(BackendError::Read(err.trim().to_string()));
+        }
+        let v: Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| BackendError::Read(e.to_string()))?;
+        Ok(Some(parse_table(&v)))
+    }
+
+    fn run(&self, batch: Batch) -> Result<(), BackendError> {
+        let nft: Nftables = batch.to_nftables();
+        helper::apply_ruleset_with_args(&nft, Some(NFT), helper::DEFAULT_ARGS)?;
+        Ok(())
+    }
+}
+
+/// Pick chain, set and rule-count facts out of `nft -j list table` output.
+fn parse_table(v: &Value) -> KernelTable {
+    let mut t = KernelTable::default();
+    let items = v
+        .get("nftables")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for item in &items {
+        if let Some(c) = item.get("chain") {
+            if let Some(name) = c.get("name").and_then(Value::as_str) {
+                t.chains.push(name.to_string());
+                t.rules.push((name.to_string(), 0));
+            }
+        }
+        for key in ["set", "map"] {
+            if let Some(s) = item.get(key) {
+                if let Some(name) = s.get("name").and_then(Value::as_str) {
+                    t.sets.push(name.to_string());
+                }
+            }
+        }
+        if let Some(r) = item.get("rule") {
+            if let Some(chain) = r.get("chain").and_then(Value::as_str) {
+                if let Some(e) = t.rules.iter_mut().find(|(c, _)| c == chain) {
+                    e.1 += 1;
+                }
+            }
+        }
+    }
+    t
+}
+
+fn table() -> Table<'static> {
+    Table {
+        family: FAMILY,
+        name: TABLE.into(),
+        handle: None,
+    }
+}
+
+/// Build the transaction that turns `current` (what the kernel has) into `plan`.
+///
+/// The table is flushed and its chains and sets deleted and re-added, all in one batch,
+/// except the sets the plan declares again: those are left in place with their
+/// elements, which is how limit state survives a reload.
+pub fn transaction(current: Option<&KernelTable>, plan: &Plan) -> Batch<'static> {
+    let mut batch = Batch::new();
+    let planned_sets: Vec<&str> = plan
+        .objects
+        .iter()
+        .filter_map(|o| match o {
+            NfListObject::Set(s) => Some(s.name.as_ref()),
+            NfListObject::Map(m) => Some(m.name.as_ref()),
+            _ => None,
+        })
+        .collect();
+    let kept_state =
+        |name: &str| name.starts_with(STATE_SET_PREFIX) && planned_sets.contains(&name);
+    if let Some(cur) = current {
+        batch.add(NfListObject::Table(table()));
+        batch.add_cmd(NfCmd::Flush(FlushObject::Table(table())));
+        for chain in &cur.chains {
+            batch.delete(NfListObject::Chain(Chain {
+                family: FAMILY,
+                table: TABLE.into(),
+                name: chain.clone().into(),
+                ..Chain::default()
+            }));
+        }
+        for set in cur.sets.iter().filter(|s| !kept_state(s)) {
+            batch.delete(NfListObject::Set(Box::new(Set {
+                family: FAMILY,
+                table: TABLE.into(),
+                name: set.clone().into(),
+                ..Set::default()
+            })));
+        }
+    }
+    for obj in &plan.objects {
+        let skip = matches!(obj, NfListObject::Set(s)
+            if current.is_some_and(|c| c.sets.iter().any(|n| n == &s.name)) && kept_state(&s.name));
+        if !skip {
+            batch.add(obj.clone());
+        }
+    }
+    batch
+}
+
+/// Sets whose names start with this hold limit state and survive re-applies.
+pub const STATE_SET_PREFIX: &str = "state_";
+
+impl Backend for NftBackend {
+    fn apply(&self, plan: &Plan) -> Result<(), BackendError> {
+        let current = self.read()?;
+        self.run(transaction(current.as_ref(), plan))?;
+        // Verify: the kernel now holds exactly the planned chains and rule counts.
+        let now = self
+            .read()?
+            .ok_or_else(|| BackendError::Verify("table is missing".into()))?;
+        let want = plan.rule_counts();
+        let mut have = now.rules.clone();
+        have.sort();
+        let mut want_sorted = want.clone();
+        want_sorted.sort();
+        if have != want_sorted {
+            return Err(BackendError::Verify(format!(
+                "expected {want_sorted:?}, found {have:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn remove(&self) -> Result<(), BackendError> {
+        if self.read()?.is_none() {
+            return Ok(());
+        }
+        let mut batch = Batch::new();
+        batch.delete(NfListObject::Table(table()));
+        self.run(batch)
+    }
+
+    fn is_loaded(&self) -> Result<bool, BackendError> {
+        Ok(self.read()?.is_some())
+    }
+
+    fn list_text(&self) -> Result<String, BackendError> {
+        let out = Command::new(NFT)
+            .args(["list", "table", "inet", TABLE])
+            .output()
+            .map_err(|e| BackendError::Exec(e.to_string()))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Ok(String::new())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::compile;
+    use crate::model::Policy;
+
+    #[test]
+    fn fresh_apply_only_adds() {
+        let plan = compile(&Policy::default());
+        let batch = transaction(None, &plan);
+        let json = serde_json::to_value(batch.to_nftables()).unwrap();
+        let cmds = json["nftables"].as_array().unwrap();
+        assert!(cmds.iter().all(|c| c.get("add").is_some()));
+        assert_eq!(cmds.len(), plan.objects.len());
+    }
+
+    #[test]
+    fn reapply_flushes_and_deletes_first() {
+        let plan = compile(&Policy::default());
+        let cur = KernelTable {
+            chains: vec!["input".into(), "old".into()],
+            sets: vec!["state_x".into()],
+            rules: vec![],
+        };
+        let json = serde_json::to_value(transaction(Some(&cur), &plan).to_nftables()).unwrap();
+        let cmds = json["nftables"].as_array().unwrap();
+        assert!(cmds[1].get("flush").is_some());
+        assert_eq!(cmds[2]["delete"]["chain"]["name"], "input");
+        assert_eq!(cmds[3]["delete"]["chain"]["name"], "old");
+        // the state set is not in the plan, so it goes too
+        assert_eq!(cmds[4]["delete"]["set"]["name"], "state_x");
+    }
+}

@@ -1,0 +1,521 @@
+//! Command line: clap for the top level; rule words go to `grammar` unparsed.
+
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use thiserror::Error;
+
+use crate::backend::{Backend, BackendError, NftBackend};
+use crate::compile::compile;
+use crate::grammar::{parse_rule, GrammarError};
+use crate::model::{Action, AddOutcome, Family, LogLevel, Policy, Position, Verdict};
+use crate::observe::{self, StatusView};
+use crate::render::plan_text;
+use crate::store::{Store, StoreError, DEFAULT_CONFIG_DIR};
+
+/// rampart: an uncomplicated host firewall (UFW's command language, nftables underneath).
+#[derive(Debug, Parser)]
+#[command(name = "rampart", version, about, disable_version_flag = false)]
+pub struct Cli {
+    /// Show what would change (the nft ruleset) without changing anything.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(short, long, global = true)]
+    pub force: bool,
+    /// Where the policy is kept.
+    #[arg(long, global = true, env = "RAMPART_CONFIG_DIR", default_value = DEFAULT_CONFIG_DIR)]
+    pub config_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load the firewall and enable it at boot.
+    Enable,
+    /// Unload the firewall and disable it at boot.
+    Disable,
+    /// Re-apply the policy.
+    Reload,
+    /// Disable the firewall and reset the policy to the defaults (keeps a backup).
+    Reset,
+    /// Show the firewall status: `status [verbose|numbered]`.
+    Status {
+        /// verbose or numbered
+        view: Option<String>,
+    },
+    /// Show a report: `added` (the rule commands) or `raw` (the kernel table).
+    Show {
+        /// added | raw
+        report: String,
+    },
+    /// Set a default policy: `default allow|deny|reject [incoming|outgoing|routed]`.
+    Default {
+        /// allow | deny | reject
+        policy: String,
+        /// incoming (default) | outgoing | routed
+        direction: Option<String>,
+    },
+    /// Set the logging level: `logging on|off|low|medium|high|full`.
+    Logging {
+        /// on | off | low | medium | high | full
+        level: String,
+    },
+    /// Add an allow rule.
+    Allow(Words),
+    /// Add a deny rule.
+    Deny(Words),
+    /// Add a reject rule.
+    Reject(Words),
+    /// Add a limit rule.
+    Limit(Words),
+    /// Insert a rule at a position: `insert N allow|deny|reject|limit RULE`.
+    Insert(Words),
+    /// Insert a rule first among the rules of its family.
+    Prepend(Words),
+    /// Delete a rule: `delete N` or `delete allow|deny|reject|limit RULE`.
+    Delete(Words),
+    /// Print the version.
+    Version,
+    /// Run a demonstration in throwaway network namespaces (never touches this host's firewall).
+    Demo,
+}
+
+/// The unparsed words of a rule.
+#[derive(Debug, clap::Args)]
+pub struct Words {
+    /// Rule words (UFW syntax).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub words: Vec<String>,
+}
+
+/// Errors a command reports to the user, one line each.
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Grammar(#[from] GrammarError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Backend(#[from] BackendError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("Aborted")]
+    Aborted,
+}
+
+fn usage(msg: impl Into<String>) -> CliError {
+    CliError::Usage(msg.into())
+}
+
+/// Output collected by a command (stdout lines).
+type Out = Vec<String>;
+
+/// Run one parsed command line. Prints to stdout; errors are returned for `main`.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let ctx = Ctx {
+        dry_run: cli.dry_run,
+        force: cli.force,
+        dir: cli.config_dir.clone(),
+        backend: NftBackend,
+    };
+    let out = match cli.command {
+        Command::Version => vec![format!("rampart {}", env!("CARGO_PKG_VERSION"))],
+        Command::Demo => {
+            crate::demo::run().map_err(|e| usage(format!("demo failed: {e:#}")))?;
+            vec![]
+        }
+        Command::Status { view } => ctx.status(view.as_deref())?,
+        Command::Show { report } => ctx.show(&report)?,
+        Command::Enable => ctx.enable()?,
+        Command::Disable => ctx.disable()?,
+        Command::Reload => ctx.reload()?,
+        Command::Reset => ctx.reset()?,
+        Command::Default { policy, direction } => ctx.default(&policy, direction.as_deref())?,
+        Command::Logging { level } => ctx.logging(&level)?,
+        Command::Allow(w) => ctx.add_rule(Action::Allow, &w.words, Position::Append)?,
+        Command::Deny(w) => ctx.add_rule(Action::Deny, &w.words, Position::Append)?,
+        Command::Reject(w) => ctx.add_rule(Action::Reject, &w.words, Position::Append)?,
+        Command::Limit(w) => ctx.add_rule(Action::Limit, &w.words, Position::Append)?,
+        Command::Insert(w) => ctx.insert(&w.words)?,
+        Command::Prepend(w) => {
+            let (action, rest) = split_action(&w.words)?;
+            ctx.add_rule(action, rest, Position::Prepend)?
+        }
+        Command::Delete(w) => ctx.delete(&w.words)?,
+    };
+    let mut stdout = io::stdout().lock();
+    for line in out {
+        let _ = writeln!(stdout, "{line}");
+    }
+    Ok(())
+}
+
+fn split_action(words: &[String]) -> Result<(Action, &[String]), CliError> {
+    let Some(first) = words.first() else {
+        return Err(usage("Wrong number of arguments"));
+    };
+    let action = match first.as_str() {
+        "allow" => Action::Allow,
+        "deny" => Action::Deny,
+        "reject" => Action::Reject,
+        "limit" => Action::Limit,
+        other => return Err(usage(format!("Invalid token '{other}'"))),
+    };
+    Ok((action, &words[1..]))
+}
+
+struct Ctx {
+    dry_run: bool,
+    force: bool,
+    dir: PathBuf,
+    backend: NftBackend,
+}
+
+impl Ctx {
+    /// Load the policy for reading only (no lock file is created).
+    fn read_policy(&self) -> Result<Policy, CliError> {
+        match Store::open(&self.dir, false)? {
+            Some(store) => Ok(store.load()?),
+            None => Ok(Policy::default()),
+        }
+    }
+
+    /// Change the policy: apply to the kernel if enabled, then save. On a dry run,
+    /// print the ruleset instead and change nothing.
+    fn change<F>(&self, f: F) -> Result<Out, CliError>
+    where
+        F: FnOnce(&mut Policy, bool) -> Result<Out, CliError>,
+    {
+        let store = Store::open(&self.dir, !self.dry_run)?;
+        let old = match &store {
+            Some(s) => s.load()?,
+            None => Policy::default(),
+        };
+        let mut policy = old.clone();
+        let live = policy.enabled && !self.dry_run;
+        let mut out = f(&mut policy, live)?;
+        if self.dry_run {
+            let mut text = vec![plan_text(&compile(&policy))];
+            text.append(&mut out);
+            return Ok(text);
+        }
+        let store = store.expect("store is opened for writing");
+        if policy == old {
+            return Ok(out);
+        }
+        if policy.enabled {
+            self.backend.apply(&compile(&policy))?;
+        }
+        if let Err(e) = store.save(&policy) {
+            // Keep the kernel in step with what is on disk.
+            if old.enabled {
+                let _ = self.backend.apply(&compile(&old));
+            }
+            return Err(e.into());
+        }
+        Ok(out)
+    }
+
+    fn confirm(&self, question: &str) -> Result<(), CliError> {
+        if self.force || self.dry_run {
+            return Ok(());
+        }
+        print!("{question} (y|n)? ");
+        let _ = io::stdout().flush();
+        let mut answer = String::new();
+        let _ = io::stdin().lock().read_line(&mut answer);
+        if matches!(answer.trim(), "y" | "Y" | "yes") {
+            Ok(())
+        } else {
+            Err(CliError::Aborted)
+        }
+    }
+
+    fn status(&self, view: Option<&str>) -> Result<Out, CliError> {
+        let view = match view {
+            None => StatusView::Plain,
+            Some("verbose") => StatusView::Verbose,
+            Some("numbered") => StatusView::Numbered,
+            Some(other) => {
+                return Err(usage(format!(
+                    "Invalid status view '{other}': use 'status', 'status verbose' or 'status numbered'"
+                )))
+            }
+        };
+        let policy = self.read_policy()?;
+        let active = self.backend.is_loaded()?;
+        let text = observe::status(&policy, active, view);
+        Ok(vec![text.trim_end_matches('\n').to_string()])
+    }
+
+    fn show(&self, report: &str) -> Result<Out, CliError> {
+        match report {
+            "added" => Ok(vec![observe::show_added(&self.read_policy()?)
+                .trim_end()
+                .to_string()]),
+            "raw" => Ok(vec![self.backend.list_text()?.trim_end().to_string()]),
+            other => Err(usage(format!(
+                "Invalid report '{other}': use 'show added' or 'show raw'"
+            ))),
+        }
+    }
+
+    fn enable(&self) -> Result<Out, CliError> {
+        self.confirm("Command may disrupt existing ssh connections. Proceed with operation")?;
+        let store = Store::open(&self.dir, !self.dry_run)?;
+        let mut policy = match &store {
+            Some(s) => s.load()?,
+            None => Policy::default(),
+        };
+        policy.enabled = true;
+        if self.dry_run {
+            return Ok(vec![plan_text(&compile(&policy))]);
+        }
+        self.backend.apply(&compile(&policy))?;
+        store.expect("store is open").save(&policy)?;
+        Ok(vec![
+            "Firewall is active and enabled on system startup".into()
+        ])
+    }
+
+    fn disable(&self) -> Result<Out, CliError> {
+        let store = Store::open(&self.dir, !self.dry_run)?;
+        if self.dry_run {
+            return Ok(vec![]);
+        }
+        let store = store.expect("store is open");
+        let mut policy = store.load()?;
+        policy.enabled = false;
+        self.backend.remove()?;
+        store.save(&policy)?;
+        Ok(vec![
+            "Firewall stopped and disabled on system startup".into()
+        ])
+    }
+
+    fn reload(&self) -> Result<Out, CliError> {
+        let store = Store::open(&self.dir, !self.dry_run)?;
+        let policy = match &store {
+            Some(s) => s.load()?,
+            None => Policy::default(),
+        };
+        if !policy.enabled {
+            return Ok(vec!["Firewall not enabled (skipping reload)".into()]);
+        }
+        if self.dry_run {
+            return Ok(vec![plan_text(&compile(&policy))]);
+        }
+        self.backend.apply(&compile(&policy))?;
+        Ok(vec!["Firewall reloaded".into()])
+    }
+
+    fn reset(&self) -> Result<Out, CliError> {
+        self.confirm("Resetting all rules to installed defaults. Proceed with operation")?;
+        if self.dry_run {
+            return Ok(vec![]);
+        }
+        let store = Store::open(&self.dir, true)?.expect("store is open");
+        let mut out = Vec::new();
+        let path = store.policy_path();
+        if path.exists() {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let backup = path.with_extension(format!("toml.{stamp}"));
+            std::fs::copy(&path, &backup).map_err(|source| StoreError::Write {
+                path: backup.clone(),
+                source,
+            })?;
+            out.push(format!(
+                "Backing up '{}' to '{}'",
+                path.display(),
+                backup.display()
+            ));
+        }
+        self.backend.remove()?;
+        store.save(&Policy::default())?;
+        Ok(out)
+    }
+
+    fn default(&self, verdict: &str, direction: Option<&str>) -> Result<Out, CliError> {
+        let v = match verdict {
+            "allow" => Verdict::Allow,
+            "deny" => Verdict::Deny,
+            "reject" => Verdict::Reject,
+            other => {
+                return Err(usage(format!(
+                    "Unsupported default policy '{other}': use allow, deny or reject"
+                )))
+            }
+        };
+        let dir = match direction.unwrap_or("incoming") {
+            "incoming" | "input" => "incoming",
+            "outgoing" | "output" => "outgoing",
+            "routed" | "forward" => "routed",
+            other => {
+                return Err(usage(format!(
+                    "Unsupported direction '{other}': use incoming, outgoing or routed"
+                )))
+            }
+        };
+        self.change(|p, _| {
+            match dir {
+                "incoming" => p.defaults.incoming = v,
+                "outgoing" => p.defaults.outgoing = v,
+                _ => p.defaults.routed = v,
+            }
+            Ok(vec![
+                format!("Default {dir} policy changed to '{}'", v.word()),
+                "(be sure to update your rules accordingly)".into(),
+            ])
+        })
+    }
+
+    fn logging(&self, level: &str) -> Result<Out, CliError> {
+        let new = match level {
+            "on" => None,
+            "off" => Some(LogLevel::Off),
+            "low" => Some(LogLevel::Low),
+            "medium" => Some(LogLevel::Medium),
+            "high" => Some(LogLevel::High),
+            "full" => Some(LogLevel::Full),
+            other => {
+                return Err(usage(format!(
+                    "Invalid log level '{other}': use on, off, low, medium, high or full"
+                )))
+            }
+        };
+        self.change(|p, _| {
+            p.logging = match new {
+                Some(l) => l,
+                None if p.logging == LogLevel::Off => LogLevel::Low,
+                None => p.logging,
+            };
+            Ok(vec![if p.logging == LogLevel::Off {
+                "Logging disabled".into()
+            } else {
+                "Logging enabled".into()
+            }])
+        })
+    }
+
+    fn insert(&self, words: &[String]) -> Result<Out, CliError> {
+        let Some(n) = words.first() else {
+            return Err(usage("Wrong number of arguments"));
+        };
+        let num: usize = n
+            .parse()
+            .map_err(|_| usage(format!("Invalid position '{n}'")))?;
+        let (action, rest) = split_action(&words[1..])?;
+        let policy = self.read_policy()?;
+        if num == 0 || num > policy.rules.len() {
+            return Err(usage(format!("Invalid position '{n}'")));
+        }
+        self.add_rule(action, rest, Position::Insert(num))
+    }
+
+    fn add_rule(
+        &self,
+        action: Action,
+        words: &[String],
+        position: Position,
+    ) -> Result<Out, CliError> {
+        let parsed = parse_rule(action, words)?;
+        self.change(|p, live| {
+            if let Position::Insert(n) = position {
+                if n == 0 || n > p.rules.len() {
+                    return Err(usage(format!("Invalid position '{n}'")));
+                }
+            }
+            let mut out = Vec::new();
+            if parsed.normalized {
+                out.push("WARN: Rule changed after normalization".to_string());
+            }
+            for rule in parsed.rules {
+                let v6 = if rule.family == Family::V6 {
+                    " (v6)"
+                } else {
+                    ""
+                };
+                let outcome = p.add(rule, position);
+                let msg = match outcome {
+                    AddOutcome::Skipped if matches!(position, Position::Append) => {
+                        "Skipping adding existing rule"
+                    }
+                    AddOutcome::Skipped => "Skipping inserting existing rule",
+                    _ if !live => "Rules updated",
+                    AddOutcome::Added => "Rule added",
+                    AddOutcome::Inserted => "Rule inserted",
+                    AddOutcome::Updated => "Rule updated",
+                };
+                out.push(format!("{msg}{v6}"));
+            }
+            Ok(out)
+        })
+    }
+
+    fn delete(&self, words: &[String]) -> Result<Out, CliError> {
+        let Some(first) = words.first() else {
+            return Err(usage("Wrong number of arguments"));
+        };
+        if let Ok(n) = first.parse::<usize>() {
+            if words.len() != 1 {
+                return Err(usage("Wrong number of arguments"));
+            }
+            let policy = self.read_policy()?;
+            let Some(rule) = n.checked_sub(1).and_then(|i| policy.rules.get(i)) else {
+                return Err(usage(format!("Could not find rule '{first}'")));
+            };
+            let shown = observe::rule_command(rule);
+            let v6 = if rule.family == Family::V6 {
+                " (v6)"
+            } else {
+                ""
+            };
+            if !self.force && !self.dry_run {
+                println!("Deleting:\n {shown}{v6}");
+            }
+            self.confirm("Proceed with operation")?;
+            return self.change(|p, live| {
+                if p.remove_number(n).is_none() {
+                    return Err(usage(format!("Could not find rule '{first}'")));
+                }
+                Ok(vec![
+                    if live {
+                        "Rule deleted"
+                    } else {
+                        "Rules updated"
+                    }
+                    .to_string()
+                        + v6,
+                ])
+            });
+        }
+        let (action, rest) = split_action(words)?;
+        let parsed = parse_rule(action, rest)?;
+        self.change(|p, live| {
+            let mut out = Vec::new();
+            for rule in parsed.rules {
+                let v6 = if rule.family == Family::V6 {
+                    " (v6)"
+                } else {
+                    ""
+                };
+                let msg = if !p.remove_matching(&rule) {
+                    "Could not delete non-existent rule"
+                } else if live {
+                    "Rule deleted"
+                } else {
+                    "Rules updated"
+                };
+                out.push(format!("{msg}{v6}"));
+            }
+            Ok(out)
+        })
+    }
+}

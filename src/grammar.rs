@@ -1,0 +1,606 @@
+//! UFW's rule language: the words after `allow|deny|reject|limit`, parsed into model rules.
+//!
+//! Grammar (see docs/GRAMMAR.md):
+//! ```text
+//! rule   := [in|out [on IFACE]] [log|log-all] (simple | full) [comment TEXT]
+//! simple := PORTS[/PROTO] | SERVICE[/PROTO]
+//! full   := clause+            (at least one of from / to)
+//! clause := proto PROTO | from ADDR [port PORTS] | to ADDR [port PORTS]
+//! PORTS  := PORT | PORT:PORT | PORTS,PORTS       (lists and ranges need tcp or udp)
+//! ADDR   := any | IPV4[/LEN] | IPV6[/LEN]
+//! ```
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use ipnet::IpNet;
+use thiserror::Error;
+
+use crate::model::{Action, Direction, Endpoint, Family, PortRange, Ports, Proto, Rule, RuleLog};
+
+/// Most ports a list may hold; a range counts as two (UFW's limit, from iptables multiport).
+pub const MAX_PORTS: usize = 15;
+
+/// Longest interface name Linux accepts (IFNAMSIZ - 1).
+const MAX_IFACE_LEN: usize = 15;
+
+/// Where service names are looked up.
+const SERVICES_FILE: &str = "/etc/services";
+
+/// A rule the user typed, before it is split per IP family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedRule {
+    /// One rule per family it applies to (IPv4 first).
+    pub rules: Vec<Rule>,
+    /// Set when an address had host bits beyond its prefix and was truncated.
+    pub normalized: bool,
+}
+
+/// Why a rule could not be parsed. The text is UFW's message where UFW has one.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum GrammarError {
+    #[error("Wrong number of arguments")]
+    WrongArgs,
+    #[error("Invalid token '{0}'")]
+    InvalidToken(String),
+    #[error("Bad port")]
+    BadPort,
+    #[error("Bad port '{0}'")]
+    BadPortNamed(String),
+    #[error("Port ranges must be numeric")]
+    RangeNotNumeric,
+    #[error("Must specify 'tcp' or 'udp' with multiple ports")]
+    MultiNeedsProto,
+    #[error("Too many ports specified: at most {MAX_PORTS} (a range counts as two)")]
+    TooManyPorts,
+    #[error("Bad source address")]
+    BadSource,
+    #[error("Bad destination address")]
+    BadDestination,
+    #[error("Mixed IP versions for 'from' and 'to'")]
+    MixedVersions,
+    #[error("Need 'to' or 'from' clause")]
+    NeedToOrFrom,
+    #[error("Unsupported protocol '{0}'")]
+    UnsupportedProto(String),
+    #[error("Invalid interface clause")]
+    InvalidInterface,
+    #[error("Bad interface name: can't use interface aliases")]
+    InterfaceAlias,
+    #[error("Bad interface name")]
+    BadInterface,
+    #[error("Improper rule syntax")]
+    Improper,
+    #[error("Invalid port with protocol '{0}'")]
+    PortWithProto(String),
+    #[error("{0} is only supported with IPv4")]
+    V4OnlyProto(String),
+    #[error("Comment must not be empty: give some text, or leave 'comment' out")]
+    EmptyComment,
+    #[error("Duplicate '{0}' clause")]
+    Duplicate(String),
+}
+
+/// Parse the rule words that follow `action`.
+pub fn parse_rule(action: Action, words: &[String]) -> Result<ParsedRule, GrammarError> {
+    Parser::new(words).rule(action)
+}
+
+struct Parser<'a> {
+    words: &'a [String],
+    pos: usize,
+}
+
+/// What one `from`/`to` clause said, before family expansion.
+#[derive(Default, Clone)]
+struct Side {
+    given: bool,
+    addr: Option<IpNet>,
+    ports: Option<PortSpec>,
+}
+
+/// Ports as typed, and the protocol they imply (a service name or `PORT/PROTO`).
+#[derive(Clone)]
+struct PortSpec {
+    ports: Ports,
+    proto: Option<Proto>,
+}
+
+impl<'a> Parser<'a> {
+    fn new(words: &'a [String]) -> Self {
+        Parser { words, pos: 0 }
+    }
+
+    fn peek(&self) -> Option<&'a str> {
+        self.words.get(self.pos).map(String::as_str)
+    }
+
+    fn next(&mut self) -> Option<&'a str> {
+        let w = self.peek();
+        if w.is_some() {
+            self.pos += 1;
+        }
+        w
+    }
+
+    fn rule(mut self, action: Action) -> Result<ParsedRule, GrammarError> {
+        if self.words.is_empty() {
+            return Err(GrammarError::WrongArgs);
+        }
+        // [in|out [on IFACE]]
+        let mut direction = Direction::In;
+        let mut iface = None;
+        match self.peek() {
+            Some("in") => {
+                self.pos += 1;
+            }
+            Some("out") => {
+                self.pos += 1;
+                direction = Direction::Out;
+            }
+            _ => {}
+        }
+        if self.peek() == Some("on") {
+            if self.pos == 0 {
+                return Err(GrammarError::InvalidInterface);
+            }
+            self.pos += 1;
+            let name = self.next().ok_or(GrammarError::InvalidInterface)?;
+            iface = Some(parse_iface(name)?);
+        }
+        // [log|log-all]
+        let mut log = RuleLog::None;
+        match self.peek() {
+            Some("log") => {
+                self.pos += 1;
+                log = RuleLog::Log;
+            }
+            Some("log-all") => {
+                self.pos += 1;
+                log = RuleLog::LogAll;
+            }
+            _ => {}
+        }
+        // [comment TEXT] at the end.
+        let mut end = self.words.len();
+        let mut comment = None;
+        if end >= self.pos + 2 && self.words[end - 2] == "comment" {
+            let text = &self.words[end - 1];
+            if text.is_empty() {
+                return Err(GrammarError::EmptyComment);
+            }
+            comment = Some(text.clone());
+            end -= 2;
+        } else if end > self.pos && self.words[end - 1] == "comment" {
+            return Err(GrammarError::WrongArgs);
+        }
+        let body = &self.words[self.pos..end];
+        if body.is_empty() {
+            return Err(GrammarError::WrongArgs);
+        }
+        let (proto, from, to, simple) = if body.len() == 1 {
+            let spec = parse_port_spec(&body[0], true)?;
+            let proto = spec.proto.unwrap_or(Proto::Any);
+            let to = Side {
+                given: false,
+                addr: None,
+                ports: Some(spec),
+            };
+            (proto, Side::default(), to, true)
+        } else {
+            let (proto, from, to) = full_form(body)?;
+            (proto, from, to, false)
+        };
+        build(Built {
+            action,
+            direction,
+            iface,
+            log,
+            proto,
+            from,
+            to,
+            simple,
+            comment,
+        })
+    }
+}
+
+fn parse_iface(name: &str) -> Result<String, GrammarError> {
+    if name.contains(':') {
+        return Err(GrammarError::InterfaceAlias);
+    }
+    let ok = !name.is_empty()
+        && name.len() <= MAX_IFACE_LEN
+        && !matches!(name, "." | "..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'));
+    if ok {
+        Ok(name.to_string())
+    } else {
+        Err(GrammarError::BadInterface)
+    }
+}
+
+/// The keyword clauses of the full form.
+fn full_form(body: &[String]) -> Result<(Proto, Side, Side), GrammarError> {
+    let mut proto: Option<Proto> = None;
+    let mut from = Side::default();
+    let mut to = Side::default();
+    // Which side a following `port` belongs to.
+    let mut last: Option<bool> = None; // Some(true) = from, Some(false) = to
+    let mut i = 0;
+    while i < body.len() {
+        let key = body[i].as_str();
+        let Some(value) = body.get(i + 1) else {
+            return Err(match key {
+                "proto" | "from" | "to" | "port" | "app" => GrammarError::WrongArgs,
+                _ => GrammarError::InvalidToken(key.to_string()),
+            });
+        };
+        match key {
+            "proto" => {
+                if proto.is_some() {
+                    return Err(GrammarError::Duplicate("proto".into()));
+                }
+                proto = Some(
+                    Proto::from_word(value)
+                        .ok_or_else(|| GrammarError::UnsupportedProto(value.clone()))?,
+                );
+            }
+            "from" | "to" => {
+                let is_from = key == "from";
+                let side = if is_from { &mut from } else { &mut to };
+                if side.given {
+                    return Err(GrammarError::Duplicate(key.into()));
+                }
+                side.given = true;
+                side.addr = parse_addr(value).map_err(|()| {
+                    if is_from {
+                        GrammarError::BadSource
+                    } else {
+                        GrammarError::BadDestination
+                    }
+                })?;
+                last = Some(is_from);
+            }
+            "port" => {
+                let side = match last {
+                    Some(true) => &mut from,
+                    Some(false) => &mut to,
+                    None => return Err(GrammarError::Improper),
+                };
+                if side.ports.is_some() {
+                    return Err(GrammarError::Duplicate("port".into()));
+                }
+                side.ports = Some(parse_port_spec(value, false)?);
+            }
+            other => return Err(GrammarError::InvalidToken(other.to_string())),
+        }
+        i += 2;
+    }
+    if !from.given && !to.given {
+        return Err(GrammarError::NeedToOrFrom);
+    }
+    // A service name on either side may imply the protocol.
+    let implied = [&from, &to]
+        .iter()
+        .filter_map(|s| s.ports.as_ref().and_then(|p| p.proto))
+        .collect::<Vec<_>>();
+    let proto = match (proto, implied.as_slice()) {
+        (Some(p), _) => p,
+        (None, [p]) => *p,
+        (None, [a, b]) if a == b => *a,
+        (None, _) => Proto::Any,
+    };
+    Ok((proto, from, to))
+}
+
+/// Parse `any`, an address, or a network. `Ok(None)` means anywhere.
+fn parse_addr(text: &str) -> Result<Option<IpNet>, ()> {
+    if text == "any" {
+        return Ok(None);
+    }
+    if let Some((addr, len)) = text.split_once('/') {
+        let addr: IpAddr = addr.parse().map_err(|_| ())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        // UFW also accepts a dotted netmask for IPv4.
+        let len: u8 = match len.parse::<u8>() {
+            Ok(l) if l <= max && !len.starts_with('+') => l,
+            _ => match (addr, len.parse::<std::net::Ipv4Addr>()) {
+                (IpAddr::V4(_), Ok(mask)) => {
+                    let bits = u32::from(mask);
+                    if bits.leading_ones() + bits.trailing_zeros() != 32 {
+                        return Err(());
+                    }
+                    bits.leading_ones() as u8
+                }
+                _ => return Err(()),
+            },
+        };
+        return IpNet::new(addr, len).map(Some).map_err(|_| ());
+    }
+    let addr: IpAddr = text.parse().map_err(|_| ())?;
+    Ok(Some(IpNet::from(addr)))
+}
+
+/// Parse `PORTS[/PROTO]`. In the simple form a `/PROTO` suffix is allowed and the whole
+/// may be a service name; in `port P` only ports or a service name are allowed.
+fn parse_port_spec(text: &str, allow_proto: bool) -> Result<PortSpec, GrammarError> {
+    let (ports_text, proto) = match text.split_once('/') {
+        Some((p, proto)) if allow_proto => {
+            let proto = match proto {
+                "tcp" => Proto::Tcp,
+                "udp" => Proto::Udp,
+                other => return Err(GrammarError::UnsupportedProto(other.to_string())),
+            };
+            (p, Some(proto))
+        }
+        Some(_) => return Err(GrammarError::BadPort),
+        None => (text, None),
+    };
+    if ports_text.is_empty() {
+        return Err(if allow_proto {
+            GrammarError::WrongArgs
+        } else {
+            GrammarError::BadPort
+        });
+    }
+    let first = ports_text.chars().next().unwrap_or(' ');
+    if !first.is_ascii_digit() && !ports_text.contains(',') && !ports_text.contains(':') {
+        // A service name.
+        let (port, service_proto) = lookup_service(ports_text, proto).ok_or_else(|| {
+            if allow_proto {
+                GrammarError::InvalidToken(text.to_string())
+            } else {
+                GrammarError::BadPort
+            }
+        })?;
+        return Ok(PortSpec {
+            ports: Ports(vec![PortRange::single(port)]),
+            proto: proto.or(service_proto),
+        });
+    }
+    let mut ranges = Vec::new();
+    let mut count = 0;
+    for item in ports_text.split(',') {
+        if let Some((a, b)) = item.split_once(':') {
+            let (Some(a), Some(b)) = (numeric_port(a), numeric_port(b)) else {
+                if a.chars().all(|c| c.is_ascii_digit()) && b.chars().all(|c| c.is_ascii_digit()) {
+                    return Err(GrammarError::BadPortNamed(item.to_string()));
+                }
+                return Err(GrammarError::RangeNotNumeric);
+            };
+            if a >= b {
+                return Err(GrammarError::BadPortNamed(item.to_string()));
+            }
+            ranges.push(PortRange { first: a, last: b });
+            count += 2;
+        } else {
+            let p = numeric_port(item).ok_or(GrammarError::BadPort)?;
+            ranges.push(PortRange::single(p));
+            count += 1;
+        }
+    }
+    if count > MAX_PORTS {
+        return Err(GrammarError::TooManyPorts);
+    }
+    let ports = Ports(ranges);
+    if ports.is_multi() && proto.is_none() && allow_proto {
+        return Err(GrammarError::MultiNeedsProto);
+    }
+    Ok(PortSpec { ports, proto })
+}
+
+fn numeric_port(text: &str) -> Option<u16> {
+    if text.is_empty() || !text.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    match text.parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => Some(p as u16),
+        _ => None,
+    }
+}
+
+/// Services from /etc/services: name or alias → (port, protocols).
+fn services() -> &'static HashMap<String, (u16, Vec<Proto>)> {
+    static SERVICES: OnceLock<HashMap<String, (u16, Vec<Proto>)>> = OnceLock::new();
+    SERVICES.get_or_init(|| {
+        let text = std::fs::read_to_string(SERVICES_FILE).unwrap_or_default();
+        parse_services(&text)
+    })
+}
+
+/// Parse the text of an /etc/services file.
+pub fn parse_services(text: &str) -> HashMap<String, (u16, Vec<Proto>)> {
+    let mut map: HashMap<String, (u16, Vec<Proto>)> = HashMap::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut fields = line.split_whitespace();
+        let (Some(name), Some(port_proto)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Some((port, proto)) = port_proto.split_once('/') else {
+            continue;
+        };
+        let (Ok(port), Some(proto @ (Proto::Tcp | Proto::Udp))) =
+            (port.parse::<u16>(), Proto::from_word(proto))
+        else {
+            continue;
+        };
+        for n in std::iter::once(name).chain(fields) {
+            let entry = map.entry(n.to_string()).or_insert((port, Vec::new()));
+            if entry.0 == port && !entry.1.contains(&proto) {
+                entry.1.push(proto);
+            }
+        }
+    }
+    map
+}
+
+/// Look up a service; returns its port and the protocol it implies (None = tcp and udp).
+fn lookup_service(name: &str, want: Option<Proto>) -> Option<(u16, Option<Proto>)> {
+    let (port, protos) = services().get(name)?;
+    match want {
+        Some(p) if protos.contains(&p) => Some((*port, Some(p))),
+        Some(_) => None,
+        None if protos.len() == 1 => Some((*port, Some(protos[0]))),
+        None => Some((*port, None)),
+    }
+}
+
+struct Built {
+    action: Action,
+    direction: Direction,
+    iface: Option<String>,
+    log: RuleLog,
+    proto: Proto,
+    from: Side,
+    to: Side,
+    simple: bool,
+    comment: Option<String>,
+}
+
+/// Check the combination and split it into one rule per IP family.
+fn build(b: Built) -> Result<ParsedRule, GrammarError> {
+    let sports = b.from.ports.map(|s| s.ports);
+    let dports = b.to.ports.map(|s| s.ports);
+    let has_ports = sports.is_some() || dports.is_some();
+    if has_ports && !b.proto.has_ports() {
+        return Err(GrammarError::PortWithProto(b.proto.word().to_string()));
+    }
+    let multi = sports.iter().chain(dports.iter()).any(Ports::is_multi);
+    if multi && !matches!(b.proto, Proto::Tcp | Proto::Udp) {
+        return Err(GrammarError::MultiNeedsProto);
+    }
+    let mut normalized = false;
+    let mut norm = |n: Option<IpNet>| {
+        n.map(|n| {
+            let t = n.trunc();
+            normalized |= t != n;
+            t
+        })
+    };
+    let src = norm(b.from.addr);
+    let dst = norm(b.to.addr);
+    let fam_of = |n: &IpNet| match n {
+        IpNet::V4(_) => Family::V4,
+        IpNet::V6(_) => Family::V6,
+    };
+    let families = match (src.as_ref().map(fam_of), dst.as_ref().map(fam_of)) {
+        (Some(a), Some(b)) if a != b => return Err(GrammarError::MixedVersions),
+        (Some(f), _) | (None, Some(f)) => vec![f],
+        (None, None) if matches!(b.proto, Proto::Ipv6 | Proto::Igmp) => vec![Family::V4],
+        (None, None) => vec![Family::V4, Family::V6],
+    };
+    if matches!(b.proto, Proto::Ipv6 | Proto::Igmp) && families == [Family::V6] {
+        return Err(GrammarError::V4OnlyProto(b.proto.word().to_string()));
+    }
+    let rules = families
+        .into_iter()
+        .map(|family| Rule {
+            action: b.action,
+            direction: b.direction,
+            iface: b.iface.clone(),
+            log: b.log,
+            family,
+            proto: b.proto,
+            from: Endpoint {
+                addr: src,
+                ports: sports.clone(),
+            },
+            to: Endpoint {
+                addr: dst,
+                ports: dports.clone(),
+            },
+            simple: b.simple,
+            comment: b.comment.clone(),
+        })
+        .collect();
+    Ok(ParsedRule { rules, normalized })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ParsedRule, GrammarError> {
+        let words: Vec<String> = text.split_whitespace().map(String::from).collect();
+        parse_rule(Action::Allow, &words)
+    }
+
+    #[test]
+    fn simple_forms() {
+        let r = parse("22/tcp").unwrap();
+        assert_eq!(r.rules.len(), 2);
+        assert_eq!(r.rules[0].proto, Proto::Tcp);
+        assert_eq!(r.rules[0].family, Family::V4);
+        assert_eq!(r.rules[1].family, Family::V6);
+        let r = parse("80,443/tcp").unwrap();
+        assert_eq!(r.rules[0].to.ports.as_ref().unwrap().to_string(), "80,443");
+        let r = parse("60000:61000/udp").unwrap();
+        assert_eq!(r.rules[0].proto, Proto::Udp);
+        assert_eq!(
+            r.rules[0].to.ports.as_ref().unwrap().to_string(),
+            "60000:61000"
+        );
+        assert_eq!(parse("22").unwrap().rules[0].proto, Proto::Any);
+    }
+
+    #[test]
+    fn full_forms() {
+        let r = parse("proto udp from 198.18.0.5 to any port 5353").unwrap();
+        assert_eq!(r.rules.len(), 1);
+        assert_eq!(r.rules[0].family, Family::V4);
+        assert_eq!(r.rules[0].from.addr.unwrap().to_string(), "198.18.0.5/32");
+        let r = parse("from 2001:db8::5 to any port 53 proto udp").unwrap();
+        assert_eq!(r.rules[0].family, Family::V6);
+        let r = parse("in on eth0 log to any port 80 proto tcp comment web").unwrap();
+        assert_eq!(r.rules[0].iface.as_deref(), Some("eth0"));
+        assert_eq!(r.rules[0].log, RuleLog::Log);
+        assert_eq!(r.rules[0].comment.as_deref(), Some("web"));
+        let r = parse("from 198.18.0.77/24").unwrap();
+        assert!(r.normalized);
+        assert_eq!(r.rules[0].from.addr.unwrap().to_string(), "198.18.0.0/24");
+    }
+
+    #[test]
+    fn bad_forms() {
+        let cases = [
+            ("99999", GrammarError::BadPort),
+            ("0", GrammarError::BadPort),
+            ("80:70/tcp", GrammarError::BadPortNamed("80:70".into())),
+            ("80:90", GrammarError::MultiNeedsProto),
+            ("22,23", GrammarError::MultiNeedsProto),
+            ("a:b/tcp", GrammarError::RangeNotNumeric),
+            ("22/sctp", GrammarError::UnsupportedProto("sctp".into())),
+            ("from 198.18.0.300", GrammarError::BadSource),
+            ("from 198.18.0.0/33", GrammarError::BadSource),
+            ("to 2001:db8::/129", GrammarError::BadDestination),
+            (
+                "from 198.18.0.1 to 2001:db8::1",
+                GrammarError::MixedVersions,
+            ),
+            ("proto tcp", GrammarError::NeedToOrFrom),
+            ("in on eth0:1 to any", GrammarError::InterfaceAlias),
+            (
+                "proto ah to any port 80",
+                GrammarError::PortWithProto("ah".into()),
+            ),
+            ("from any port 80,443", GrammarError::MultiNeedsProto),
+            ("port 22 from any", GrammarError::Improper),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse(text).unwrap_err(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn services_file_parsing() {
+        let m = parse_services("ssh 22/tcp # SSH\nfoo 99/udp bar\nfoo 99/tcp\n");
+        assert_eq!(m["ssh"], (22, vec![Proto::Tcp]));
+        assert_eq!(m["bar"], (99, vec![Proto::Udp]));
+        assert_eq!(m["foo"].1.len(), 2);
+    }
+}

@@ -1,0 +1,479 @@
+//! The policy model: what the user asked for, free of any nftables detail.
+//!
+//! This is what is persisted (as TOML) and what `status` shows; the kernel ruleset is
+//! always derived from it by `compile`.
+
+use std::fmt;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The whole firewall policy kept in the config directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Whether the firewall is active (and is to be loaded at boot).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Default verdicts for traffic that matches no rule.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Logging level.
+    #[serde(default)]
+    pub logging: LogLevel,
+    /// User rules in evaluation order (first match wins). IPv4 rules come before IPv6 ones,
+    /// as in UFW, so that a rule's number is its 1-based index here.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Rule>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            enabled: false,
+            defaults: Defaults::default(),
+            logging: LogLevel::Low,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// Default policies per direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Defaults {
+    /// Traffic to this host (default: deny).
+    pub incoming: Verdict,
+    /// Traffic from this host (default: allow).
+    pub outgoing: Verdict,
+    /// Forwarded traffic (default: deny, shown as "disabled" when forwarding is off).
+    pub routed: Verdict,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            incoming: Verdict::Deny,
+            outgoing: Verdict::Allow,
+            routed: Verdict::Deny,
+        }
+    }
+}
+
+/// A terminal verdict: what a default policy or a plain rule does with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Let it through.
+    Allow,
+    /// Drop it silently.
+    Deny,
+    /// Refuse it: TCP reset, or ICMP port-unreachable for anything else.
+    Reject,
+}
+
+impl Verdict {
+    /// The lower-case word used on the command line and in `status verbose`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::Reject => "reject",
+        }
+    }
+}
+
+/// UFW's logging levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Nothing is logged.
+    Off,
+    /// Blocked packets that match no rule (rate-limited), and rules marked `log`.
+    #[default]
+    Low,
+    /// Low, plus allowed packets that match no rule, invalid packets and new connections.
+    Medium,
+    /// Medium without the rate limit on new connections, plus all packets (rate-limited).
+    High,
+    /// Everything, nothing rate-limited.
+    Full,
+}
+
+impl LogLevel {
+    /// The word shown by `status verbose`.
+    pub fn word(self) -> &'static str {
+        match self {
+            LogLevel::Off => "off",
+            LogLevel::Low => "low",
+            LogLevel::Medium => "medium",
+            LogLevel::High => "high",
+            LogLevel::Full => "full",
+        }
+    }
+}
+
+/// What a rule does with the connections it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Accept.
+    Allow,
+    /// Drop silently.
+    Deny,
+    /// Refuse (TCP reset / ICMP port-unreachable).
+    Reject,
+    /// Rate- or connection-limited accept; see [`Limit`].
+    Limit,
+}
+
+impl Action {
+    /// Upper-case word as shown by `status`.
+    pub fn upper(self) -> &'static str {
+        match self {
+            Action::Allow => "ALLOW",
+            Action::Deny => "DENY",
+            Action::Reject => "REJECT",
+            Action::Limit => "LIMIT",
+        }
+    }
+
+    /// Lower-case word as typed on the command line.
+    pub fn word(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+            Action::Reject => "reject",
+            Action::Limit => "limit",
+        }
+    }
+}
+
+/// Which way the traffic a rule matches flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// To this host.
+    #[default]
+    In,
+    /// From this host.
+    Out,
+}
+
+/// Per-rule logging (`log` / `log-all`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleLog {
+    /// No per-rule logging.
+    #[default]
+    None,
+    /// Log new connections matching the rule.
+    Log,
+    /// Log every packet matching the rule.
+    LogAll,
+}
+
+/// The IP family a rule applies to. A rule typed without addresses is stored twice,
+/// once per family, exactly as UFW does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+/// Transport or network protocol matched by a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// Any protocol (with ports: TCP and UDP).
+    #[default]
+    Any,
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// IPsec authentication header.
+    Ah,
+    /// IPsec encapsulating security payload.
+    Esp,
+    /// Generic routing encapsulation.
+    Gre,
+    /// IPv6 encapsulated in IPv4 (IPv4 only).
+    Ipv6,
+    /// IGMP (IPv4 only).
+    Igmp,
+    /// Virtual router redundancy protocol.
+    Vrrp,
+}
+
+impl Proto {
+    /// The protocol's name as typed and shown.
+    pub fn word(self) -> &'static str {
+        match self {
+            Proto::Any => "any",
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Ah => "ah",
+            Proto::Esp => "esp",
+            Proto::Gre => "gre",
+            Proto::Ipv6 => "ipv6",
+            Proto::Igmp => "igmp",
+            Proto::Vrrp => "vrrp",
+        }
+    }
+
+    /// Parse a protocol name.
+    pub fn from_word(word: &str) -> Option<Proto> {
+        Some(match word {
+            "any" => Proto::Any,
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            "ah" => Proto::Ah,
+            "esp" => Proto::Esp,
+            "gre" => Proto::Gre,
+            "ipv6" => Proto::Ipv6,
+            "igmp" => Proto::Igmp,
+            "vrrp" => Proto::Vrrp,
+            _ => return None,
+        })
+    }
+
+    /// Whether the protocol has ports.
+    pub fn has_ports(self) -> bool {
+        matches!(self, Proto::Any | Proto::Tcp | Proto::Udp)
+    }
+
+    /// IANA protocol number (for `Any`, none).
+    pub fn number(self) -> Option<u8> {
+        match self {
+            Proto::Any => None,
+            Proto::Tcp => Some(6),
+            Proto::Udp => Some(17),
+            Proto::Ah => Some(51),
+            Proto::Esp => Some(50),
+            Proto::Gre => Some(47),
+            Proto::Ipv6 => Some(41),
+            Proto::Igmp => Some(2),
+            Proto::Vrrp => Some(112),
+        }
+    }
+}
+
+/// An inclusive port range; a single port has `first == last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PortRange {
+    /// First port (1..=65535).
+    pub first: u16,
+    /// Last port (>= first).
+    pub last: u16,
+}
+
+impl PortRange {
+    /// A single port.
+    pub fn single(port: u16) -> Self {
+        PortRange {
+            first: port,
+            last: port,
+        }
+    }
+
+    /// Whether `port` lies in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        self.first <= port && port <= self.last
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}:{}", self.first, self.last)
+        }
+    }
+}
+
+/// A port match: one port, or a list of ports and ranges (as typed, in order).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Ports(pub Vec<PortRange>);
+
+impl Ports {
+    /// Whether `port` is matched.
+    pub fn contains(&self, port: u16) -> bool {
+        self.0.iter().any(|r| r.contains(port))
+    }
+
+    /// Whether this is a list or a range (which UFW requires a protocol for).
+    pub fn is_multi(&self) -> bool {
+        self.0.len() > 1 || self.0.iter().any(|r| r.first != r.last)
+    }
+}
+
+impl fmt::Display for Ports {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{r}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One end of a rule: an address (or anywhere), a port match, and the app profile or
+/// service name the ports came from, kept for display.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Address or network; `None` means anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<IpNet>,
+    /// Ports; `None` means any port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Ports>,
+}
+
+/// One user rule, for one IP family.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Rule {
+    /// What to do with matching connections.
+    pub action: Action,
+    /// Incoming or outgoing.
+    #[serde(default)]
+    pub direction: Direction,
+    /// Interface name (`in on eth0` / `out on eth0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iface: Option<String>,
+    /// Per-rule logging.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub log: RuleLog,
+    /// IP family.
+    pub family: Family,
+    /// Protocol.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub proto: Proto,
+    /// Source.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub from: Endpoint,
+    /// Destination.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub to: Endpoint,
+    /// Whether the rule was typed in the simple form (`allow 22/tcp`), which `status`
+    /// shows without addresses.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub simple: bool,
+    /// Free-text comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+impl Rule {
+    /// Whether two rules match the same traffic (action, log and comment aside).
+    /// This is UFW's notion of "existing rule".
+    pub fn same_match(&self, other: &Rule) -> bool {
+        let strip = |r: &Rule| Rule {
+            action: Action::Allow,
+            log: RuleLog::None,
+            comment: None,
+            simple: false,
+            ..r.clone()
+        };
+        strip(self) == strip(other)
+    }
+}
+
+/// Where a new rule goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// After the rules of its family.
+    Append,
+    /// At this 1-based rule number.
+    Insert(usize),
+    /// First among the rules of its family.
+    Prepend,
+}
+
+/// What adding one rule did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddOutcome {
+    /// A new rule was added.
+    Added,
+    /// A new rule was inserted at a position.
+    Inserted,
+    /// An existing rule with the same match got a new action, log or comment.
+    Updated,
+    /// An identical rule exists.
+    Skipped,
+}
+
+impl Policy {
+    /// Number of rules of one family.
+    pub fn count(&self, family: Family) -> usize {
+        self.rules.iter().filter(|r| r.family == family).count()
+    }
+
+    /// Add one rule at a position, as UFW does: an identical rule is skipped, a rule
+    /// with the same match but another action, log or comment replaces it in place.
+    /// `Insert(n)` must name an existing rule number (checked by the caller).
+    pub fn add(&mut self, rule: Rule, position: Position) -> AddOutcome {
+        if let Some(i) = self.rules.iter().position(|r| r.same_match(&rule)) {
+            if self.rules[i] == rule
+                || (self.rules[i].action == rule.action
+                    && self.rules[i].log == rule.log
+                    && self.rules[i].comment == rule.comment)
+            {
+                return AddOutcome::Skipped;
+            }
+            self.rules[i] = rule;
+            return AddOutcome::Updated;
+        }
+        let v4 = self.count(Family::V4);
+        let (start, end) = match rule.family {
+            Family::V4 => (0, v4),
+            Family::V6 => (v4, self.rules.len()),
+        };
+        match position {
+            Position::Append => {
+                self.rules.insert(end, rule);
+                AddOutcome::Added
+            }
+            Position::Prepend => {
+                self.rules.insert(start, rule);
+                AddOutcome::Inserted
+            }
+            Position::Insert(n) => {
+                // Clamp into the family's block: a v6 rule asked to go among the v4 rules
+                // goes first among the v6 rules, and the other way round.
+                let at = (n - 1).clamp(start, end);
+                self.rules.insert(at, rule);
+                AddOutcome::Inserted
+            }
+        }
+    }
+
+    /// Remove rule number `n` (1-based).
+    pub fn remove_number(&mut self, n: usize) -> Option<Rule> {
+        (n >= 1 && n <= self.rules.len()).then(|| self.rules.remove(n - 1))
+    }
+
+    /// Remove the rule matching `rule` (same match and action). Returns whether found.
+    pub fn remove_matching(&mut self, rule: &Rule) -> bool {
+        match self
+            .rules
+            .iter()
+            .position(|r| r.same_match(rule) && r.action == rule.action)
+        {
+            Some(i) => {
+                self.rules.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}

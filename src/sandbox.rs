@@ -1,0 +1,429 @@
+//! Throwaway network namespaces for the demo and the kernel tests.
+//!
+//! A `Sandbox` is a server namespace and N client namespaces, each joined by a veth pair
+//! to a bridge in a switch namespace. Addresses come only from 198.18.0.0/15 and
+//! 2001:db8::/32. Nothing is created in, or changed in, the caller's own namespace, and
+//! everything is removed on drop (also when a test panics).
+//!
+//! Servers and probes are threads that enter a namespace with `setns`, so a test holds
+//! real sockets and can tell an accepted connection from a reset from a silent drop.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use nix::sched::{setns, CloneFlags};
+
+/// IPv4 network of the sandbox (inside 198.18.0.0/15).
+pub const NET4_PREFIX: [u8; 3] = [198, 18, 0];
+/// IPv6 network of the sandbox (inside 2001:db8::/32).
+pub const NET6_PREFIX: [u16; 4] = [0x2001, 0xdb8, 0, 0];
+/// Host number of the server; clients are 11, 12, …
+pub const SERVER_HOST: u8 = 1;
+/// Host number of the first client.
+pub const FIRST_CLIENT_HOST: u8 = 11;
+/// How long a probe waits before calling a connection attempt dropped.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How often server threads look at their stop flag.
+const POLL: Duration = Duration::from_millis(50);
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// One namespace host with its addresses.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Namespace name.
+    pub ns: String,
+    /// IPv4 address.
+    pub v4: Ipv4Addr,
+    /// IPv6 address.
+    pub v6: Ipv6Addr,
+}
+
+impl Host {
+    fn new(ns: String, host: u8) -> Host {
+        let [a, b, c] = NET4_PREFIX;
+        let [p0, p1, p2, p3] = NET6_PREFIX;
+        Host {
+            ns,
+            v4: Ipv4Addr::new(a, b, c, host),
+            v6: Ipv6Addr::new(p0, p1, p2, p3, 0, 0, 0, u16::from(host)),
+        }
+    }
+
+    /// The address of one family.
+    pub fn addr(&self, v6: bool) -> IpAddr {
+        if v6 {
+            IpAddr::V6(self.v6)
+        } else {
+            IpAddr::V4(self.v4)
+        }
+    }
+}
+
+/// How a connection attempt ended.
+#[derive(Debug)]
+pub enum Conn {
+    /// The handshake completed; the stream is held open until dropped.
+    Open(TcpStream),
+    /// Refused at once (TCP reset, or ICMP port-unreachable).
+    Refused,
+    /// No answer before the timeout (dropped).
+    TimedOut,
+    /// Anything else (host unreachable, …).
+    Failed(io::ErrorKind),
+}
+
+impl Conn {
+    /// Whether the connection was accepted.
+    pub fn is_open(&self) -> bool {
+        matches!(self, Conn::Open(_))
+    }
+    /// A short word for reports.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Conn::Open(_) => "accepted",
+            Conn::Refused => "refused",
+            Conn::TimedOut => "timed out",
+            Conn::Failed(_) => "failed",
+        }
+    }
+}
+
+/// How a UDP exchange ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Udp {
+    /// The server's echo came back.
+    Reply,
+    /// ICMP port-unreachable came back.
+    Refused,
+    /// Nothing came back.
+    TimedOut,
+}
+
+/// A running server thread; stopped on drop.
+struct Server {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A server namespace, client namespaces and a switch, removed on drop.
+pub struct Sandbox {
+    /// The server host (where rampart runs).
+    pub srv: Host,
+    /// The client hosts.
+    pub clients: Vec<Host>,
+    switch: String,
+    namespaces: Vec<String>,
+    config_dir: PathBuf,
+    bin: PathBuf,
+    servers: Vec<Server>,
+}
+
+/// Run `ip ARGS`, failing with its stderr.
+fn ip(args: &[&str]) -> io::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Run `f` on a thread inside namespace `ns`; sockets it makes stay in that namespace.
+pub fn in_netns<T, F>(ns: &str, f: F) -> io::Result<T>
+where
+    T: Send,
+    F: FnOnce() -> T + Send,
+{
+    let file = File::open(Path::new("/run/netns").join(ns))?;
+    thread::scope(|s| {
+        s.spawn(move || {
+            setns(&file, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| io::Error::other("thread in namespace panicked"))?
+    })
+}
+
+impl Sandbox {
+    /// Build a sandbox with `clients` client namespaces; rampart's binary is `bin`.
+    pub fn new(clients: usize, bin: &Path) -> io::Result<Sandbox> {
+        let id = format!(
+            "rp{}x{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let config_dir = std::env::temp_dir().join(format!("{id}-config"));
+        let mut sb = Sandbox {
+            srv: Host::new(format!("{id}-srv"), SERVER_HOST),
+            clients: (0..clients)
+                .map(|i| Host::new(format!("{id}-c{i}"), FIRST_CLIENT_HOST + i as u8))
+                .collect(),
+            switch: format!("{id}-sw"),
+            namespaces: Vec::new(),
+            config_dir,
+            bin: bin.to_path_buf(),
+            servers: Vec::new(),
+        };
+        sb.build()?;
+        Ok(sb)
+    }
+
+    fn build(&mut self) -> io::Result<()> {
+        let sw = self.switch.clone();
+        ip(&["netns", "add", &sw])?;
+        self.namespaces.push(sw.clone());
+        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &sw, "link", "set", "br0", "up"])?;
+        let hosts: Vec<Host> = std::iter::once(self.srv.clone())
+            .chain(self.clients.iter().cloned())
+            .collect();
+        for (i, h) in hosts.iter().enumerate() {
+            ip(&["netns", "add", &h.ns])?;
+            self.namespaces.push(h.ns.clone());
+            let port = format!("p{i}");
+            ip(&[
+                "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+                &h.ns,
+            ])?;
+            ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
+            ip(&["-n", &h.ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", &h.ns, "link", "set", "eth0", "up"])?;
+            ip(&[
+                "-n",
+                &h.ns,
+                "addr",
+                "add",
+                &format!("{}/24", h.v4),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&[
+                "-n",
+                &h.ns,
+                "addr",
+                "add",
+                &format!("{}/64", h.v6),
+                "dev",
+                "eth0",
+                "nodad",
+            ])?;
+        }
+        std::fs::create_dir_all(&self.config_dir)?;
+        Ok(())
+    }
+
+    /// The config directory rampart uses in this sandbox.
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+
+    /// Run rampart inside the server namespace with this sandbox's config dir.
+    pub fn rampart(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.srv.ns])
+            .arg(&self.bin)
+            .arg("--config-dir")
+            .arg(&self.config_dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run rampart")
+    }
+
+    /// Run rampart and insist it succeeds; returns stdout.
+    pub fn rampart_ok(&self, args: &[&str]) -> String {
+        let out = self.rampart(args);
+        assert!(
+            out.status.success(),
+            "rampart {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run any command inside a namespace; returns its output.
+    pub fn exec(&self, ns: &str, cmd: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run command in namespace")
+    }
+
+    /// The server namespace's whole nft ruleset, as text.
+    pub fn ruleset(&self) -> String {
+        String::from_utf8_lossy(&self.exec(&self.srv.ns, &["nft", "list", "ruleset"]).stdout)
+            .into_owned()
+    }
+
+    /// Start a TCP server on `port` (IPv4 and IPv6) in the server namespace. Accepted
+    /// connections echo what they read and are held until the client closes them.
+    pub fn serve_tcp(&mut self, port: u16) -> io::Result<()> {
+        let listener = in_netns(&self.srv.ns, move || {
+            TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
+        })??;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = thread::spawn(move || {
+            let mut conns: Vec<JoinHandle<()>> = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let flag = flag.clone();
+                        conns.push(thread::spawn(move || echo(stream, &flag)));
+                    }
+                    Err(_) => thread::sleep(POLL),
+                }
+            }
+            for c in conns {
+                let _ = c.join();
+            }
+        });
+        self.servers.push(Server {
+            stop,
+            handle: Some(handle),
+        });
+        Ok(())
+    }
+
+    /// Start a UDP echo server on `port` (IPv4 and IPv6) in the server namespace.
+    pub fn serve_udp(&mut self, port: u16) -> io::Result<()> {
+        let sock = in_netns(&self.srv.ns, move || {
+            UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
+        })??;
+        sock.set_read_timeout(Some(POLL))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !flag.load(Ordering::SeqCst) {
+                if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                    let _ = sock.send_to(&buf[..n], peer);
+                }
+            }
+        });
+        self.servers.push(Server {
+            stop,
+            handle: Some(handle),
+        });
+        Ok(())
+    }
+
+    /// Open a TCP connection from client `c` to the server's address of one family.
+    pub fn tcp(&self, c: usize, v6: bool, port: u16) -> Conn {
+        self.tcp_timeout(c, v6, port, DEFAULT_TIMEOUT)
+    }
+
+    /// As [`Sandbox::tcp`], with a timeout.
+    pub fn tcp_timeout(&self, c: usize, v6: bool, port: u16, timeout: Duration) -> Conn {
+        let dst = SocketAddr::new(self.srv.addr(v6), port);
+        in_netns(
+            &self.clients[c].ns,
+            move || match TcpStream::connect_timeout(&dst, timeout) {
+                Ok(s) => Conn::Open(s),
+                Err(e) => match e.kind() {
+                    io::ErrorKind::ConnectionRefused => Conn::Refused,
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Conn::TimedOut,
+                    k => Conn::Failed(k),
+                },
+            },
+        )
+        .unwrap_or(Conn::Failed(io::ErrorKind::Other))
+    }
+
+    /// Send one datagram from client `c` to the server and wait for the echo.
+    pub fn udp(&self, c: usize, v6: bool, port: u16) -> Udp {
+        self.udp_from(c, v6, port, 0)
+    }
+
+    /// As [`Sandbox::udp`], from a chosen source port (0: any).
+    pub fn udp_from(&self, c: usize, v6: bool, port: u16, sport: u16) -> Udp {
+        let dst = SocketAddr::new(self.srv.addr(v6), port);
+        let bind: SocketAddr = if v6 {
+            (Ipv6Addr::UNSPECIFIED, sport).into()
+        } else {
+            (Ipv4Addr::UNSPECIFIED, sport).into()
+        };
+        in_netns(&self.clients[c].ns, move || {
+            let sock = UdpSocket::bind(bind)?;
+            sock.connect(dst)?;
+            sock.set_read_timeout(Some(DEFAULT_TIMEOUT))?;
+            sock.send(b"ping")?;
+            let mut buf = [0u8; 64];
+            sock.recv(&mut buf).map(|_| ())
+        })
+        .map(|r| match r {
+            Ok(()) => Udp::Reply,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Udp::Refused,
+            Err(_) => Udp::TimedOut,
+        })
+        .unwrap_or(Udp::TimedOut)
+    }
+}
+
+/// Echo what arrives until the peer closes or the server stops.
+fn echo(mut stream: TcpStream, stop: &AtomicBool) {
+    let _ = stream.set_read_timeout(Some(POLL));
+    let mut buf = [0u8; 1024];
+    while !stop.load(Ordering::SeqCst) {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Whether a held connection still carries data both ways.
+pub fn still_works(stream: &mut TcpStream) -> bool {
+    let _ = stream.set_read_timeout(Some(DEFAULT_TIMEOUT));
+    let mut buf = [0u8; 4];
+    stream.write_all(b"ping").is_ok() && stream.read_exact(&mut buf).is_ok() && &buf == b"ping"
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.servers.clear();
+        for ns in self.namespaces.iter().rev() {
+            let _ = ip(&["netns", "del", ns]);
+        }
+        let _ = std::fs::remove_dir_all(&self.config_dir);
+    }
+}

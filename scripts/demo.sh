@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The demo: throwaway network namespaces, a small policy, real connections.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+cargo build --release --quiet
+exec ./target/release/rampart demo

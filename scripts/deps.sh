@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what rampart's demo and tests need on a fresh Debian machine (as root).
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+  echo "ERROR: run as root (network namespaces and nftables need it)" >&2
+  exit 1
+fi
+need=()
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+[ -e /etc/services ] || need+=(netbase)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+modprobe nf_tables 2>/dev/null || true

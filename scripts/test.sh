@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# All tests: lints, unit tests, and kernel tests in throwaway network namespaces.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+cargo fmt --all -- --check
+cargo clippy --all-targets --quiet -- -D warnings
+cargo test --release
+left=$(ip netns list | grep -c '^rp[0-9]' || true)
+if [ "$left" -gt 0 ]; then
+  echo "ERROR: $left test namespace(s) left behind" >&2
+  exit 1
+fi

@@ -1,0 +1,213 @@
+//! Kernel tests: real nftables in throwaway namespaces, real TCP and UDP connections.
+//! Each test builds its own sandbox (unique names), removed on drop even on failure.
+
+use std::path::Path;
+
+use rampart::sandbox::{still_works, Conn, Sandbox, Udp};
+
+const A: usize = 0;
+const B: usize = 1;
+const V4: bool = false;
+const V6: bool = true;
+
+fn sandbox(clients: usize) -> Sandbox {
+    Sandbox::new(clients, Path::new(env!("CARGO_BIN_EXE_rampart"))).expect("build sandbox")
+}
+
+fn assert_conn(c: Conn, want: &str, what: &str) -> Conn {
+    assert_eq!(c.word(), want, "{what}");
+    c
+}
+
+/// Docs: README "Guarantees" — default deny; allow opens; delete closes again.
+#[test]
+fn default_deny_then_allow_then_delete() {
+    let mut sb = sandbox(1);
+    sb.serve_tcp(8080).unwrap();
+    sb.serve_udp(8080).unwrap();
+    // No firewall yet: open.
+    assert_conn(sb.tcp(A, V4, 8080), "accepted", "before enable");
+    sb.rampart_ok(&["--force", "enable"]);
+    for v6 in [V4, V6] {
+        assert_conn(sb.tcp(A, v6, 8080), "timed out", "default deny");
+        assert_eq!(sb.udp(A, v6, 8080), Udp::TimedOut, "default deny udp");
+    }
+    let out = sb.rampart_ok(&["allow", "8080/tcp"]);
+    assert_eq!(out, "Rule added\nRule added (v6)\n");
+    for v6 in [V4, V6] {
+        assert_conn(sb.tcp(A, v6, 8080), "accepted", "after allow");
+        assert_eq!(sb.udp(A, v6, 8080), Udp::TimedOut, "allow was tcp only");
+    }
+    let out = sb.rampart_ok(&["--force", "delete", "allow", "8080/tcp"]);
+    assert_eq!(out, "Rule deleted\nRule deleted (v6)\n");
+    for v6 in [V4, V6] {
+        assert_conn(sb.tcp(A, v6, 8080), "timed out", "after delete");
+    }
+    // Allow without protocol opens TCP and UDP; delete by number removes one family.
+    sb.rampart_ok(&["allow", "8080"]);
+    assert_eq!(sb.udp(A, V4, 8080), Udp::Reply);
+    assert_eq!(sb.udp(A, V6, 8080), Udp::Reply);
+    assert_conn(sb.tcp(A, V6, 8080), "accepted", "allow any proto");
+    sb.rampart_ok(&["--force", "delete", "2"]);
+    assert_eq!(sb.udp(A, V6, 8080), Udp::TimedOut, "v6 copy deleted");
+    assert_eq!(sb.udp(A, V4, 8080), Udp::Reply, "v4 copy kept");
+}
+
+/// deny from A blocks A but not B; reject refuses with a reset while deny times out.
+#[test]
+fn deny_from_one_client_and_reject_versus_deny() {
+    let mut sb = sandbox(2);
+    sb.serve_tcp(80).unwrap();
+    sb.serve_udp(53).unwrap();
+    sb.rampart_ok(&["--force", "enable"]);
+    let a4 = sb.clients[A].v4.to_string();
+    let a6 = sb.clients[A].v6.to_string();
+    sb.rampart_ok(&["deny", "from", &a4]);
+    sb.rampart_ok(&["deny", "from", &a6]);
+    sb.rampart_ok(&["allow", "80/tcp"]);
+    sb.rampart_ok(&["allow", "53/udp"]);
+    for v6 in [V4, V6] {
+        assert_conn(sb.tcp(A, v6, 80), "timed out", "A denied");
+        assert_conn(sb.tcp(B, v6, 80), "accepted", "B allowed");
+        assert_eq!(sb.udp(A, v6, 53), Udp::TimedOut);
+        assert_eq!(sb.udp(B, v6, 53), Udp::Reply);
+    }
+    // Turn A's deny into reject: same match, new action → "Rule updated".
+    let out = sb.rampart_ok(&["reject", "from", &a4]);
+    assert_eq!(out, "Rule updated\n");
+    sb.rampart_ok(&["reject", "from", &a6]);
+    for v6 in [V4, V6] {
+        assert_conn(sb.tcp(A, v6, 80), "refused", "A rejected with reset");
+        assert_eq!(sb.udp(A, v6, 53), Udp::Refused, "A rejected with ICMP");
+        assert_conn(sb.tcp(B, v6, 80), "accepted", "B still allowed");
+    }
+}
+
+/// allow proto udp from A to any port 5353: works for UDP, and only for A.
+#[test]
+fn udp_rule_for_one_source() {
+    let mut sb = sandbox(2);
+    sb.serve_udp(5353).unwrap();
+    sb.serve_tcp(5353).unwrap();
+    sb.rampart_ok(&["--force", "enable"]);
+    let a4 = sb.clients[A].v4.to_string();
+    let out = sb.rampart_ok(&["allow", "proto", "udp", "from", &a4, "to", "any", "port", "5353"]);
+    assert_eq!(out, "Rule added\n");
+    assert_eq!(sb.udp(A, V4, 5353), Udp::Reply);
+    assert_eq!(sb.udp(B, V4, 5353), Udp::TimedOut);
+    assert_eq!(sb.udp(A, V6, 5353), Udp::TimedOut, "an IPv4 rule says nothing of IPv6");
+    assert_conn(sb.tcp(A, V4, 5353), "timed out", "udp rule does not open tcp");
+    let a6 = sb.clients[A].v6.to_string();
+    sb.rampart_ok(&["allow", "from", &a6, "to", "any", "port", "5353", "proto", "udp"]);
+    assert_eq!(sb.udp(A, V6, 5353), Udp::Reply);
+    assert_eq!(sb.udp(B, V6, 5353), Udp::TimedOut);
+}
+
+/// An established connection survives reload, added rules, and deletion of its rule.
+#[test]
+fn established_connection_survives_changes() {
+    let mut sb = sandbox(1);
+    sb.serve_tcp(22).unwrap();
+    sb.rampart_ok(&["--force", "enable"]);
+    sb.rampart_ok(&["allow", "22/tcp"]);
+    let Conn::Open(mut s4) = sb.tcp(A, V4, 22) else {
+        panic!("ssh v4 not accepted")
+    };
+    let Conn::Open(mut s6) = sb.tcp(A, V6, 22) else {
+        panic!("ssh v6 not accepted")
+    };
+    sb.rampart_ok(&["reload"]);
+    assert!(still_works(&mut s4) && still_works(&mut s6), "after reload");
+    for port in 1000..1010 {
+        sb.rampart_ok(&["allow", &format!("{port}/tcp")]);
+    }
+    sb.rampart_ok(&["default", "reject", "incoming"]);
+    assert!(still_works(&mut s4) && still_works(&mut s6), "after adding rules");
+    sb.rampart_ok(&["--force", "delete", "allow", "22/tcp"]);
+    assert!(still_works(&mut s4) && still_works(&mut s6), "after deleting its rule");
+    // A new connection is now refused (default reject).
+    assert_conn(sb.tcp(A, V4, 22), "refused", "new connection after delete");
+}
+
+/// disable removes rampart's table; a foreign table is intact through everything.
+#[test]
+fn foreign_tables_are_never_touched() {
+    let sb = sandbox(1);
+    let out = sb.exec(
+        &sb.srv.ns,
+        &[
+            "nft",
+            "add table ip keepme; add chain ip keepme c { type filter hook input priority 10; policy accept; }; add rule ip keepme c ip saddr 198.19.0.1 counter drop",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let keepme = || {
+        String::from_utf8_lossy(&sb.exec(&sb.srv.ns, &["nft", "list", "table", "ip", "keepme"]).stdout)
+            .into_owned()
+    };
+    let foreign = keepme();
+    assert!(foreign.contains("ip saddr 198.19.0.1 counter"), "{foreign}");
+    let has_rampart = || sb.ruleset().contains("table inet rampart");
+    sb.rampart_ok(&["--force", "enable"]);
+    assert!(has_rampart());
+    assert_eq!(keepme(), foreign, "after enable");
+    sb.rampart_ok(&["allow", "22/tcp"]);
+    sb.rampart_ok(&["reload"]);
+    assert_eq!(keepme(), foreign, "after reload");
+    assert_eq!(sb.rampart_ok(&["disable"]), "Firewall stopped and disabled on system startup\n");
+    assert!(!has_rampart(), "disable removes rampart's table");
+    assert_eq!(keepme(), foreign, "after disable");
+    sb.rampart_ok(&["--force", "enable"]);
+    sb.rampart_ok(&["--force", "reset"]);
+    assert!(!has_rampart(), "reset disables");
+    assert_eq!(keepme(), foreign, "after reset");
+    let status = sb.rampart_ok(&["status"]);
+    assert_eq!(status, "Status: inactive\n");
+}
+
+/// --dry-run changes nothing on disk or in the kernel, whatever the command.
+#[test]
+fn dry_run_changes_nothing() {
+    let sb = sandbox(1);
+    sb.rampart_ok(&["--force", "enable"]);
+    sb.rampart_ok(&["allow", "22/tcp"]);
+    let snapshot = || {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(sb.config_dir())
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        (files, sb.ruleset())
+    };
+    let before = snapshot();
+    for cmd in [
+        vec!["allow", "80/tcp"],
+        vec!["deny", "from", "198.18.0.11"],
+        vec!["insert", "1", "reject", "23"],
+        vec!["delete", "1"],
+        vec!["delete", "allow", "22/tcp"],
+        vec!["default", "allow", "incoming"],
+        vec!["logging", "off"],
+        vec!["disable"],
+        vec!["reload"],
+        vec!["reset"],
+        vec!["enable"],
+    ] {
+        let mut args = vec!["--dry-run"];
+        args.extend(cmd.iter());
+        let out = sb.rampart(&args);
+        assert!(out.status.success(), "dry run of {cmd:?} failed");
+        assert_eq!(snapshot(), before, "dry run of {cmd:?} changed something");
+    }
+    // A dry run prints the ruleset that would be applied.
+    let out = sb.rampart_ok(&["--dry-run", "allow", "80/tcp"]);
+    assert!(out.contains("table inet rampart {"), "{out}");
+    assert!(out.contains("th dport 80"), "{out}");
+    assert!(out.ends_with("Rules updated\nRules updated (v6)\n"), "{out}");
+}

@@ -9,7 +9,9 @@ use thiserror::Error;
 use crate::backend::{Backend, BackendError, NftBackend};
 use crate::compile::compile;
 use crate::grammar::{parse_rule, GrammarError};
-use crate::model::{Action, AddOutcome, Family, LogLevel, Policy, Position, Verdict};
+use crate::model::{
+    Action, AddOutcome, Family, InvalidPosition, LogLevel, Policy, Position, Verdict,
+};
 use crate::observe::{self, StatusView};
 use crate::render::plan_text;
 use crate::store::{Store, StoreError, DEFAULT_CONFIG_DIR};
@@ -103,8 +105,6 @@ pub enum CliError {
     Backend(#[from] BackendError),
     #[error("{0}")]
     Usage(String),
-    #[error("Aborted")]
-    Aborted,
 }
 
 fn usage(msg: impl Into<String>) -> CliError {
@@ -220,19 +220,21 @@ impl Ctx {
         Ok(out)
     }
 
-    fn confirm(&self, question: &str) -> Result<(), CliError> {
+    /// Ask unless forced. A refusal prints `Aborted` (on the prompt's line) and is
+    /// not an error, as in UFW.
+    fn confirm(&self, question: &str) -> bool {
         if self.force || self.dry_run {
-            return Ok(());
+            return true;
         }
         print!("{question} (y|n)? ");
         let _ = io::stdout().flush();
         let mut answer = String::new();
         let _ = io::stdin().lock().read_line(&mut answer);
-        if matches!(answer.trim(), "y" | "Y" | "yes") {
-            Ok(())
-        } else {
-            Err(CliError::Aborted)
+        let yes = matches!(answer.trim().to_lowercase().as_str(), "y" | "yes");
+        if !yes {
+            println!("Aborted");
         }
+        yes
     }
 
     fn status(&self, view: Option<&str>) -> Result<Out, CliError> {
@@ -249,7 +251,7 @@ impl Ctx {
         let policy = self.read_policy()?;
         let active = self.backend.is_loaded()?;
         let text = observe::status(&policy, active, view);
-        Ok(vec![text.trim_end_matches('\n').to_string()])
+        Ok(vec![text.strip_suffix('\n').unwrap_or(&text).to_string()])
     }
 
     fn show(&self, report: &str) -> Result<Out, CliError> {
@@ -265,7 +267,9 @@ impl Ctx {
     }
 
     fn enable(&self) -> Result<Out, CliError> {
-        self.confirm("Command may disrupt existing ssh connections. Proceed with operation")?;
+        if !self.confirm("Command may disrupt existing ssh connections. Proceed with operation") {
+            return Ok(vec![]);
+        }
         let store = Store::open(&self.dir, !self.dry_run)?;
         let mut policy = match &store {
             Some(s) => s.load()?,
@@ -314,7 +318,9 @@ impl Ctx {
     }
 
     fn reset(&self) -> Result<Out, CliError> {
-        self.confirm("Resetting all rules to installed defaults. Proceed with operation")?;
+        if !self.confirm("Resetting all rules to installed defaults. Proceed with operation") {
+            return Ok(vec![]);
+        }
         if self.dry_run {
             return Ok(vec![]);
         }
@@ -343,7 +349,9 @@ impl Ctx {
     }
 
     fn default(&self, verdict: &str, direction: Option<&str>) -> Result<Out, CliError> {
-        let v = match verdict {
+        let verdict = verdict.to_lowercase();
+        let direction = direction.map(str::to_lowercase);
+        let v = match verdict.as_str() {
             "allow" => Verdict::Allow,
             "deny" => Verdict::Deny,
             "reject" => Verdict::Reject,
@@ -353,7 +361,7 @@ impl Ctx {
                 )))
             }
         };
-        let dir = match direction.unwrap_or("incoming") {
+        let dir = match direction.as_deref().unwrap_or("incoming") {
             "incoming" | "input" => "incoming",
             "outgoing" | "output" => "outgoing",
             "routed" | "forward" => "routed",
@@ -377,7 +385,7 @@ impl Ctx {
     }
 
     fn logging(&self, level: &str) -> Result<Out, CliError> {
-        let new = match level {
+        let new = match level.to_lowercase().as_str() {
             "on" => None,
             "off" => Some(LogLevel::Off),
             "low" => Some(LogLevel::Low),
@@ -408,15 +416,14 @@ impl Ctx {
         let Some(n) = words.first() else {
             return Err(usage("Wrong number of arguments"));
         };
-        let num: usize = n
+        let num: i64 = n
             .parse()
-            .map_err(|_| usage(format!("Invalid position '{n}'")))?;
-        let (action, rest) = split_action(&words[1..])?;
-        let policy = self.read_policy()?;
-        if num == 0 || num > policy.rules.len() {
-            return Err(usage(format!("Invalid position '{n}'")));
+            .map_err(|_| usage(format!("Insert position '{n}' is not a valid position")))?;
+        if num < 1 {
+            return Err(usage(format!("Cannot insert rule at position '{n}'")));
         }
-        self.add_rule(action, rest, Position::Insert(num))
+        let (action, rest) = split_action(&words[1..])?;
+        self.add_rule(action, rest, Position::Insert(num as usize))
     }
 
     fn add_rule(
@@ -427,22 +434,16 @@ impl Ctx {
     ) -> Result<Out, CliError> {
         let parsed = parse_rule(action, words)?;
         self.change(|p, live| {
-            if let Position::Insert(n) = position {
-                if n == 0 || n > p.rules.len() {
-                    return Err(usage(format!("Invalid position '{n}'")));
-                }
-            }
             let mut out = Vec::new();
             if parsed.normalized {
-                out.push("WARN: Rule changed after normalization".to_string());
+                eprintln!("WARN: Rule changed after normalization");
             }
-            for rule in parsed.rules {
-                let v6 = if rule.family == Family::V6 {
-                    " (v6)"
-                } else {
-                    ""
-                };
-                let outcome = p.add(rule, position);
+            let families: Vec<Family> = parsed.rules.iter().map(|r| r.family).collect();
+            let outcomes = p
+                .add_all(parsed.rules, position)
+                .map_err(|InvalidPosition(n)| usage(format!("Invalid position '{n}'")))?;
+            for (family, outcome) in families.into_iter().zip(outcomes) {
+                let v6 = if family == Family::V6 { " (v6)" } else { "" };
                 let msg = match outcome {
                     AddOutcome::Skipped if matches!(position, Position::Append) => {
                         "Skipping adding existing rule"
@@ -478,9 +479,11 @@ impl Ctx {
                 ""
             };
             if !self.force && !self.dry_run {
-                println!("Deleting:\n {shown}{v6}");
+                println!("Deleting:\n {shown}");
             }
-            self.confirm("Proceed with operation")?;
+            if !self.confirm("Proceed with operation") {
+                return Ok(vec![]);
+            }
             return self.change(|p, live| {
                 if p.remove_number(n).is_none() {
                     return Err(usage(format!("Could not find rule '{first}'")));

@@ -44,8 +44,6 @@ pub enum GrammarError {
     WrongArgs,
     #[error("Invalid token '{0}'")]
     InvalidToken(String),
-    #[error("Bad port")]
-    BadPort,
     #[error("Bad port '{0}'")]
     BadPortNamed(String),
     #[error("Port ranges must be numeric")]
@@ -70,14 +68,22 @@ pub enum GrammarError {
     InterfaceAlias,
     #[error("Bad interface name")]
     BadInterface,
+    #[error("Bad interface name: interface name too long")]
+    InterfaceTooLong,
+    #[error("Option '{0}' not allowed here")]
+    OptionNotAllowed(String),
+    #[error("Option 'comment' missing required argument")]
+    CommentMissing,
+    #[error("Comments may not contain a single quote (')")]
+    CommentQuote,
+    #[error("Could not find a profile matching '{0}'")]
+    NoProfile(String),
     #[error("Improper rule syntax")]
     Improper,
     #[error("Invalid port with protocol '{0}'")]
     PortWithProto(String),
-    #[error("{0} is only supported with IPv4")]
+    #[error("Invalid IPv6 address with protocol '{0}'")]
     V4OnlyProto(String),
-    #[error("Comment must not be empty: give some text, or leave 'comment' out")]
-    EmptyComment,
     #[error("Duplicate '{0}' clause")]
     Duplicate(String),
 }
@@ -131,19 +137,22 @@ impl<'a> Parser<'a> {
         // [in|out [on IFACE]]
         let mut direction = Direction::In;
         let mut iface = None;
+        let mut has_dir = false;
         match self.peek() {
             Some("in") => {
                 self.pos += 1;
+                has_dir = true;
             }
             Some("out") => {
                 self.pos += 1;
                 direction = Direction::Out;
+                has_dir = true;
             }
             _ => {}
         }
         if self.peek() == Some("on") {
-            if self.pos == 0 {
-                return Err(GrammarError::InvalidInterface);
+            if !has_dir {
+                return Err(GrammarError::WrongArgs);
             }
             self.pos += 1;
             let name = self.next().ok_or(GrammarError::InvalidInterface)?;
@@ -165,32 +174,45 @@ impl<'a> Parser<'a> {
         // [comment TEXT] at the end.
         let mut end = self.words.len();
         let mut comment = None;
+        if end > self.pos && self.words[end - 1] == "comment" {
+            return Err(GrammarError::CommentMissing);
+        }
         if end >= self.pos + 2 && self.words[end - 2] == "comment" {
             let text = &self.words[end - 1];
-            if text.is_empty() {
-                return Err(GrammarError::EmptyComment);
+            if text.contains('\'') {
+                return Err(GrammarError::CommentQuote);
             }
-            comment = Some(text.clone());
+            // An empty comment is no comment (UFW stores nothing for it).
+            comment = (!text.is_empty()).then(|| text.clone());
             end -= 2;
-        } else if end > self.pos && self.words[end - 1] == "comment" {
-            return Err(GrammarError::WrongArgs);
         }
         let body = &self.words[self.pos..end];
-        if body.is_empty() {
-            return Err(GrammarError::WrongArgs);
+        // Words that may only come before the rule body.
+        for w in body {
+            match w.as_str() {
+                "in" | "out" | "on" => return Err(GrammarError::InvalidInterface),
+                "log" | "log-all" => return Err(GrammarError::OptionNotAllowed(w.clone())),
+                "comment" => return Err(GrammarError::WrongArgs),
+                _ => {}
+            }
         }
-        let (proto, from, to, simple) = if body.len() == 1 {
-            let spec = parse_port_spec(&body[0], true)?;
-            let proto = spec.proto.unwrap_or(Proto::Any);
-            let to = Side {
-                given: false,
-                addr: None,
-                ports: Some(spec),
-            };
-            (proto, Side::default(), to, true)
-        } else {
-            let (proto, from, to) = full_form(body)?;
-            (proto, from, to, false)
+        let (proto, from, to) = match body {
+            // `allow in on eth0`: everything on that interface.
+            [] if iface.is_some() => (Proto::Any, Side::default(), Side::default()),
+            [] => return Err(GrammarError::WrongArgs),
+            // The simple form is not allowed with an interface (as in UFW).
+            [_] if iface.is_some() => return Err(GrammarError::WrongArgs),
+            [word] => {
+                let spec = parse_port_spec(word, true)?;
+                let proto = spec.proto.unwrap_or(Proto::Any);
+                let to = Side {
+                    given: false,
+                    addr: None,
+                    ports: Some(spec),
+                };
+                (proto, Side::default(), to)
+            }
+            _ => full_form(body)?,
         };
         build(Built {
             action,
@@ -200,7 +222,6 @@ impl<'a> Parser<'a> {
             proto,
             from,
             to,
-            simple,
             comment,
         })
     }
@@ -210,8 +231,10 @@ fn parse_iface(name: &str) -> Result<String, GrammarError> {
     if name.contains(':') {
         return Err(GrammarError::InterfaceAlias);
     }
+    if name.len() > MAX_IFACE_LEN {
+        return Err(GrammarError::InterfaceTooLong);
+    }
     let ok = !name.is_empty()
-        && name.len() <= MAX_IFACE_LEN
         && !matches!(name, "." | "..")
         && name
             .chars()
@@ -333,28 +356,27 @@ fn parse_port_spec(text: &str, allow_proto: bool) -> Result<PortSpec, GrammarErr
             let proto = match proto {
                 "tcp" => Proto::Tcp,
                 "udp" => Proto::Udp,
-                other => return Err(GrammarError::UnsupportedProto(other.to_string())),
+                _ => return Err(GrammarError::BadPortNamed(text.to_string())),
             };
             (p, Some(proto))
         }
-        Some(_) => return Err(GrammarError::BadPort),
+        Some(_) => return Err(GrammarError::BadPortNamed(text.to_string())),
         None => (text, None),
     };
     if ports_text.is_empty() {
-        return Err(if allow_proto {
-            GrammarError::WrongArgs
-        } else {
-            GrammarError::BadPort
-        });
+        return Err(GrammarError::BadPortNamed(text.to_string()));
     }
     let first = ports_text.chars().next().unwrap_or(' ');
+    if first == '-' {
+        return Err(GrammarError::BadPortNamed(text.to_string()));
+    }
     if !first.is_ascii_digit() && !ports_text.contains(',') && !ports_text.contains(':') {
         // A service name.
         let (port, service_proto) = lookup_service(ports_text, proto).ok_or_else(|| {
-            if allow_proto {
-                GrammarError::InvalidToken(text.to_string())
+            if allow_proto && proto.is_none() {
+                GrammarError::NoProfile(text.to_string())
             } else {
-                GrammarError::BadPort
+                GrammarError::BadPortNamed(text.to_string())
             }
         })?;
         return Ok(PortSpec {
@@ -367,7 +389,8 @@ fn parse_port_spec(text: &str, allow_proto: bool) -> Result<PortSpec, GrammarErr
     for item in ports_text.split(',') {
         if let Some((a, b)) = item.split_once(':') {
             let (Some(a), Some(b)) = (numeric_port(a), numeric_port(b)) else {
-                if a.chars().all(|c| c.is_ascii_digit()) && b.chars().all(|c| c.is_ascii_digit()) {
+                let digits = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit());
+                if digits(a) && digits(b) {
                     return Err(GrammarError::BadPortNamed(item.to_string()));
                 }
                 return Err(GrammarError::RangeNotNumeric);
@@ -377,8 +400,11 @@ fn parse_port_spec(text: &str, allow_proto: bool) -> Result<PortSpec, GrammarErr
             }
             ranges.push(PortRange { first: a, last: b });
             count += 2;
+        } else if !item.is_empty() && !item.chars().all(|c| c.is_ascii_digit()) {
+            return Err(GrammarError::RangeNotNumeric);
         } else {
-            let p = numeric_port(item).ok_or(GrammarError::BadPort)?;
+            let p =
+                numeric_port(item).ok_or_else(|| GrammarError::BadPortNamed(item.to_string()))?;
             ranges.push(PortRange::single(p));
             count += 1;
         }
@@ -458,7 +484,6 @@ struct Built {
     proto: Proto,
     from: Side,
     to: Side,
-    simple: bool,
     comment: Option<String>,
 }
 
@@ -514,7 +539,6 @@ fn build(b: Built) -> Result<ParsedRule, GrammarError> {
                 addr: dst,
                 ports: dports.clone(),
             },
-            simple: b.simple,
             comment: b.comment.clone(),
         })
         .collect();
@@ -568,13 +592,36 @@ mod tests {
     #[test]
     fn bad_forms() {
         let cases = [
-            ("99999", GrammarError::BadPort),
-            ("0", GrammarError::BadPort),
+            ("99999", GrammarError::BadPortNamed("99999".into())),
+            ("0", GrammarError::BadPortNamed("0".into())),
+            ("-1", GrammarError::BadPortNamed("-1".into())),
+            ("22/TCP", GrammarError::BadPortNamed("22/TCP".into())),
+            (
+                "to any port 38/tcp",
+                GrammarError::BadPortNamed("38/tcp".into()),
+            ),
+            (
+                "to any port ssh,http proto tcp",
+                GrammarError::RangeNotNumeric,
+            ),
+            ("in on eth0 22", GrammarError::WrongArgs),
+            (
+                "log log-all 22",
+                GrammarError::OptionNotAllowed("log-all".into()),
+            ),
+            ("39/tcp log", GrammarError::OptionNotAllowed("log".into())),
+            ("in out 22", GrammarError::InvalidInterface),
+            ("22/tcp comment", GrammarError::CommentMissing),
+            ("bogus", GrammarError::NoProfile("bogus".into())),
+            (
+                "proto ipv6 from 2001:db8::1",
+                GrammarError::V4OnlyProto("ipv6".into()),
+            ),
             ("80:70/tcp", GrammarError::BadPortNamed("80:70".into())),
             ("80:90", GrammarError::MultiNeedsProto),
             ("22,23", GrammarError::MultiNeedsProto),
             ("a:b/tcp", GrammarError::RangeNotNumeric),
-            ("22/sctp", GrammarError::UnsupportedProto("sctp".into())),
+            ("22/sctp", GrammarError::BadPortNamed("22/sctp".into())),
             ("from 198.18.0.300", GrammarError::BadSource),
             ("from 198.18.0.0/33", GrammarError::BadSource),
             ("to 2001:db8::/129", GrammarError::BadDestination),

@@ -360,10 +360,6 @@ pub struct Rule {
     /// Destination.
     #[serde(default, skip_serializing_if = "is_default")]
     pub to: Endpoint,
-    /// Whether the rule was typed in the simple form (`allow 22/tcp`), which `status`
-    /// shows without addresses.
-    #[serde(default, skip_serializing_if = "is_default")]
-    pub simple: bool,
     /// Free-text comment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
@@ -381,7 +377,6 @@ impl Rule {
             action: Action::Allow,
             log: RuleLog::None,
             comment: None,
-            simple: false,
             ..r.clone()
         };
         strip(self) == strip(other)
@@ -398,6 +393,10 @@ pub enum Position {
     /// First among the rules of its family.
     Prepend,
 }
+
+/// A rule number that names no rule, or a rule of the other IP family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidPosition(pub usize);
 
 /// What adding one rule did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -418,16 +417,40 @@ impl Policy {
         self.rules.iter().filter(|r| r.family == family).count()
     }
 
-    /// Add one rule at a position, as UFW does: an identical rule is skipped, a rule
-    /// with the same match but another action, log or comment replaces it in place.
-    /// `Insert(n)` must name an existing rule number (checked by the caller).
-    pub fn add(&mut self, rule: Rule, position: Position) -> AddOutcome {
+    /// Add the rules of one command (one per family) at a position, as UFW does: an
+    /// identical rule is skipped, a rule with the same match but another action, log or
+    /// comment replaces it in place.
+    ///
+    /// `Insert(n)` puts each rule before rule `n` when that rule is of the same family,
+    /// else before rule `n`'s counterpart of the other family (the same rule typed
+    /// without an address), else at the end of its family's block. It is an error for
+    /// `n` to name no rule, or for a single-family rule to name a rule of the other family.
+    pub fn add_all(
+        &mut self,
+        rules: Vec<Rule>,
+        position: Position,
+    ) -> Result<Vec<AddOutcome>, InvalidPosition> {
+        let anchor = match position {
+            Position::Insert(n) => {
+                let Some(anchor) = n.checked_sub(1).and_then(|i| self.rules.get(i)) else {
+                    return Err(InvalidPosition(n));
+                };
+                if rules.len() == 1 && rules[0].family != anchor.family {
+                    return Err(InvalidPosition(n));
+                }
+                Some(anchor.clone())
+            }
+            _ => None,
+        };
+        Ok(rules
+            .into_iter()
+            .map(|rule| self.add(rule, position, anchor.as_ref()))
+            .collect())
+    }
+
+    fn add(&mut self, rule: Rule, position: Position, anchor: Option<&Rule>) -> AddOutcome {
         if let Some(i) = self.rules.iter().position(|r| r.same_match(&rule)) {
-            if self.rules[i] == rule
-                || (self.rules[i].action == rule.action
-                    && self.rules[i].log == rule.log
-                    && self.rules[i].comment == rule.comment)
-            {
+            if self.rules[i] == rule {
                 return AddOutcome::Skipped;
             }
             self.rules[i] = rule;
@@ -438,22 +461,27 @@ impl Policy {
             Family::V4 => (0, v4),
             Family::V6 => (v4, self.rules.len()),
         };
+        let at = match (position, anchor) {
+            (Position::Insert(_), Some(anchor)) => {
+                let counterpart = |r: &Rule| {
+                    r.family == rule.family
+                        && (r == anchor
+                            || (r.from.addr.is_none()
+                                && r.to.addr.is_none()
+                                && Rule {
+                                    family: anchor.family,
+                                    ..r.clone()
+                                } == *anchor))
+                };
+                self.rules.iter().position(counterpart).unwrap_or(end)
+            }
+            (Position::Prepend, _) => start,
+            _ => end,
+        };
+        self.rules.insert(at, rule);
         match position {
-            Position::Append => {
-                self.rules.insert(end, rule);
-                AddOutcome::Added
-            }
-            Position::Prepend => {
-                self.rules.insert(start, rule);
-                AddOutcome::Inserted
-            }
-            Position::Insert(n) => {
-                // Clamp into the family's block: a v6 rule asked to go among the v4 rules
-                // goes first among the v6 rules, and the other way round.
-                let at = (n - 1).clamp(start, end);
-                self.rules.insert(at, rule);
-                AddOutcome::Inserted
-            }
+            Position::Append => AddOutcome::Added,
+            _ => AddOutcome::Inserted,
         }
     }
 

@@ -17,6 +17,10 @@ pub enum StatusView {
 }
 
 /// `status` output. `active` is whether rampart's table is loaded.
+///
+/// As UFW: rows are `%-26s %-12s%-26s` (To, Action, From) plus log, direction and
+/// comment notes; plain and verbose views group incoming, then outgoing rules, each group
+/// followed by a blank line; the numbered view keeps rule order and tags outgoing rules.
 pub fn status(policy: &Policy, active: bool, view: StatusView) -> String {
     let mut out = String::new();
     if !active {
@@ -48,15 +52,27 @@ pub fn status(policy: &Policy, active: bool, view: StatusView) -> String {
     let pad = if numbered { "     " } else { "" };
     let _ = writeln!(out, "{pad}{:<26} {:<12}From", "To", "Action");
     let _ = writeln!(out, "{pad}{:<26} {:<12}----", "--", "------");
-    for (i, rule) in policy.rules.iter().enumerate() {
-        if numbered {
-            let _ = write!(out, "[{:>2}] ", i + 1);
+    if numbered {
+        for (i, rule) in policy.rules.iter().enumerate() {
+            let _ = writeln!(out, "[{:>2}] {}", i + 1, status_line(rule, true, true));
         }
-        out.push_str(&status_line(rule, view != StatusView::Plain));
         out.push('\n');
+        return out;
     }
-    if view == StatusView::Verbose {
-        out.push('\n');
+    let verbose = view == StatusView::Verbose;
+    for dir in [Direction::In, Direction::Out] {
+        let rows: Vec<String> = policy
+            .rules
+            .iter()
+            .filter(|r| r.direction == dir)
+            .map(|r| status_line(r, verbose, false))
+            .collect();
+        if !rows.is_empty() {
+            for row in rows {
+                let _ = writeln!(out, "{row}");
+            }
+            out.push('\n');
+        }
     }
     out
 }
@@ -69,14 +85,13 @@ fn routed_word(policy: &Policy) -> &'static str {
     }
 }
 
-/// One row of the status table (without the number).
-pub fn status_line(rule: &Rule, show_in: bool) -> String {
+/// One row of the status table (without the number). `show_in` adds `IN` to incoming
+/// actions (verbose and numbered views); `numbered` tags outgoing rules `(out)`.
+pub fn status_line(rule: &Rule, show_in: bool, numbered: bool) -> String {
     let v6 = rule.family == Family::V6;
-    let mut to = location(&rule.to, rule.proto, v6, rule.simple);
-    let mut from = location(&rule.from, rule.proto, v6, true);
-    if rule.simple {
-        from = anywhere(v6);
-    }
+    let ports = rule.to.ports.is_some() || rule.from.ports.is_some();
+    let mut to = location(&rule.to, rule.proto, v6, ports);
+    let mut from = location(&rule.from, rule.proto, v6, ports);
     if let Some(iface) = &rule.iface {
         match rule.direction {
             Direction::In => to.push_str(&format!(" on {iface}")),
@@ -89,73 +104,62 @@ pub fn status_line(rule: &Rule, show_in: bool) -> String {
         Direction::Out => action.push_str(" OUT"),
         _ => {}
     }
+    let mut notes = String::new();
     match rule.log {
         RuleLog::None => {}
-        RuleLog::Log => action.push_str(" (log)"),
-        RuleLog::LogAll => action.push_str(" (log-all)"),
+        RuleLog::Log => notes.push_str(" (log)"),
+        RuleLog::LogAll => notes.push_str(" (log-all)"),
     }
-    // For outgoing rules UFW swaps nothing: "To" is still the destination.
-    let comment = rule
-        .comment
-        .as_ref()
-        .map(|c| format!(" # {c}"))
-        .unwrap_or_default();
-    let line = format!("{to:<26} {action:<12}{from}{comment}");
-    line.trim_end().to_string()
-}
-
-fn anywhere(v6: bool) -> String {
-    if v6 {
-        "Anywhere (v6)".into()
-    } else {
-        "Anywhere".into()
+    if numbered && rule.direction == Direction::Out {
+        notes.push_str(" (out)");
     }
+    if let Some(c) = &rule.comment {
+        notes.push_str(" # ");
+        notes.push_str(c);
+    }
+    format!("{to:<26} {action:<12}{from:<26}{notes}")
 }
 
 /// One end of a rule as UFW shows it: `Anywhere`, `198.18.0.5`, `22/tcp`,
-/// `198.18.0.1 22/tcp`, with ` (v6)` on IPv6 rules.
-fn location(end: &Endpoint, proto: Proto, v6: bool, _from: bool) -> String {
-    let mut s = match end.addr {
-        None => String::new(),
-        Some(net) if net.prefix_len() == net.max_prefix_len() => net.addr().to_string(),
-        Some(net) => net.to_string(),
+/// `198.18.0.1 22/tcp`, `198.18.0.7/esp` (the protocol goes on a bare address only when
+/// the rule has no ports at all); ` (v6)` on IPv6 rules without an address.
+fn location(end: &Endpoint, proto: Proto, v6: bool, rule_has_ports: bool) -> String {
+    let proto_suffix = if proto == Proto::Any {
+        String::new()
+    } else {
+        format!("/{}", proto.word())
     };
-    match &end.ports {
-        Some(ports) => {
-            if !s.is_empty() {
-                s.push(' ');
-            }
-            s.push_str(&ports.to_string());
-            if proto != Proto::Any {
-                s.push('/');
-                s.push_str(proto.word());
-            }
-        }
-        None => {
-            if s.is_empty() {
-                s.push_str("Anywhere");
-            }
-            if proto != Proto::Any && end.addr.is_none() {
-                s.push('/');
-                s.push_str(proto.word());
-            }
-        }
-    }
-    if v6 {
+    let mut s = match (end.addr, &end.ports) {
+        (None, None) => "Anywhere".to_string(),
+        (None, Some(p)) => format!("{p}{proto_suffix}"),
+        (Some(a), None) if rule_has_ports => addr_text(a),
+        (Some(a), None) => format!("{}{proto_suffix}", addr_text(a)),
+        (Some(a), Some(p)) => format!("{} {p}{proto_suffix}", addr_text(a)),
+    };
+    if v6 && end.addr.is_none() {
         s.push_str(" (v6)");
     }
     s
 }
 
-/// The command that would re-create a rule, as `show added` prints it.
+/// An address as typed: a host without `/32` or `/128`.
+pub fn addr_text(net: ipnet::IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+/// The command that would re-create a rule (without the program name), in UFW's
+/// canonical order: `[in|out] [on IF] [log] (PORTS[/PROTO] | [from A [port P]]
+/// [to A [port P]] [proto P]) [comment 'C']`.
 pub fn rule_command(rule: &Rule) -> String {
     let mut w: Vec<String> = vec![rule.action.word().into()];
-    let dir = match rule.direction {
-        Direction::In => "in",
-        Direction::Out => "out",
-    };
-    if rule.direction == Direction::Out || rule.iface.is_some() {
-        w.push(dir.into());
+    match (rule.direction, &rule.iface) {
+        (Direction::Out, _) => w.push("out".into()),
+        (Direction::In, Some(_)) => w.push("in".into()),
+        _ => {}
     }
     if let Some(i) = &rule.iface {
         w.push("on".into());
@@ -166,47 +170,49 @@ pub fn rule_command(rule: &Rule) -> String {
         RuleLog::Log => w.push("log".into()),
         RuleLog::LogAll => w.push("log-all".into()),
     }
-    if rule.simple {
-        let ports = rule
-            .to
-            .ports
-            .as_ref()
-            .map(|p| p.to_string())
-            .unwrap_or_default();
-        if rule.proto == Proto::Any {
-            w.push(ports);
-        } else {
-            w.push(format!("{ports}/{}", rule.proto.word()));
-        }
-    } else {
-        if rule.proto != Proto::Any {
-            w.push("proto".into());
-            w.push(rule.proto.word().into());
-        }
-        for (key, end) in [("from", &rule.from), ("to", &rule.to)] {
-            let addr = end.addr.map(|n| {
-                if n.prefix_len() == n.max_prefix_len() {
-                    n.addr().to_string()
-                } else {
-                    n.to_string()
-                }
-            });
-            if addr.is_none() && end.ports.is_none() && key == "from" {
-                continue;
-            }
-            w.push(key.into());
-            w.push(addr.unwrap_or_else(|| "any".into()));
-            if let Some(p) = &end.ports {
-                w.push("port".into());
+    let (from, to) = (&rule.from, &rule.to);
+    let bare_from = from.addr.is_none() && from.ports.is_none();
+    if bare_from && to.addr.is_none() && rule.iface.is_none() {
+        if let Some(p) = &to.ports {
+            // Simple form.
+            if rule.proto == Proto::Any {
                 w.push(p.to_string());
+            } else {
+                w.push(format!("{p}/{}", rule.proto.word()));
             }
+            push_comment(&mut w, rule);
+            return w.join(" ");
         }
     }
+    let bare_to = to.addr.is_none() && to.ports.is_none();
+    for (key, end, bare) in [("from", from, bare_from), ("to", to, bare_to)] {
+        if bare {
+            continue;
+        }
+        w.push(key.into());
+        w.push(end.addr.map(addr_text).unwrap_or_else(|| "any".into()));
+        if let Some(p) = &end.ports {
+            w.push("port".into());
+            w.push(p.to_string());
+        }
+    }
+    if bare_from && bare_to && (rule.proto != Proto::Any || rule.iface.is_none()) {
+        w.push("to".into());
+        w.push("any".into());
+    }
+    if rule.proto != Proto::Any {
+        w.push("proto".into());
+        w.push(rule.proto.word().into());
+    }
+    push_comment(&mut w, rule);
+    w.join(" ")
+}
+
+fn push_comment(w: &mut Vec<String>, rule: &Rule) {
     if let Some(c) = &rule.comment {
         w.push("comment".into());
         w.push(format!("'{c}'"));
     }
-    w.join(" ")
 }
 
 /// `show added`: the commands of the user's rules, one per typed rule (an IPv4/IPv6 pair
@@ -225,4 +231,171 @@ pub fn show_added(policy: &Policy) -> String {
         out.push_str("(None)\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grammar::parse_rule;
+    use crate::model::{Action, Position};
+
+    fn policy(cmds: &[(Action, &str)]) -> Policy {
+        let mut p = Policy::default();
+        for (action, text) in cmds {
+            let words: Vec<String> = shell_words(text);
+            let rules = parse_rule(*action, &words).unwrap().rules;
+            p.add_all(rules, Position::Append).unwrap();
+        }
+        p
+    }
+
+    /// Split on spaces, keeping '...' together (enough for these tests).
+    fn shell_words(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            rest = rest.trim_start();
+            if let Some(r) = rest.strip_prefix('\'') {
+                let end = r.find('\'').unwrap();
+                out.push(r[..end].to_string());
+                rest = &r[end + 1..];
+            } else if !rest.is_empty() {
+                let end = rest.find(' ').unwrap_or(rest.len());
+                out.push(rest[..end].to_string());
+                rest = &rest[end..];
+            }
+        }
+        out
+    }
+
+    const RULES: &[(Action, &str)] = &[
+        (Action::Allow, "80,443/tcp comment 'web'"),
+        (Action::Allow, "log 8080/tcp"),
+        (Action::Allow, "log-all from 198.18.0.0/24 to any port 3000:3010 proto tcp"),
+        (Action::Deny, "out 25/tcp"),
+        (Action::Reject, "out on eth0 to 198.18.5.5 port 53 proto udp"),
+        (Action::Allow, "in on eth1 from 2001:db8::/32 port 1000 to 2001:db8::1 port 2000 proto udp comment 'v6 only'"),
+        (Action::Allow, "from 198.18.0.5"),
+        (Action::Allow, "to 198.18.0.6"),
+        (Action::Deny, "proto esp from 198.18.0.7"),
+        (Action::Allow, "proto gre from 198.18.0.8 to 198.18.0.9"),
+        (Action::Allow, "in on eth0"),
+        (Action::Allow, "from 198.18.0.10 port 53"),
+        (Action::Allow, "53"),
+        (Action::Allow, "from 198.18.0.11 to 198.18.0.12 port 1,2,3,4:9 proto tcp"),
+    ];
+
+    /// Rows copied verbatim from UFW 0.36.2's `status verbose` for the same rules.
+    #[test]
+    fn status_verbose_matches_ufw() {
+        let text = status(&policy(RULES), true, StatusView::Verbose);
+        let want = "\
+Status: active
+Logging: on (low)
+Default: deny (incoming), allow (outgoing), disabled (routed)
+New profiles: skip
+
+To                         Action      From
+--                         ------      ----
+80,443/tcp                 ALLOW IN    Anywhere                   # web
+8080/tcp                   ALLOW IN    Anywhere                   (log)
+3000:3010/tcp              ALLOW IN    198.18.0.0/24              (log-all)
+Anywhere                   ALLOW IN    198.18.0.5                
+198.18.0.6                 ALLOW IN    Anywhere                  
+Anywhere                   DENY IN     198.18.0.7/esp            
+198.18.0.9/gre             ALLOW IN    198.18.0.8/gre            
+Anywhere on eth0           ALLOW IN    Anywhere                  
+Anywhere                   ALLOW IN    198.18.0.10 53            
+53                         ALLOW IN    Anywhere                  
+198.18.0.12 1,2,3,4:9/tcp  ALLOW IN    198.18.0.11               
+80,443/tcp (v6)            ALLOW IN    Anywhere (v6)              # web
+8080/tcp (v6)              ALLOW IN    Anywhere (v6)              (log)
+2001:db8::1 2000/udp on eth1 ALLOW IN    2001:db8::/32 1000/udp     # v6 only
+Anywhere (v6) on eth0      ALLOW IN    Anywhere (v6)             
+53 (v6)                    ALLOW IN    Anywhere (v6)             
+
+25/tcp                     DENY OUT    Anywhere                  
+198.18.5.5 53/udp          REJECT OUT  Anywhere on eth0          
+25/tcp (v6)                DENY OUT    Anywhere (v6)             
+
+";
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn status_numbered_tags_out_rules() {
+        let text = status(&policy(RULES), true, StatusView::Numbered);
+        assert!(
+            text.contains(
+                "\n[ 4] 25/tcp                     DENY OUT    Anywhere                   (out)\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("\n     To                         Action      From\n"));
+        let plain = status(&policy(RULES), true, StatusView::Plain);
+        assert!(
+            plain.contains("\n53                         ALLOW       Anywhere                  \n")
+        );
+    }
+
+    /// Canonical commands as UFW's `show added` prints them.
+    #[test]
+    fn show_added_is_canonical() {
+        let cases = [
+            (
+                Action::Deny,
+                "proto esp from 198.18.0.7",
+                "deny from 198.18.0.7 proto esp",
+            ),
+            (
+                Action::Deny,
+                "out on eth0 from any to 198.18.0.1",
+                "deny out on eth0 to 198.18.0.1",
+            ),
+            (Action::Allow, "in on eth0", "allow in on eth0"),
+            (Action::Allow, "to any port 22 proto tcp", "allow 22/tcp"),
+            (Action::Allow, "log 8080/tcp", "allow log 8080/tcp"),
+            (
+                Action::Allow,
+                "80,443/tcp comment 'web'",
+                "allow 80,443/tcp comment 'web'",
+            ),
+            (
+                Action::Allow,
+                "from 198.18.0.10 port 53",
+                "allow from 198.18.0.10 port 53",
+            ),
+            (
+                Action::Allow,
+                "log-all from 198.18.0.0/24 to any port 3000:3010 proto tcp",
+                "allow log-all from 198.18.0.0/24 to any port 3000:3010 proto tcp",
+            ),
+        ];
+        for (action, typed, shown) in cases {
+            let p = policy(&[(action, typed)]);
+            assert_eq!(rule_command(&p.rules[0]), shown, "{typed}");
+        }
+    }
+
+    #[test]
+    fn insert_follows_ufw() {
+        let mut p = policy(&[(Action::Allow, "22/tcp"), (Action::Allow, "80/tcp")]);
+        let r = |t: &str| parse_rule(Action::Allow, &shell_words(t)).unwrap().rules;
+        // Position 3 is 22/tcp (v6): v6 goes before it, v4 before its v4 counterpart.
+        p.add_all(r("443/tcp"), Position::Insert(3)).unwrap();
+        let order: Vec<String> = p
+            .rules
+            .iter()
+            .map(|r| status_line(r, false, false))
+            .collect();
+        assert!(order[0].starts_with("443/tcp "), "{order:?}");
+        assert!(order[3].starts_with("443/tcp (v6)"), "{order:?}");
+        assert!(p
+            .add_all(r("from 2001:db8::8"), Position::Insert(1))
+            .is_err());
+        assert!(p
+            .add_all(r("from 198.18.0.1"), Position::Insert(4))
+            .is_err());
+        assert!(p.add_all(r("1/tcp"), Position::Insert(7)).is_err());
+    }
 }

@@ -91,14 +91,26 @@ fn udp_rule_for_one_source() {
     sb.serve_tcp(5353).unwrap();
     sb.rampart_ok(&["--force", "enable"]);
     let a4 = sb.clients[A].v4.to_string();
-    let out = sb.rampart_ok(&["allow", "proto", "udp", "from", &a4, "to", "any", "port", "5353"]);
+    let out = sb.rampart_ok(&[
+        "allow", "proto", "udp", "from", &a4, "to", "any", "port", "5353",
+    ]);
     assert_eq!(out, "Rule added\n");
     assert_eq!(sb.udp(A, V4, 5353), Udp::Reply);
     assert_eq!(sb.udp(B, V4, 5353), Udp::TimedOut);
-    assert_eq!(sb.udp(A, V6, 5353), Udp::TimedOut, "an IPv4 rule says nothing of IPv6");
-    assert_conn(sb.tcp(A, V4, 5353), "timed out", "udp rule does not open tcp");
+    assert_eq!(
+        sb.udp(A, V6, 5353),
+        Udp::TimedOut,
+        "an IPv4 rule says nothing of IPv6"
+    );
+    assert_conn(
+        sb.tcp(A, V4, 5353),
+        "timed out",
+        "udp rule does not open tcp",
+    );
     let a6 = sb.clients[A].v6.to_string();
-    sb.rampart_ok(&["allow", "from", &a6, "to", "any", "port", "5353", "proto", "udp"]);
+    sb.rampart_ok(&[
+        "allow", "from", &a6, "to", "any", "port", "5353", "proto", "udp",
+    ]);
     assert_eq!(sb.udp(A, V6, 5353), Udp::Reply);
     assert_eq!(sb.udp(B, V6, 5353), Udp::TimedOut);
 }
@@ -122,9 +134,15 @@ fn established_connection_survives_changes() {
         sb.rampart_ok(&["allow", &format!("{port}/tcp")]);
     }
     sb.rampart_ok(&["default", "reject", "incoming"]);
-    assert!(still_works(&mut s4) && still_works(&mut s6), "after adding rules");
+    assert!(
+        still_works(&mut s4) && still_works(&mut s6),
+        "after adding rules"
+    );
     sb.rampart_ok(&["--force", "delete", "allow", "22/tcp"]);
-    assert!(still_works(&mut s4) && still_works(&mut s6), "after deleting its rule");
+    assert!(
+        still_works(&mut s4) && still_works(&mut s6),
+        "after deleting its rule"
+    );
     // A new connection is now refused (default reject).
     assert_conn(sb.tcp(A, V4, 22), "refused", "new connection after delete");
 }
@@ -140,10 +158,17 @@ fn foreign_tables_are_never_touched() {
             "add table ip keepme; add chain ip keepme c { type filter hook input priority 10; policy accept; }; add rule ip keepme c ip saddr 198.19.0.1 counter drop",
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let keepme = || {
-        String::from_utf8_lossy(&sb.exec(&sb.srv.ns, &["nft", "list", "table", "ip", "keepme"]).stdout)
-            .into_owned()
+        String::from_utf8_lossy(
+            &sb.exec(&sb.srv.ns, &["nft", "list", "table", "ip", "keepme"])
+                .stdout,
+        )
+        .into_owned()
     };
     let foreign = keepme();
     assert!(foreign.contains("ip saddr 198.19.0.1 counter"), "{foreign}");
@@ -154,7 +179,10 @@ fn foreign_tables_are_never_touched() {
     sb.rampart_ok(&["allow", "22/tcp"]);
     sb.rampart_ok(&["reload"]);
     assert_eq!(keepme(), foreign, "after reload");
-    assert_eq!(sb.rampart_ok(&["disable"]), "Firewall stopped and disabled on system startup\n");
+    assert_eq!(
+        sb.rampart_ok(&["disable"]),
+        "Firewall stopped and disabled on system startup\n"
+    );
     assert!(!has_rampart(), "disable removes rampart's table");
     assert_eq!(keepme(), foreign, "after disable");
     sb.rampart_ok(&["--force", "enable"]);
@@ -209,5 +237,8 @@ fn dry_run_changes_nothing() {
     let out = sb.rampart_ok(&["--dry-run", "allow", "80/tcp"]);
     assert!(out.contains("table inet rampart {"), "{out}");
     assert!(out.contains("th dport 80"), "{out}");
-    assert!(out.ends_with("Rules updated\nRules updated (v6)\n"), "{out}");
+    assert!(
+        out.ends_with("Rules updated\nRules updated (v6)\n"),
+        "{out}"
+    );
 }

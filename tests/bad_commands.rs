@@ -1,0 +1,193 @@
+//! Bad commands: each gives one `ERROR: ` line on stderr, exits non-zero, and leaves the
+//! config directory and the kernel ruleset byte-identical. Which commands are bad follows
+//! UFW 0.36's own answers.
+
+use std::path::Path;
+
+use rampart::sandbox::Sandbox;
+
+/// (command words, the start of the expected error line)
+const BAD: &[(&str, &str)] = &[
+    ("allow 99999", "ERROR: Bad port '99999'"),
+    ("allow 65536", "ERROR: Bad port"),
+    ("allow 0", "ERROR: Bad port"),
+    ("allow -1", "ERROR: Bad port"),
+    ("allow 80:70/tcp", "ERROR: Bad port '80:70'"),
+    ("allow 22:22/tcp", "ERROR: Bad port"),
+    (
+        "allow 80:90",
+        "ERROR: Must specify 'tcp' or 'udp' with multiple ports",
+    ),
+    (
+        "allow 22,23",
+        "ERROR: Must specify 'tcp' or 'udp' with multiple ports",
+    ),
+    (
+        "limit 80,443",
+        "ERROR: Must specify 'tcp' or 'udp' with multiple ports",
+    ),
+    (
+        "allow from any port 80,443",
+        "ERROR: Must specify 'tcp' or 'udp'",
+    ),
+    (
+        "allow from 198.18.0.5 port 40:41",
+        "ERROR: Must specify 'tcp' or 'udp'",
+    ),
+    ("allow a:b/tcp", "ERROR: Port ranges must be numeric"),
+    ("allow 22:", "ERROR: Port ranges must be numeric"),
+    (
+        "allow to any port ssh,http proto tcp",
+        "ERROR: Port ranges must be numeric",
+    ),
+    (
+        "allow 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16/tcp",
+        "ERROR: Too many ports",
+    ),
+    (
+        "allow 1:2,3:4,5:6,7:8,9:10,11:12,13:14,15:16/tcp",
+        "ERROR: Too many ports",
+    ),
+    ("allow 22/sctp", "ERROR: Bad port '22/sctp'"),
+    ("allow 22/TCP", "ERROR: Bad port"),
+    ("allow 22/tcp/udp", "ERROR: Bad port"),
+    ("allow /tcp", "ERROR: Bad port"),
+    ("allow to any port 38/tcp", "ERROR: Bad port '38/tcp'"),
+    (
+        "allow nosuchservice",
+        "ERROR: Could not find a profile matching 'nosuchservice'",
+    ),
+    (
+        "allow from",
+        "ERROR: Could not find a profile matching 'from'",
+    ),
+    ("allow from 198.18.0.300", "ERROR: Bad source address"),
+    ("allow from 198.18.0.01", "ERROR: Bad source address"),
+    ("allow from 198.18.0.0/33", "ERROR: Bad source address"),
+    ("allow from 2001:db8::/129", "ERROR: Bad source address"),
+    ("allow to 198.18.0.1.1", "ERROR: Bad destination address"),
+    (
+        "allow from 198.18.0.1 to 2001:db8::1",
+        "ERROR: Mixed IP versions for 'from' and 'to'",
+    ),
+    (
+        "deny from 2001:db8::1 to 198.18.0.1",
+        "ERROR: Mixed IP versions",
+    ),
+    ("allow from any port", "ERROR: Wrong number of arguments"),
+    ("allow proto tcp", "ERROR: Need 'to' or 'from' clause"),
+    (
+        "allow proto icmp from 198.18.0.1",
+        "ERROR: Unsupported protocol 'icmp'",
+    ),
+    (
+        "allow in on eth0:1 to any port 22",
+        "ERROR: Bad interface name: can't use interface aliases",
+    ),
+    (
+        "allow in on verylonginterfacename0 to any port 22",
+        "ERROR: Bad interface name: interface name too long",
+    ),
+    ("allow in on eth0 22", "ERROR: Wrong number of arguments"),
+    ("allow in out 22", "ERROR: Invalid interface clause"),
+    (
+        "allow log log-all 22",
+        "ERROR: Option 'log-all' not allowed here",
+    ),
+    ("allow 39/tcp log", "ERROR: Option 'log' not allowed here"),
+    (
+        "allow 22/tcp comment",
+        "ERROR: Option 'comment' missing required argument",
+    ),
+    (
+        "deny proto ah from 198.18.0.1 port 22",
+        "ERROR: Invalid port with protocol 'ah'",
+    ),
+    (
+        "allow proto esp to any port 80",
+        "ERROR: Invalid port with protocol 'esp'",
+    ),
+    (
+        "allow proto ipv6 from 2001:db8::1",
+        "ERROR: Invalid IPv6 address with protocol 'ipv6'",
+    ),
+    (
+        "allow proto igmp from 2001:db8::1",
+        "ERROR: Invalid IPv6 address with protocol 'igmp'",
+    ),
+    ("allow 22 from 198.18.0.1", "ERROR: "),
+    ("allow 37 proto udp", "ERROR: "),
+    ("allow from 198.18.0.1 port 80 port 81", "ERROR: "),
+    ("allow", "ERROR: Wrong number of arguments"),
+    (
+        "insert 0 allow 22",
+        "ERROR: Cannot insert rule at position '0'",
+    ),
+    (
+        "insert x allow 22",
+        "ERROR: Insert position 'x' is not a valid position",
+    ),
+    ("insert 99 allow 2/tcp", "ERROR: Invalid position '99'"),
+    (
+        "insert 1 allow from 2001:db8::8",
+        "ERROR: Invalid position '1'",
+    ),
+    (
+        "insert 1 frobnicate 22",
+        "ERROR: Invalid token 'frobnicate'",
+    ),
+    ("delete 0", "ERROR: Could not find rule '0'"),
+    ("delete 99", "ERROR: Could not find rule '99'"),
+    ("delete x", "ERROR: "),
+    ("frobnicate", "ERROR: "),
+    ("default foo", "ERROR: "),
+    ("default deny in", "ERROR: "),
+    ("logging bogus", "ERROR: "),
+    ("status bogus", "ERROR: "),
+    ("show bogus", "ERROR: "),
+    ("--frob allow 22", "ERROR: "),
+];
+
+#[test]
+fn bad_commands_change_nothing() {
+    let sb = Sandbox::new(0, Path::new(env!("CARGO_BIN_EXE_rampart"))).expect("sandbox");
+    sb.rampart_ok(&["--force", "enable"]);
+    sb.rampart_ok(&["allow", "22/tcp"]);
+    sb.rampart_ok(&["deny", "from", "198.18.0.99"]);
+    let snapshot = || {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(sb.config_dir())
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name, std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+        files.sort();
+        (files, sb.ruleset())
+    };
+    let before = snapshot();
+    assert!(BAD.len() >= 30);
+    let mut failures = Vec::new();
+    for (cmd, want) in BAD {
+        let words: Vec<&str> = cmd.split(' ').collect();
+        let out = sb.rampart(&words);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = stderr.lines().collect();
+        let ok = !out.status.success()
+            && lines.len() == 1
+            && lines[0].starts_with(want)
+            && stdout.is_empty();
+        if !ok {
+            failures.push(format!(
+                "{cmd:?}: exit {:?}, stderr {stderr:?}, stdout {stdout:?}, wanted {want:?}",
+                out.status.code()
+            ));
+        }
+        if snapshot() != before {
+            failures.push(format!("{cmd:?} changed the config dir or the kernel"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}

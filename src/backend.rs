@@ -1,15 +1,15 @@
 //! The only code that talks to the kernel: applies a plan through nft's JSON API in one
 //! transaction, and reads rampart's own table back. No other table is ever touched.
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use nftables::batch::Batch;
-use nftables::helper::{self, NftablesError};
 use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, Nftables, Set, Table};
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::compile::{Plan, FAMILY, TABLE};
+use crate::compile::{Plan, FAMILY, STATE_SET_PREFIX, TABLE};
 
 /// The `nft` program.
 const NFT: &str = "nft";
@@ -25,17 +25,6 @@ pub enum BackendError {
     Verify(String),
     #[error("cannot read rampart's table from nft: {0}")]
     Read(String),
-}
-
-impl From<NftablesError> for BackendError {
-    fn from(e: NftablesError) -> Self {
-        match e {
-            NftablesError::NftFailed { stderr, .. } => {
-                BackendError::Refused(stderr.trim().replace('\n', " | "))
-            }
-            other => BackendError::Exec(other.to_string()),
-        }
-    }
 }
 
 /// What a backend must do. Behind a trait so a netlink backend can come later.
@@ -85,10 +74,72 @@ impl NftBackend {
         Ok(Some(parse_table(&v)))
     }
 
-    fn run(&self, batch: Batch) -> Result<(), BackendError> {
-        let nft: Nftables = batch.to_nftables();
-        helper::apply_ruleset_with_args(&nft, Some(NFT), helper::DEFAULT_ARGS)?;
-        Ok(())
+    /// Run `nft -j -f -` with the batch as one transaction; nft's complaint, if any,
+    /// becomes one line.
+    fn run(&self, batch: Batch, plan: Option<&Plan>) -> Result<(), BackendError> {
+        let payload = payload(batch, plan);
+        let mut child = Command::new(NFT)
+            .args(["-j", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| BackendError::Exec(e.to_string()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(payload.as_bytes())
+                .map_err(|e| BackendError::Exec(e.to_string()))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| BackendError::Exec(e.to_string()))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        let msg: Vec<&str> = err
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        Err(BackendError::Refused(msg.join(" | ")))
+    }
+}
+
+/// The JSON for `nft -j -f -`, with the plan's dynamic-set statements attached to the
+/// set statements that add to those sets (see [`Plan::dynset_stmts`]).
+pub fn payload(batch: Batch, plan: Option<&Plan>) -> String {
+    let nft: Nftables = batch.to_nftables();
+    let mut v = serde_json::to_value(&nft).expect("nft batch serializes");
+    if let Some(plan) = plan.filter(|p| !p.dynset_stmts.is_empty()) {
+        attach_dynset_stmts(&mut v, plan);
+    }
+    v.to_string()
+}
+
+fn attach_dynset_stmts(v: &mut Value, plan: &Plan) {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::Object(set)) = map.get_mut("set") {
+                let name = set.get("set").and_then(Value::as_str).map(String::from);
+                if let Some(name) = name.and_then(|n| n.strip_prefix('@').map(String::from)) {
+                    let stmts: Vec<Value> = plan
+                        .dynset_stmts
+                        .iter()
+                        .filter(|(s, _)| *s == name)
+                        .filter_map(|(_, st)| serde_json::to_value(st).ok())
+                        .collect();
+                    if !stmts.is_empty() {
+                        set.insert("stmt".into(), Value::Array(stmts));
+                    }
+                }
+            }
+            for child in map.values_mut() {
+                attach_dynset_stmts(child, plan);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| attach_dynset_stmts(i, plan)),
+        _ => {}
     }
 }
 
@@ -181,13 +232,10 @@ pub fn transaction(current: Option<&KernelTable>, plan: &Plan) -> Batch<'static>
     batch
 }
 
-/// Sets whose names start with this hold limit state and survive re-applies.
-pub const STATE_SET_PREFIX: &str = "state_";
-
 impl Backend for NftBackend {
     fn apply(&self, plan: &Plan) -> Result<(), BackendError> {
         let current = self.read()?;
-        self.run(transaction(current.as_ref(), plan))?;
+        self.run(transaction(current.as_ref(), plan), Some(plan))?;
         // Verify: the kernel now holds exactly the planned chains and rule counts.
         let now = self
             .read()?
@@ -211,7 +259,7 @@ impl Backend for NftBackend {
         }
         let mut batch = Batch::new();
         batch.delete(NfListObject::Table(table()));
-        self.run(batch)
+        self.run(batch, None)
     }
 
     fn is_loaded(&self) -> Result<bool, BackendError> {

@@ -5,17 +5,22 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use nftables::expr::{
-    Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, Range, SetItem, CT,
+    BinaryOperation, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix,
+    Range, SetItem, CT,
 };
-use nftables::schema::{Chain, NfListObject, Rule as NftRule, Table};
+use nftables::schema::{
+    Chain, NfListObject, Rule as NftRule, Set, SetFlag, SetType, SetTypeValue, Table,
+};
 use nftables::stmt::{self, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use crate::model::{
-    Action, Direction, Family, LogLevel, Policy, Ports, Proto, Rule, RuleLog, Verdict,
+    Action, Direction, Family, Limit, LimitKey, LogLevel, Over, Policy, Ports, Proto, Rule,
+    RuleLog, Then, Verdict,
 };
 
 /// rampart's one table (family inet, so one ruleset serves IPv4 and IPv6).
@@ -48,6 +53,10 @@ pub const LOG_PREFIX: &str = "RAMPART";
 pub struct Plan {
     /// Table, chains, sets and rules, in the order they are to be added.
     pub objects: Vec<NfListObject<'static>>,
+    /// Stateful statements attached to the elements a rule adds to a dynamic set, by set
+    /// name (`add @s { ip saddr ct count over 2 }`). The `nftables` crate's set statement
+    /// has no field for them, so the backend and the renderer attach them from here.
+    pub dynset_stmts: Vec<(String, Statement<'static>)>,
 }
 
 impl Plan {
@@ -80,7 +89,10 @@ impl Plan {
 
 /// Compile a policy into the plan of rampart's table.
 pub fn compile(policy: &Policy) -> Plan {
-    let mut b = Builder::default();
+    let mut b = Builder {
+        logging: policy.logging,
+        ..Builder::default()
+    };
     b.objects.push(NfListObject::Table(Table {
         family: FAMILY,
         name: TABLE.into(),
@@ -130,11 +142,18 @@ pub fn compile(policy: &Policy) -> Plan {
             Direction::In => CHAIN_USER_INPUT,
             Direction::Out => CHAIN_USER_OUTPUT,
         };
+        if rule.action == Action::Limit {
+            b.limit_rule(rule, chain);
+            continue;
+        }
         for stmts in user_rule(rule) {
             b.rule(chain, stmts);
         }
     }
-    Plan { objects: b.objects }
+    Plan {
+        objects: b.objects,
+        dynset_stmts: b.dynset_stmts,
+    }
 }
 
 /// Statements for one user rule (a log rule first, when the rule logs).
@@ -162,6 +181,23 @@ pub fn user_rule(rule: &Rule) -> Vec<Vec<Statement<'static>>> {
     });
     out.push(main);
     out
+}
+
+/// The log rule of a user rule marked `log` / `log-all` (none otherwise).
+fn user_rule_log(rule: &Rule, matches: &[Statement<'static>]) -> Vec<Vec<Statement<'static>>> {
+    if rule.log == RuleLog::None {
+        return Vec::new();
+    }
+    let mut log = matches.to_vec();
+    if rule.log == RuleLog::Log {
+        log.push(m_in(ct("state"), s("new")));
+    }
+    log.push(log_limit());
+    log.push(log_stmt(&format!(
+        "[{LOG_PREFIX} {}] ",
+        rule.action.upper()
+    )));
+    vec![log]
 }
 
 /// The match statements of a user rule.
@@ -205,7 +241,94 @@ pub fn rule_matches(rule: &Rule) -> Vec<Statement<'static>> {
     if let Some(ports) = &rule.to.ports {
         m.push(m_eq(payload("th", "dport"), ports_expr(ports)));
     }
+    if let Some(except) = &rule.except {
+        m.push(Statement::Match(Match {
+            left: payload("th", "dport"),
+            right: ports_expr(except),
+            op: Operator::NEQ,
+        }));
+    }
     m
+}
+
+/// Sets whose names start with this hold limit state; the backend keeps them, with
+/// their elements, across re-applies that declare them again.
+pub const STATE_SET_PREFIX: &str = "state_";
+/// Prefix of the per-limit chains (`limit_<id>`, `limit_<id>_over`).
+pub const LIMIT_CHAIN_PREFIX: &str = "limit_";
+/// Size of each dynamic set that holds limit state (keys tracked at once).
+pub const LIMIT_SET_SIZE: u32 = 65_535;
+
+/// A stable id for a limit's state: the same limit on the same match gets the same
+/// sets across reloads and unrelated edits; the IPv4 and IPv6 copies of a `per any`
+/// limit share one id (one count for both families).
+pub fn limit_id(rule: &Rule) -> String {
+    let spec = rule.limit.clone().unwrap_or_else(Limit::ufw_default);
+    let family = match spec.per {
+        LimitKey::Any => "any",
+        LimitKey::Source { .. } => match rule.family {
+            Family::V4 => "4",
+            Family::V6 => "6",
+        },
+    };
+    let ident = Rule {
+        family: Family::V4,
+        log: RuleLog::None,
+        comment: None,
+        limit: Some(spec),
+        ..rule.clone()
+    };
+    let text = format!(
+        "{}|{family}",
+        serde_json::to_string(&ident).unwrap_or_default()
+    );
+    // FNV-1a, 64 bit: stable across builds, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}{family}")
+}
+
+/// The key a limit counts by, and the set type that holds it.
+fn limit_key(per: LimitKey, family: Family) -> (Expression<'static>, SetType) {
+    match (per, family) {
+        // `meta mark & 0` is 0 for every packet: one key for everyone.
+        (LimitKey::Any, _) => (
+            Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+                meta(MetaKey::Mark),
+                num(0),
+            ))),
+            SetType::Mark,
+        ),
+        (LimitKey::Source { v4, .. }, Family::V4) => {
+            let addr = payload("ip", "saddr");
+            let key = if v4 >= 32 {
+                addr
+            } else {
+                let mask = Ipv4Addr::from(u32::MAX << (32 - u32::from(v4)));
+                Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+                    addr,
+                    s(&mask.to_string()),
+                )))
+            };
+            (key, SetType::Ipv4Addr)
+        }
+        (LimitKey::Source { v6, .. }, Family::V6) => {
+            let addr = payload("ip6", "saddr");
+            let key = if v6 >= 128 {
+                addr
+            } else {
+                let mask = Ipv6Addr::from(u128::MAX << (128 - u32::from(v6)));
+                Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+                    addr,
+                    s(&mask.to_string()),
+                )))
+            };
+            (key, SetType::Ipv6Addr)
+        }
+    }
 }
 
 fn reject_for(proto: Proto) -> Statement<'static> {
@@ -223,6 +346,8 @@ fn reject_for(proto: Proto) -> Statement<'static> {
 #[derive(Default)]
 struct Builder {
     objects: Vec<NfListObject<'static>>,
+    dynset_stmts: Vec<(String, Statement<'static>)>,
+    logging: LogLevel,
 }
 
 impl Builder {
@@ -259,6 +384,123 @@ impl Builder {
             expr: expr.into(),
             ..NftRule::default()
         }));
+    }
+
+    fn has_chain(&self, name: &str) -> bool {
+        self.objects
+            .iter()
+            .any(|o| matches!(o, NfListObject::Chain(c) if c.name == name))
+    }
+
+    /// A set the packet path adds to. nft (1.0.6 and later) marks it `dynamic` itself
+    /// because a rule adds to it; its JSON parser does not take that flag.
+    fn state_set(&mut self, name: &str, set_type: SetType, timeout: Option<u32>) {
+        let flags = timeout.map(|_| HashSet::from([SetFlag::Timeout]));
+        self.objects.push(NfListObject::Set(Box::new(Set {
+            family: FAMILY,
+            table: TABLE.into(),
+            name: name.to_string().into(),
+            set_type: SetTypeValue::Single(set_type),
+            flags,
+            timeout,
+            size: Some(LIMIT_SET_SIZE),
+            ..Set::default()
+        })));
+    }
+
+    /// A `limit` rule: the match jumps to the limit's chain, which refuses what is over
+    /// (via its `_over` chain) and returns what is under; then the rule accepts, or,
+    /// with `then continue`, lets the following rules decide.
+    ///
+    /// ```text
+    /// chain limit_ID {
+    ///     add @state_ID_c { KEY ct count over C } goto limit_ID_over     # conn C
+    ///     KEY != @state_ID_r0 add @state_ID_r0 { KEY } return           # rate N/T:
+    ///     …                                                              #   N slots,
+    ///     KEY != @state_ID_rN-1 add @state_ID_rN-1 { KEY } return       #   each timing
+    ///     goto limit_ID_over                                             #   out after T
+    /// }
+    /// ```
+    /// A key is accepted iff one of its N slots is free, and it then takes that slot
+    /// for T seconds: so at most N connections per key are accepted in any window of T.
+    fn limit_rule(&mut self, rule: &Rule, chain: &str) {
+        let spec = rule.limit.clone().unwrap_or_else(Limit::ufw_default);
+        let id = limit_id(rule);
+        let lchain = format!("{LIMIT_CHAIN_PREFIX}{id}");
+        if !self.has_chain(&lchain) {
+            let over_chain = format!("{lchain}_over");
+            let (key, set_type) = limit_key(spec.per, rule.family);
+            self.chain(&over_chain);
+            if self.logging != LogLevel::Off {
+                self.rule(
+                    &over_chain,
+                    vec![
+                        log_limit(),
+                        log_stmt(&format!("[{LOG_PREFIX} LIMIT BLOCK] ")),
+                    ],
+                );
+            }
+            let over = match spec.over {
+                Over::Reject => reject_for(rule.proto),
+                Over::Drop => drop(),
+            };
+            self.rule(&over_chain, vec![over]);
+            let to_over = || {
+                Statement::Goto(stmt::JumpTarget {
+                    target: over_chain.clone().into(),
+                })
+            };
+            let mut rules: Vec<Vec<Statement<'static>>> = Vec::new();
+            if let Some(n) = spec.conn {
+                let count = Statement::CTCount(stmt::CTCount {
+                    val: num(n),
+                    inv: Some(true),
+                });
+                match spec.per {
+                    LimitKey::Any => rules.push(vec![count, to_over()]),
+                    LimitKey::Source { .. } => {
+                        let set = format!("{STATE_SET_PREFIX}{id}_c");
+                        self.state_set(&set, set_type, None);
+                        self.dynset_stmts.push((set.clone(), count));
+                        rules.push(vec![dynset_add(&set, key.clone()), to_over()]);
+                    }
+                }
+            }
+            if let Some(rate) = spec.rate {
+                for k in 0..rate.count {
+                    let set = format!("{STATE_SET_PREFIX}{id}_r{k}");
+                    self.state_set(&set, set_type, Some(rate.seconds));
+                    rules.push(vec![
+                        Statement::Match(Match {
+                            left: key.clone(),
+                            right: s(&format!("@{set}")),
+                            op: Operator::NEQ,
+                        }),
+                        dynset_add(&set, key.clone()),
+                        Statement::Return(None),
+                    ]);
+                }
+                rules.push(vec![to_over()]);
+            }
+            self.chain(&lchain);
+            for r in rules {
+                self.rule(&lchain, r);
+            }
+        }
+        let matches = rule_matches(rule);
+        let mut out = user_rule_log(rule, &matches);
+        let mut jump_rule = matches.clone();
+        jump_rule.push(jump(&lchain));
+        out.push(jump_rule);
+        if spec.then == Then::Accept {
+            let mut accept_rule = matches;
+            accept_rule.push(counter());
+            accept_rule.push(accept());
+            out.push(accept_rule);
+        }
+        for r in out {
+            self.rule(chain, r);
+        }
     }
 
     /// UFW's before.rules / before6.rules for input.
@@ -579,6 +821,15 @@ fn num(n: u32) -> Expression<'static> {
 
 fn list(words: &[&str]) -> Expression<'static> {
     Expression::List(words.iter().map(|w| s(w)).collect())
+}
+
+/// `add @SET { KEY }`
+fn dynset_add(set: &str, key: Expression<'static>) -> Statement<'static> {
+    Statement::Set(stmt::Set {
+        op: stmt::SetOp::Add,
+        elem: key,
+        set: format!("@{set}").into(),
+    })
 }
 
 /// `{ a, b, c }`

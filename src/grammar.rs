@@ -17,10 +17,20 @@ use std::sync::OnceLock;
 use ipnet::IpNet;
 use thiserror::Error;
 
-use crate::model::{Action, Direction, Endpoint, Family, PortRange, Ports, Proto, Rule, RuleLog};
+use crate::model::{
+    Action, Direction, Endpoint, Family, Limit, LimitKey, Over, PortRange, Ports, Proto, Rate,
+    Rule, RuleLog, Then, DEFAULT_V6_SOURCE_PREFIX,
+};
 
 /// Most ports a list may hold; a range counts as two (UFW's limit, from iptables multiport).
 pub const MAX_PORTS: usize = 15;
+
+/// Largest N in `rate N/T` (each unit of N is one timed slot set; see compile).
+pub const MAX_RATE: u32 = 256;
+/// Largest T in `rate N/T`, in seconds (one day).
+pub const MAX_RATE_SECONDS: u32 = 86_400;
+/// Largest N in `conn N`.
+pub const MAX_CONN: u32 = 65_535;
 
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
 const MAX_IFACE_LEN: usize = 15;
@@ -86,6 +96,22 @@ pub enum GrammarError {
     V4OnlyProto(String),
     #[error("Duplicate '{0}' clause")]
     Duplicate(String),
+    #[error("'{0}' is only for limit rules, e.g. 'limit 80/tcp {0} …'")]
+    LimitOnly(String),
+    #[error("Bad rate '{0}': use N/T with N from 1 to {MAX_RATE} and T a number of seconds, minutes or hours (e.g. 20/30s, 100/1m, 5/1h; at most 1 day)")]
+    BadRate(String),
+    #[error("Bad connection count '{0}': use a number from 1 to {MAX_CONN}")]
+    BadConn(String),
+    #[error("Bad limit key '{0}': use 'per any', 'per source' or 'per /M' (IPv4 mask 1-32) or 'per /M,/N' (IPv4 mask, IPv6 mask 1-128)")]
+    BadPer(String),
+    #[error("Bad over action '{0}': use 'over reject' or 'over drop'")]
+    BadOver(String),
+    #[error("Bad then action '{0}': use 'then accept' or 'then continue'")]
+    BadThen(String),
+    #[error("'conn' needs a destination port and 'tcp' or 'udp', e.g. 'limit 3128/tcp conn 1'")]
+    ConnNeedsPort,
+    #[error("'except' needs destination ports to take the exceptions from, e.g. '1:65535/tcp except 30000:30005'")]
+    ExceptNeedsPorts,
 }
 
 /// Parse the rule words that follow `action`.
@@ -186,7 +212,8 @@ impl<'a> Parser<'a> {
             comment = (!text.is_empty()).then(|| text.clone());
             end -= 2;
         }
-        let body = &self.words[self.pos..end];
+        let (body, opts) = limit_options(&self.words[self.pos..end])?;
+        let body = body.as_slice();
         // Words that may only come before the rule body.
         for w in body {
             match w.as_str() {
@@ -215,6 +242,7 @@ impl<'a> Parser<'a> {
             _ => full_form(body)?,
         };
         build(Built {
+            opts,
             action,
             direction,
             iface,
@@ -243,6 +271,121 @@ fn parse_iface(name: &str) -> Result<String, GrammarError> {
         Ok(name.to_string())
     } else {
         Err(GrammarError::BadInterface)
+    }
+}
+
+/// The limit options as typed (values still unparsed where they depend on the rule).
+#[derive(Default)]
+struct LimitOptions {
+    rate: Option<String>,
+    conn: Option<String>,
+    per: Option<String>,
+    over: Option<String>,
+    then: Option<String>,
+    except: Option<String>,
+}
+
+impl LimitOptions {
+    fn any_limit_word(&self) -> Option<&'static str> {
+        [
+            ("rate", self.rate.is_some()),
+            ("conn", self.conn.is_some()),
+            ("per", self.per.is_some()),
+            ("over", self.over.is_some()),
+            ("then", self.then.is_some()),
+        ]
+        .into_iter()
+        .find(|(_, set)| *set)
+        .map(|(w, _)| w)
+    }
+}
+
+/// Take `rate|conn|per|over|then|except VALUE` pairs out of the rule words.
+fn limit_options(words: &[String]) -> Result<(Vec<String>, LimitOptions), GrammarError> {
+    let mut rest = Vec::new();
+    let mut opts = LimitOptions::default();
+    let mut i = 0;
+    while i < words.len() {
+        let slot = match words[i].as_str() {
+            "rate" => &mut opts.rate,
+            "conn" => &mut opts.conn,
+            "per" => &mut opts.per,
+            "over" => &mut opts.over,
+            "then" => &mut opts.then,
+            "except" => &mut opts.except,
+            _ => {
+                rest.push(words[i].clone());
+                i += 1;
+                continue;
+            }
+        };
+        let Some(value) = words.get(i + 1) else {
+            return Err(GrammarError::WrongArgs);
+        };
+        if slot.is_some() {
+            return Err(GrammarError::Duplicate(words[i].clone()));
+        }
+        *slot = Some(value.clone());
+        i += 2;
+    }
+    Ok((rest, opts))
+}
+
+fn parse_rate(text: &str) -> Result<Rate, GrammarError> {
+    let bad = || GrammarError::BadRate(text.to_string());
+    let (n, t) = text.split_once('/').ok_or_else(bad)?;
+    let count: u32 = n.parse().map_err(|_| bad())?;
+    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(0) => ("1", t),
+        Some(i) => (&t[..i], &t[i..]),
+        None => return Err(bad()),
+    };
+    let num: u32 = num.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "s" | "sec" | "second" => 1,
+        "m" | "min" | "minute" => 60,
+        "h" | "hour" => 3600,
+        _ => return Err(bad()),
+    };
+    let seconds = num.checked_mul(scale).ok_or_else(bad)?;
+    if count == 0 || count > MAX_RATE || seconds == 0 || seconds > MAX_RATE_SECONDS {
+        return Err(bad());
+    }
+    Ok(Rate { count, seconds })
+}
+
+fn parse_per(text: &str, families: &[Family]) -> Result<LimitKey, GrammarError> {
+    let bad = || GrammarError::BadPer(text.to_string());
+    match text {
+        "any" => return Ok(LimitKey::Any),
+        "source" | "src" => return Ok(LimitKey::default()),
+        _ => {}
+    }
+    let mask = |t: &str, max: u8| -> Result<u8, GrammarError> {
+        let m: u8 = t
+            .strip_prefix('/')
+            .ok_or_else(bad)?
+            .parse()
+            .map_err(|_| bad())?;
+        if m == 0 || m > max {
+            return Err(bad());
+        }
+        Ok(m)
+    };
+    match text.split_once(',') {
+        Some((a, b)) => Ok(LimitKey::Source {
+            v4: mask(a, 32)?,
+            v6: mask(b, 128)?,
+        }),
+        // A single mask is the IPv6 one for an IPv6-only rule, else the IPv4 one.
+        None if families == [Family::V6] => Ok(LimitKey::Source {
+            v4: 32,
+            v6: mask(text, 128)?,
+        }),
+        None => Ok(LimitKey::Source {
+            v4: mask(text, 32)?,
+            v6: DEFAULT_V6_SOURCE_PREFIX,
+        }),
     }
 }
 
@@ -477,6 +620,7 @@ fn lookup_service(name: &str, want: Option<Proto>) -> Option<(u16, Option<Proto>
 }
 
 struct Built {
+    opts: LimitOptions,
     action: Action,
     direction: Direction,
     iface: Option<String>,
@@ -522,6 +666,59 @@ fn build(b: Built) -> Result<ParsedRule, GrammarError> {
     if matches!(b.proto, Proto::Ipv6 | Proto::Igmp) && families == [Family::V6] {
         return Err(GrammarError::V4OnlyProto(b.proto.word().to_string()));
     }
+    let o = &b.opts;
+    if b.action != Action::Limit {
+        if let Some(word) = o.any_limit_word() {
+            return Err(GrammarError::LimitOnly(word.to_string()));
+        }
+    }
+    let except = match &o.except {
+        None => None,
+        Some(_) if dports.is_none() => return Err(GrammarError::ExceptNeedsPorts),
+        Some(text) => Some(parse_port_spec(text, false)?.ports),
+    };
+    let limit = if o.any_limit_word().is_some() {
+        let rate = o.rate.as_deref().map(parse_rate).transpose()?;
+        let conn = match &o.conn {
+            None => None,
+            Some(t) => match t.parse::<u32>() {
+                Ok(n) if (1..=MAX_CONN).contains(&n) => Some(n),
+                _ => return Err(GrammarError::BadConn(t.clone())),
+            },
+        };
+        if conn.is_some() && (dports.is_none() || !matches!(b.proto, Proto::Tcp | Proto::Udp)) {
+            return Err(GrammarError::ConnNeedsPort);
+        }
+        let over = match o.over.as_deref() {
+            None | Some("reject") => Over::Reject,
+            Some("drop") | Some("deny") => Over::Drop,
+            Some(other) => return Err(GrammarError::BadOver(other.to_string())),
+        };
+        let then = match o.then.as_deref() {
+            None | Some("accept") | Some("allow") => Then::Accept,
+            Some("continue") => Then::Continue,
+            Some(other) => return Err(GrammarError::BadThen(other.to_string())),
+        };
+        let per = match &o.per {
+            None => LimitKey::default(),
+            Some(t) => parse_per(t, &families)?,
+        };
+        // Only `per`, `over` or `then` given: the rate is UFW's.
+        let rate = if rate.is_none() && conn.is_none() {
+            Some(crate::model::UFW_LIMIT)
+        } else {
+            rate
+        };
+        Some(Limit {
+            rate,
+            conn,
+            per,
+            over,
+            then,
+        })
+    } else {
+        None
+    };
     let rules = families
         .into_iter()
         .map(|family| Rule {
@@ -539,6 +736,8 @@ fn build(b: Built) -> Result<ParsedRule, GrammarError> {
                 addr: dst,
                 ports: dports.clone(),
             },
+            except: except.clone(),
+            limit: limit.clone(),
             comment: b.comment.clone(),
         })
         .collect();

@@ -3,7 +3,9 @@
 
 use std::fmt::Write;
 
-use crate::model::{Direction, Endpoint, Family, Policy, Proto, Rule, RuleLog};
+use crate::model::{
+    Direction, Endpoint, Family, LimitKey, Over, Policy, Proto, Rule, RuleLog, Then,
+};
 
 /// Which `status` view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +107,10 @@ pub fn status_line(rule: &Rule, show_in: bool, numbered: bool) -> String {
         _ => {}
     }
     let mut notes = String::new();
+    let extra = limit_words(rule);
+    if !extra.is_empty() {
+        notes.push_str(&format!(" ({})", extra.join(", ")));
+    }
     match rule.log {
         RuleLog::None => {}
         RuleLog::Log => notes.push_str(" (log)"),
@@ -208,7 +214,67 @@ pub fn rule_command(rule: &Rule) -> String {
     w.join(" ")
 }
 
+/// The limit settings and port exceptions of a rule, for `status` notes: empty for a
+/// plain UFW `limit`, else e.g. `20/30s per source`, `conn 1 per any`, `over drop`.
+fn limit_words(rule: &Rule) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(l) = &rule.limit {
+        let per = l.per;
+        let mut first = Vec::new();
+        if let Some(c) = l.conn {
+            first.push(format!("conn {c}"));
+        }
+        if let Some(r) = l.rate {
+            first.push(r.to_string());
+        }
+        out.push(format!("{} per {per}", first.join(" ")));
+        if l.over == Over::Drop {
+            out.push("over drop".into());
+        }
+        if l.then == Then::Continue {
+            out.push("then continue".into());
+        }
+    }
+    if let Some(e) = &rule.except {
+        out.push(format!("except {e}"));
+    }
+    out
+}
+
+/// The limit options of a rule as typed (`rate 20/30s per /24 over drop`).
+fn limit_options(rule: &Rule) -> Vec<String> {
+    let mut w = Vec::new();
+    if let Some(e) = &rule.except {
+        w.push("except".into());
+        w.push(e.to_string());
+    }
+    if let Some(l) = &rule.limit {
+        if let Some(c) = l.conn {
+            w.push("conn".into());
+            w.push(c.to_string());
+        }
+        if let Some(r) = l.rate {
+            w.push("rate".into());
+            w.push(r.to_string());
+        }
+        if l.per != LimitKey::default() {
+            w.push("per".into());
+            w.push(l.per.to_string());
+        }
+        if l.over == Over::Drop {
+            w.push("over".into());
+            w.push("drop".into());
+        }
+        if l.then == Then::Continue {
+            w.push("then".into());
+            w.push("continue".into());
+        }
+    }
+    w
+}
+
 fn push_comment(w: &mut Vec<String>, rule: &Rule) {
+    w.extend(limit_options(rule));
     if let Some(c) = &rule.comment {
         w.push("comment".into());
         w.push(format!("'{c}'"));

@@ -90,7 +90,7 @@ pub fn plan_text(plan: &Plan) -> String {
                 for r in &plan.objects {
                     if let NfListObject::Rule(rule) = r {
                         if rule.chain == chain.name {
-                            let _ = writeln!(out, "\t\t{}", statements(&rule.expr));
+                            let _ = writeln!(out, "\t\t{}", statements(plan, &rule.expr));
                         }
                     }
                 }
@@ -123,8 +123,26 @@ fn set_type(t: &SetTypeValue) -> String {
 }
 
 /// One rule's statements as nft text.
-pub fn statements(stmts: &[Statement]) -> String {
-    stmts.iter().map(statement).collect::<Vec<_>>().join(" ")
+pub fn statements(plan: &Plan, stmts: &[Statement]) -> String {
+    stmts
+        .iter()
+        .map(|st| match st {
+            // A dynamic-set add with the plan's stateful statements for that set.
+            Statement::Set(set) => {
+                let name = set.set.trim_start_matches('@');
+                let extra: Vec<String> = plan
+                    .dynset_stmts
+                    .iter()
+                    .filter(|(s, _)| s == name)
+                    .map(|(_, st)| statement(st))
+                    .collect();
+                let extra = extra.iter().map(|e| format!(" {e}")).collect::<String>();
+                format!("{} @{name} {{ {}{extra} }}", word(&set.op), expr(&set.elem))
+            }
+            other => statement(other),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn statement(st: &Statement) -> String {
@@ -205,7 +223,10 @@ fn expr(e: &Expression) -> String {
         Expression::List(items) => items.iter().map(expr).collect::<Vec<_>>().join(","),
         Expression::Range(r) => format!("{}-{}", expr(&r.range[0]), expr(&r.range[1])),
         Expression::Verdict(v) => word(v),
-        Expression::BinaryOperation(b) => serde_json::to_string(b).unwrap_or_default(),
+        Expression::BinaryOperation(b) => match b.as_ref() {
+            nftables::expr::BinaryOperation::AND(l, r) => format!("{} & {}", expr(l), expr(r)),
+            other => serde_json::to_string(other).unwrap_or_default(),
+        },
         Expression::Named(n) => match n {
             NamedExpression::Concat(items) => {
                 items.iter().map(expr).collect::<Vec<_>>().join(" . ")

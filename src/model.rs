@@ -449,9 +449,9 @@ pub struct Rate {
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = self.seconds;
-        if t % 3600 == 0 {
+        if t.is_multiple_of(3600) {
             write!(f, "{}/{}h", self.count, t / 3600)
-        } else if t % 60 == 0 {
+        } else if t.is_multiple_of(60) {
             write!(f, "{}/{}m", self.count, t / 60)
         } else {
             write!(f, "{}/{}s", self.count, t)

@@ -439,9 +439,22 @@ impl Ctx {
                 eprintln!("WARN: Rule changed after normalization");
             }
             let families: Vec<Family> = parsed.rules.iter().map(|r| r.family).collect();
+            let added = parsed.rules.clone();
             let outcomes = p
                 .add_all(parsed.rules, position)
                 .map_err(|InvalidPosition(n)| usage(format!("Invalid position '{n}'")))?;
+            for rule in &added {
+                let Some(n) = p.rules.iter().position(|r| r == rule).map(|i| i + 1) else {
+                    continue;
+                };
+                if let Some(m) = p.shadowed_by(n) {
+                    eprintln!(
+                        "WARN: Rule {n} ({}) is shadowed by rule {m} ({}) above it: it can never match",
+                        observe::rule_command(rule),
+                        observe::rule_command(&p.rules[m - 1])
+                    );
+                }
+            }
             for (family, outcome) in families.into_iter().zip(outcomes) {
                 let v6 = if family == Family::V6 { " (v6)" } else { "" };
                 let msg = match outcome {

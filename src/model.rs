@@ -580,6 +580,55 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 }
 
 impl Rule {
+    /// Whether this rule ends the evaluation of every connection it matches.
+    pub fn is_terminal(&self) -> bool {
+        match self.action {
+            Action::Allow | Action::Deny | Action::Reject => true,
+            Action::Limit => self.limit.as_ref().is_none_or(|l| l.then == Then::Accept),
+        }
+    }
+
+    /// Whether this rule is terminal and matches everything `other` matches.
+    pub fn covers(&self, other: &Rule) -> bool {
+        let protos = |r: &Rule| -> Vec<Proto> {
+            match r.proto {
+                Proto::Any if r.from.ports.is_some() || r.to.ports.is_some() => {
+                    vec![Proto::Tcp, Proto::Udp]
+                }
+                Proto::Any => vec![Proto::Any],
+                p => vec![p],
+            }
+        };
+        let mine = protos(self);
+        let proto_ok = mine == [Proto::Any] || protos(other).iter().all(|p| mine.contains(p));
+        let addr_ok = |a: &Option<IpNet>, b: &Option<IpNet>| match (a, b) {
+            (None, _) => true,
+            (Some(a), Some(b)) => a.contains(b),
+            (Some(_), None) => false,
+        };
+        let ports_ok = |a: &Option<Ports>, ex: Option<&Ports>, b: &Option<Ports>| match (a, b) {
+            (None, _) if ex.is_none() => true,
+            (_, None) => false,
+            (a, Some(b)) => b.0.iter().all(|r| {
+                let inside = a
+                    .as_ref()
+                    .is_none_or(|a| a.0.iter().any(|x| x.first <= r.first && r.last <= x.last));
+                let hole =
+                    ex.is_some_and(|e| e.0.iter().any(|x| x.first <= r.last && r.first <= x.last));
+                inside && !hole
+            }),
+        };
+        self.is_terminal()
+            && self.direction == other.direction
+            && self.family == other.family
+            && (self.iface.is_none() || self.iface == other.iface)
+            && proto_ok
+            && addr_ok(&self.from.addr, &other.from.addr)
+            && addr_ok(&self.to.addr, &other.to.addr)
+            && ports_ok(&self.from.ports, None, &other.from.ports)
+            && ports_ok(&self.to.ports, self.except.as_ref(), &other.to.ports)
+    }
+
     /// Whether two rules match the same traffic (action, log and comment aside).
     /// This is UFW's notion of "existing rule".
     pub fn same_match(&self, other: &Rule) -> bool {
@@ -694,6 +743,16 @@ impl Policy {
             Position::Append => AddOutcome::Added,
             _ => AddOutcome::Inserted,
         }
+    }
+
+    /// The number of the first earlier rule that decides every connection rule `n`
+    /// (1-based) could match, so that rule `n` can never match.
+    pub fn shadowed_by(&self, n: usize) -> Option<usize> {
+        let rule = self.rules.get(n.checked_sub(1)?)?;
+        self.rules[..n - 1]
+            .iter()
+            .position(|e| e.covers(rule))
+            .map(|i| i + 1)
     }
 
     /// Remove rule number `n` (1-based).

@@ -146,6 +146,58 @@ const BAD: &[(&str, &str)] = &[
     ("status bogus", "ERROR: "),
     ("show bogus", "ERROR: "),
     ("--frob allow 22", "ERROR: "),
+    // limits
+    ("limit 80/tcp rate 0/30s", "ERROR: Bad rate '0/30s'"),
+    ("limit 80/tcp rate 20/0s", "ERROR: Bad rate '20/0s'"),
+    ("limit 80/tcp rate 20", "ERROR: Bad rate '20'"),
+    ("limit 80/tcp rate 20/30x", "ERROR: Bad rate"),
+    ("limit 80/tcp rate 1000/1s", "ERROR: Bad rate"),
+    ("limit 80/tcp rate 5/2d", "ERROR: Bad rate"),
+    ("limit 80/tcp rate", "ERROR: Wrong number of arguments"),
+    (
+        "limit from 198.18.0.1 conn 1",
+        "ERROR: 'conn' needs a destination port",
+    ),
+    (
+        "limit 3128 conn 1",
+        "ERROR: 'conn' needs a destination port",
+    ),
+    ("limit 3128/tcp conn 0", "ERROR: Bad connection count '0'"),
+    ("limit 3128/tcp conn many", "ERROR: Bad connection count"),
+    (
+        "limit 80/tcp rate 5/30s per /33",
+        "ERROR: Bad limit key '/33'",
+    ),
+    (
+        "limit 80/tcp rate 5/30s per /24,/129",
+        "ERROR: Bad limit key",
+    ),
+    (
+        "limit 80/tcp rate 5/30s per everyone",
+        "ERROR: Bad limit key 'everyone'",
+    ),
+    (
+        "limit 80/tcp over something",
+        "ERROR: Bad over action 'something'",
+    ),
+    ("limit 80/tcp then maybe", "ERROR: Bad then action 'maybe'"),
+    (
+        "limit 80/tcp rate 5/30s rate 6/30s",
+        "ERROR: Duplicate 'rate' clause",
+    ),
+    (
+        "allow 80/tcp rate 5/30s",
+        "ERROR: 'rate' is only for limit rules",
+    ),
+    (
+        "deny 80/tcp conn 1",
+        "ERROR: 'conn' is only for limit rules",
+    ),
+    (
+        "limit from 198.18.0.1 except 22",
+        "ERROR: 'except' needs destination ports",
+    ),
+    ("limit 1:65535/tcp except 0", "ERROR: Bad port"),
 ];
 
 #[test]

@@ -1,7 +1,7 @@
 //! `rampart demo`: a small policy applied in throwaway namespaces and shown working on
 //! real connections. Never touches the firewall of the namespace it is run from.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -11,6 +11,10 @@ use crate::sandbox::Sandbox;
 const WEB: u16 = 8080;
 /// Port of a second service, refused politely.
 const MAIL: u16 = 2525;
+/// A proxy that must serve one connection at a time.
+const PROXY: u16 = 3128;
+/// A port exempt from the rate limit.
+const EXEMPT: u16 = 30000;
 
 /// Run the demo, printing what happens.
 pub fn run() -> Result<()> {
@@ -18,6 +22,8 @@ pub fn run() -> Result<()> {
     let mut sb = Sandbox::new(2, &bin).context("building the demo namespaces")?;
     sb.serve_tcp(WEB)?;
     sb.serve_tcp(MAIL)?;
+    sb.serve_tcp(PROXY)?;
+    sb.serve_tcp(EXEMPT)?;
     println!(
         "Demo sandbox: server {} / {}, client A {} / {}, client B {} / {}",
         sb.srv.v4,
@@ -66,6 +72,59 @@ pub fn run() -> Result<()> {
     println!("  (the reject above comes first, so A is still refused)");
     probe(&sb, 0, false, MAIL);
     step(&sb, &["status", "numbered"]);
+
+    println!("\n--- Limits UFW cannot do ---");
+    step(&sb, &["--force", "reset"]);
+    step(&sb, &["--force", "enable"]);
+    step(&sb, &["limit", "3128/tcp", "conn", "1", "per", "any"]);
+    let held = sb.tcp(0, false, PROXY);
+    println!("  client A -> IPv4:{PROXY}: {} (held open)", held.word());
+    probe(&sb, 1, false, PROXY);
+    probe(&sb, 1, true, PROXY);
+    drop(held);
+    let closed = Instant::now();
+    let mut again = sb.tcp(1, false, PROXY);
+    while !again.is_open() && closed.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(20));
+        again = sb.tcp(1, false, PROXY);
+    }
+    println!(
+        "  A closed; client B -> IPv4:{PROXY}: {} {} ms after A closed",
+        again.word(),
+        closed.elapsed().as_millis()
+    );
+    drop(again);
+
+    step(
+        &sb,
+        &[
+            "limit",
+            "1:65535/tcp",
+            "rate",
+            "20/30s",
+            "except",
+            "30000:30005",
+        ],
+    );
+    step(&sb, &["allow", "30000:30005/tcp"]);
+    let count = |who: usize, port: u16, n: usize| {
+        (0..n)
+            .filter(|_| sb.tcp(who, false, port).is_open())
+            .count()
+    };
+    println!(
+        "  client A, 25 rapid connections to {WEB}: {} accepted",
+        count(0, WEB, 25)
+    );
+    println!(
+        "  client B, 5 rapid connections to {WEB}: {} accepted",
+        count(1, WEB, 5)
+    );
+    println!(
+        "  client A, 10 rapid connections to {EXEMPT} (exempt): {} accepted",
+        count(0, EXEMPT, 10)
+    );
+    step(&sb, &["status"]);
     step(&sb, &["disable"]);
     probe(&sb, 1, false, WEB);
     println!("\nDemo done; removing its namespaces.");

@@ -137,23 +137,168 @@ pub fn compile(policy: &Policy) -> Plan {
     b.forward_before();
     b.policy_tail(CHAIN_FORWARD, d.routed, policy.logging);
 
-    for rule in &policy.rules {
-        let chain = match rule.direction {
-            Direction::In => CHAIN_USER_INPUT,
-            Direction::Out => CHAIN_USER_OUTPUT,
-        };
-        if rule.action == Action::Limit {
-            b.limit_rule(rule, chain);
-            continue;
-        }
-        for stmts in user_rule(rule) {
-            b.rule(chain, stmts);
+    for (direction, chain) in [
+        (Direction::In, CHAIN_USER_INPUT),
+        (Direction::Out, CHAIN_USER_OUTPUT),
+    ] {
+        let rules: Vec<&Rule> = policy
+            .rules
+            .iter()
+            .filter(|r| r.direction == direction)
+            .collect();
+        for run in runs(&rules) {
+            match run {
+                Run::Map(kind, members) => b.map_run(chain, kind, &members),
+                Run::Single(rule) if rule.action == Action::Limit => b.limit_rule(rule, chain),
+                Run::Single(rule) => {
+                    for stmts in user_rule(rule) {
+                        b.rule(chain, stmts);
+                    }
+                }
+            }
         }
     }
     Plan {
         objects: b.objects,
         dynset_stmts: b.dynset_stmts,
     }
+}
+
+/// Shortest run of rules worth a verdict map; shorter runs stay plain rules.
+pub const MIN_MAP_RUN: usize = 4;
+
+/// The two shapes of rule a verdict map can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapKind {
+    /// `ip saddr . meta l4proto . th dport`: source network, TCP/UDP, destination ports.
+    SrcProtoPort,
+    /// `ip saddr`: a source network, any protocol.
+    Src,
+}
+
+/// A rule's key in a verdict map: source network, protocols and destination ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MapKey {
+    kind: MapKind,
+    family: Family,
+    src: IpNet,
+    protos: Vec<Proto>,
+    ports: Vec<crate::model::PortRange>,
+}
+
+impl MapKey {
+    /// The key of a rule that can join a map (plain verdict, no log, interface,
+    /// destination address, source port or exception), else None.
+    fn of(rule: &Rule) -> Option<MapKey> {
+        let plain = matches!(rule.action, Action::Allow | Action::Deny | Action::Reject)
+            && rule.log == RuleLog::None
+            && rule.iface.is_none()
+            && rule.to.addr.is_none()
+            && rule.from.ports.is_none()
+            && rule.except.is_none();
+        if !plain {
+            return None;
+        }
+        let any_net = match rule.family {
+            Family::V4 => IpNet::V4(Default::default()),
+            Family::V6 => IpNet::V6(Default::default()),
+        };
+        let (kind, protos) = match (rule.proto, &rule.to.ports) {
+            (Proto::Any, None) if rule.from.addr.is_some() => (MapKind::Src, vec![]),
+            (Proto::Any, Some(_)) => (MapKind::SrcProtoPort, vec![Proto::Tcp, Proto::Udp]),
+            (p @ (Proto::Tcp | Proto::Udp), _) => (MapKind::SrcProtoPort, vec![p]),
+            _ => return None,
+        };
+        let ports = match &rule.to.ports {
+            Some(p) => merge_ranges(&p.0),
+            None if kind == MapKind::SrcProtoPort => vec![crate::model::PortRange {
+                first: 0,
+                last: u16::MAX,
+            }],
+            None => vec![],
+        };
+        Some(MapKey {
+            kind,
+            family: rule.family,
+            src: rule.from.addr.unwrap_or(any_net),
+            protos,
+            ports,
+        })
+    }
+
+    /// Whether some packet matches both keys (then they cannot share a map: nft refuses
+    /// overlapping elements, and first-match order would be lost).
+    fn overlaps(&self, other: &MapKey) -> bool {
+        let nets = self.src.contains(&other.src.network()) || other.src.contains(&self.src.network());
+        let protos = self.kind == MapKind::Src || self.protos.iter().any(|p| other.protos.contains(p));
+        let ports = self.kind == MapKind::Src
+            || self.ports.iter().any(|a| {
+                other
+                    .ports
+                    .iter()
+                    .any(|b| a.first <= b.last && b.first <= a.last)
+            });
+        nets && protos && ports
+    }
+}
+
+/// Sorted, coalesced port ranges.
+fn merge_ranges(ranges: &[crate::model::PortRange]) -> Vec<crate::model::PortRange> {
+    let mut v = ranges.to_vec();
+    v.sort();
+    let mut out: Vec<crate::model::PortRange> = Vec::new();
+    for r in v {
+        match out.last_mut() {
+            Some(last) if u32::from(r.first) <= u32::from(last.last) + 1 => {
+                last.last = last.last.max(r.last);
+            }
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// A stretch of one chain's rules: one plain rule, or a run of rules that become one
+/// verdict-map lookup.
+enum Run<'a> {
+    Single(&'a Rule),
+    Map(MapKind, Vec<&'a Rule>),
+}
+
+/// Split a chain's rules (in order) into runs. A run holds consecutive rules of one
+/// family and map kind whose keys do not overlap, so a map lookup gives exactly the
+/// first-match verdict; runs shorter than [`MIN_MAP_RUN`] stay plain rules.
+fn runs<'a>(rules: &[&'a Rule]) -> Vec<Run<'a>> {
+    let mut out = Vec::new();
+    let mut current: Vec<(&'a Rule, MapKey)> = Vec::new();
+    let flush = |current: &mut Vec<(&'a Rule, MapKey)>, out: &mut Vec<Run<'a>>| {
+        if current.len() >= MIN_MAP_RUN {
+            let kind = current[0].1.kind;
+            out.push(Run::Map(kind, current.iter().map(|(r, _)| *r).collect()));
+        } else {
+            out.extend(current.iter().map(|(r, _)| Run::Single(*r)));
+        }
+        current.clear();
+    };
+    for rule in rules {
+        match MapKey::of(rule) {
+            Some(key) => {
+                let joins = current.first().is_some_and(|(_, k)| {
+                    k.kind == key.kind && k.family == key.family
+                }) && !current.iter().any(|(_, k)| k.overlaps(&key));
+                if !joins {
+                    flush(&mut current, &mut out);
+                }
+                current.push((rule, key));
+            }
+            None => {
+                flush(&mut current, &mut out);
+                out.push(Run::Single(rule));
+            }
+        }
+    }
+    flush(&mut current, &mut out);
+    out
 }
 
 /// Statements for one user rule (a log rule first, when the rule logs).
@@ -384,6 +529,66 @@ impl Builder {
             expr: expr.into(),
             ..NftRule::default()
         }));
+    }
+
+    /// One verdict-map lookup for a run of rules:
+    /// `ip saddr . meta l4proto . th dport vmap { 198.18.0.0/24 . tcp . 22 : accept, … }`
+    /// (or `ip saddr vmap { … }`). The map is anonymous: the `nftables` crate has no
+    /// `verdict` set type for a named map.
+    fn map_run(&mut self, chain: &str, kind: MapKind, members: &[&Rule]) {
+        let ip = match members[0].family {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        };
+        let mut items = Vec::new();
+        for rule in members {
+            let key = MapKey::of(rule).expect("map members have keys");
+            let verdict = match rule.action {
+                Action::Allow => accept(),
+                Action::Deny => drop(),
+                _ => Statement::Goto(stmt::JumpTarget {
+                    target: CHAIN_REJECT.into(),
+                }),
+            };
+            let src = prefix(&key.src.network().to_string(), u32::from(key.src.prefix_len()));
+            match kind {
+                MapKind::Src => items.push(SetItem::MappingStatement(src, verdict)),
+                MapKind::SrcProtoPort => {
+                    for proto in &key.protos {
+                        for r in &key.ports {
+                            let port = if r.first == r.last {
+                                num(u32::from(r.first))
+                            } else {
+                                Expression::Range(Box::new(Range {
+                                    range: [num(u32::from(r.first)), num(u32::from(r.last))],
+                                }))
+                            };
+                            let k = Expression::Named(NamedExpression::Concat(vec![
+                                src.clone(),
+                                s(proto.word()),
+                                port,
+                            ]));
+                            items.push(SetItem::MappingStatement(k, verdict.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        let lookup = match kind {
+            MapKind::Src => payload(ip, "saddr"),
+            MapKind::SrcProtoPort => Expression::Named(NamedExpression::Concat(vec![
+                payload(ip, "saddr"),
+                meta(MetaKey::L4proto),
+                payload("th", "dport"),
+            ])),
+        };
+        self.rule(
+            chain,
+            vec![Statement::VerdictMap(stmt::VerdictMap {
+                key: lookup,
+                data: Expression::Named(NamedExpression::Set(items)),
+            })],
+        );
     }
 
     fn has_chain(&self, name: &str) -> bool {

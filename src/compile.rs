@@ -229,8 +229,10 @@ impl MapKey {
     /// Whether some packet matches both keys (then they cannot share a map: nft refuses
     /// overlapping elements, and first-match order would be lost).
     fn overlaps(&self, other: &MapKey) -> bool {
-        let nets = self.src.contains(&other.src.network()) || other.src.contains(&self.src.network());
-        let protos = self.kind == MapKind::Src || self.protos.iter().any(|p| other.protos.contains(p));
+        let nets =
+            self.src.contains(&other.src.network()) || other.src.contains(&self.src.network());
+        let protos =
+            self.kind == MapKind::Src || self.protos.iter().any(|p| other.protos.contains(p));
         let ports = self.kind == MapKind::Src
             || self.ports.iter().any(|a| {
                 other
@@ -283,9 +285,10 @@ fn runs<'a>(rules: &[&'a Rule]) -> Vec<Run<'a>> {
     for rule in rules {
         match MapKey::of(rule) {
             Some(key) => {
-                let joins = current.first().is_some_and(|(_, k)| {
-                    k.kind == key.kind && k.family == key.family
-                }) && !current.iter().any(|(_, k)| k.overlaps(&key));
+                let joins = current
+                    .first()
+                    .is_some_and(|(_, k)| k.kind == key.kind && k.family == key.family)
+                    && !current.iter().any(|(_, k)| k.overlaps(&key));
                 if !joins {
                     flush(&mut current, &mut out);
                 }
@@ -550,7 +553,10 @@ impl Builder {
                     target: CHAIN_REJECT.into(),
                 }),
             };
-            let src = prefix(&key.src.network().to_string(), u32::from(key.src.prefix_len()));
+            let src = prefix(
+                &key.src.network().to_string(),
+                u32::from(key.src.prefix_len()),
+            );
             match kind {
                 MapKind::Src => items.push(SetItem::MappingStatement(src, verdict)),
                 MapKind::SrcProtoPort => {

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod compile;
 pub mod demo;
 pub mod grammar;
+pub mod interpret;
 pub mod model;
 pub mod observe;
 pub mod render;

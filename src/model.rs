@@ -775,3 +775,78 @@ impl Policy {
         }
     }
 }
+
+/// The first packet of a new connection, as the user rules see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    /// IP family.
+    pub family: Family,
+    /// To this host (`In`) or from it (`Out`).
+    pub direction: Direction,
+    /// Input interface (for `In`) or output interface (for `Out`).
+    pub iface: String,
+    /// Protocol (never `Any`).
+    pub proto: Proto,
+    /// Source address.
+    pub src: std::net::IpAddr,
+    /// Destination address.
+    pub dst: std::net::IpAddr,
+    /// Source port (TCP/UDP).
+    pub sport: u16,
+    /// Destination port (TCP/UDP).
+    pub dport: u16,
+}
+
+/// What the user rules decide for a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Accepted.
+    Accept,
+    /// Dropped.
+    Drop,
+    /// Refused.
+    Reject,
+    /// No rule decided: the default policy will.
+    NoMatch,
+}
+
+impl Rule {
+    /// Whether the rule matches the packet (the reference reading of a rule).
+    pub fn matches(&self, p: &Packet) -> bool {
+        let has_ports = self.from.ports.is_some() || self.to.ports.is_some();
+        let proto_ok = match self.proto {
+            Proto::Any if has_ports => matches!(p.proto, Proto::Tcp | Proto::Udp),
+            Proto::Any => true,
+            other => other == p.proto,
+        };
+        let net_ok = |n: &Option<IpNet>, a: &std::net::IpAddr| n.is_none_or(|n| n.contains(a));
+        let ports_ok =
+            |ports: &Option<Ports>, port: u16| ports.as_ref().is_none_or(|x| x.contains(port));
+        self.direction == p.direction
+            && self.family == p.family
+            && self.iface.as_ref().is_none_or(|i| *i == p.iface)
+            && proto_ok
+            && net_ok(&self.from.addr, &p.src)
+            && net_ok(&self.to.addr, &p.dst)
+            && ports_ok(&self.from.ports, p.sport)
+            && ports_ok(&self.to.ports, p.dport)
+            && !self.except.as_ref().is_some_and(|e| e.contains(p.dport))
+    }
+}
+
+impl Policy {
+    /// The reference first-match evaluation of the user rules. A `limit` rule is read
+    /// as if its limit were not reached (accept, or go on with `then continue`).
+    pub fn decide(&self, p: &Packet) -> Decision {
+        for rule in self.rules.iter().filter(|r| r.matches(p)) {
+            return match rule.action {
+                Action::Allow => Decision::Accept,
+                Action::Deny => Decision::Drop,
+                Action::Reject => Decision::Reject,
+                Action::Limit if rule.is_terminal() => Decision::Accept,
+                Action::Limit => continue,
+            };
+        }
+        Decision::NoMatch
+    }
+}

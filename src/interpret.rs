@@ -1,0 +1,199 @@
+//! An interpreter of compiled plans, for the subset of nft that `compile` emits in the
+//! user chains. It exists to check the optimiser: for any policy and packet, the
+//! interpreted plan must decide as [`Policy::decide`](crate::model::Policy::decide) does.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use nftables::expr::{Expression, MetaKey, NamedExpression, Payload, SetItem};
+use nftables::schema::NfListObject;
+use nftables::stmt::{Operator, Statement};
+
+use crate::compile::{Plan, CHAIN_REJECT, CHAIN_USER_INPUT, CHAIN_USER_OUTPUT, LIMIT_CHAIN_PREFIX};
+use crate::model::{Decision, Direction, Family, Packet, Proto};
+
+/// A field's value in a packet.
+#[derive(Debug, Clone, PartialEq)]
+enum Val {
+    Addr(IpAddr),
+    Num(u32),
+    Str(String),
+}
+
+/// Run the packet through the user chain of its direction. An error means the plan is
+/// one the kernel would refuse or read ambiguously: a packet matching two elements of
+/// one map (nft refuses overlapping interval elements).
+pub fn decide(plan: &Plan, p: &Packet) -> Result<Decision, String> {
+    let chain = match p.direction {
+        Direction::In => CHAIN_USER_INPUT,
+        Direction::Out => CHAIN_USER_OUTPUT,
+    };
+    Ok(run_chain(plan, chain, p)?.unwrap_or(Decision::NoMatch))
+}
+
+/// `Some(decision)` if the chain ended evaluation, `None` if it fell through or returned.
+fn run_chain(plan: &Plan, chain: &str, p: &Packet) -> Result<Option<Decision>, String> {
+    for obj in &plan.objects {
+        let NfListObject::Rule(rule) = obj else {
+            continue;
+        };
+        if rule.chain != chain {
+            continue;
+        }
+        match run_rule(plan, &rule.expr, p)? {
+            Step::Next => {}
+            Step::Return => return Ok(None),
+            Step::Done(d) => return Ok(Some(d)),
+        }
+    }
+    Ok(None)
+}
+
+enum Step {
+    Next,
+    Return,
+    Done(Decision),
+}
+
+fn run_rule(plan: &Plan, stmts: &[Statement], p: &Packet) -> Result<Step, String> {
+    for st in stmts {
+        match st {
+            Statement::Match(m) => {
+                let Some(v) = value(&m.left, p) else {
+                    return Ok(Step::Next);
+                };
+                let hit = matches(&m.right, &v);
+                let ok = match m.op {
+                    Operator::NEQ => !hit,
+                    _ => hit,
+                };
+                if !ok {
+                    return Ok(Step::Next);
+                }
+            }
+            Statement::VerdictMap(vm) => {
+                let keys: Vec<Option<Val>> = match &vm.key {
+                    Expression::Named(NamedExpression::Concat(parts)) => {
+                        parts.iter().map(|e| value(e, p)).collect()
+                    }
+                    e => vec![value(e, p)],
+                };
+                let Some(keys) = keys.into_iter().collect::<Option<Vec<Val>>>() else {
+                    return Ok(Step::Next);
+                };
+                let Expression::Named(NamedExpression::Set(items)) = &vm.data else {
+                    return Ok(Step::Next);
+                };
+                let found: Vec<&Statement> = items
+                    .iter()
+                    .filter_map(|item| match item {
+                        SetItem::MappingStatement(k, st) => key_matches(k, &keys).then_some(st),
+                        _ => None,
+                    })
+                    .collect();
+                match found.as_slice() {
+                    [] => return Ok(Step::Next),
+                    [st] => match run_rule(plan, std::slice::from_ref(*st), p)? {
+                        Step::Next => {}
+                        other => return Ok(other),
+                    },
+                    _ => return Err(format!("{} map elements match {keys:?}", found.len())),
+                }
+            }
+            Statement::Accept(_) => return Ok(Step::Done(Decision::Accept)),
+            Statement::Drop(_) => return Ok(Step::Done(Decision::Drop)),
+            Statement::Reject(_) => return Ok(Step::Done(Decision::Reject)),
+            Statement::Return(_) => return Ok(Step::Return),
+            Statement::Jump(t) | Statement::Goto(t) => {
+                let goto = matches!(st, Statement::Goto(_));
+                if t.target == CHAIN_REJECT {
+                    return Ok(Step::Done(Decision::Reject));
+                }
+                // A limit's chain returns when under the limit (the case modelled).
+                if t.target.starts_with(LIMIT_CHAIN_PREFIX) {
+                    continue;
+                }
+                match run_chain(plan, &t.target, p)? {
+                    Some(d) => return Ok(Step::Done(d)),
+                    None if goto => return Ok(Step::Return),
+                    None => {}
+                }
+            }
+            // counter, log, limit (logging rate), ct count…: no verdict.
+            _ => {}
+        }
+    }
+    Ok(Step::Next)
+}
+
+fn key_matches(k: &Expression, keys: &[Val]) -> bool {
+    match k {
+        Expression::Named(NamedExpression::Concat(parts)) => {
+            parts.len() == keys.len() && parts.iter().zip(keys).all(|(e, v)| matches(e, v))
+        }
+        e => keys.len() == 1 && matches(e, &keys[0]),
+    }
+}
+
+fn value(e: &Expression, p: &Packet) -> Option<Val> {
+    let ports = matches!(p.proto, Proto::Tcp | Proto::Udp);
+    match e {
+        Expression::Named(NamedExpression::Payload(Payload::PayloadField(f))) => {
+            match (f.protocol.as_ref(), f.field.as_ref()) {
+                ("ip", _) if p.family != Family::V4 => None,
+                ("ip6", _) if p.family != Family::V6 => None,
+                ("ip" | "ip6", "saddr") => Some(Val::Addr(p.src)),
+                ("ip" | "ip6", "daddr") => Some(Val::Addr(p.dst)),
+                ("th", "sport") if ports => Some(Val::Num(u32::from(p.sport))),
+                ("th", "dport") if ports => Some(Val::Num(u32::from(p.dport))),
+                ("tcp", "dport") if p.proto == Proto::Tcp => Some(Val::Num(u32::from(p.dport))),
+                ("udp", "dport") if p.proto == Proto::Udp => Some(Val::Num(u32::from(p.dport))),
+                _ => None,
+            }
+        }
+        Expression::Named(NamedExpression::Meta(m)) => match m.key {
+            MetaKey::Nfproto => Some(Val::Str(
+                match p.family {
+                    Family::V4 => "ipv4",
+                    Family::V6 => "ipv6",
+                }
+                .into(),
+            )),
+            MetaKey::L4proto => Some(Val::Str(p.proto.word().into())),
+            MetaKey::Iifname if p.direction == Direction::In => Some(Val::Str(p.iface.clone())),
+            MetaKey::Oifname if p.direction == Direction::Out => Some(Val::Str(p.iface.clone())),
+            _ => None,
+        },
+        // Only new connections reach the user rules.
+        Expression::Named(NamedExpression::CT(c)) if c.key == "state" => {
+            Some(Val::Str("new".into()))
+        }
+        _ => None,
+    }
+}
+
+/// Whether the right-hand side of a match holds the value.
+fn matches(right: &Expression, v: &Val) -> bool {
+    match (right, v) {
+        (Expression::String(s), Val::Addr(a)) => s.parse::<IpAddr>().is_ok_and(|x| x == *a),
+        (Expression::String(s), Val::Str(x)) => s == x,
+        (Expression::String(s), Val::Num(n)) => s.parse::<u32>().is_ok_and(|x| x == *n),
+        (Expression::Number(x), Val::Num(n)) => x == n,
+        (Expression::Range(r), Val::Num(n)) => match (&r.range[0], &r.range[1]) {
+            (Expression::Number(a), Expression::Number(b)) => a <= n && n <= b,
+            _ => false,
+        },
+        (Expression::List(items), v) => items.iter().any(|i| matches(i, v)),
+        (Expression::Named(NamedExpression::Prefix(pf)), Val::Addr(a)) => match pf.addr.as_ref() {
+            Expression::String(s) => format!("{s}/{}", pf.len)
+                .parse::<IpNet>()
+                .is_ok_and(|n| n.contains(a)),
+            _ => false,
+        },
+        (Expression::Named(NamedExpression::Set(items)), v) => items.iter().any(|i| match i {
+            SetItem::Element(e) => matches(e, v),
+            _ => false,
+        }),
+        _ => false,
+    }
+}

@@ -278,7 +278,7 @@ fn runs<'a>(rules: &[&'a Rule]) -> Vec<Run<'a>> {
             let kind = current[0].1.kind;
             out.push(Run::Map(kind, current.iter().map(|(r, _)| *r).collect()));
         } else {
-            out.extend(current.iter().map(|(r, _)| Run::Single(*r)));
+            out.extend(current.iter().map(|(r, _)| Run::Single(r)));
         }
         current.clear();
     };

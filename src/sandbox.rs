@@ -366,6 +366,11 @@ impl Sandbox {
 
     /// As [`Sandbox::udp`], from a chosen source port (0: any).
     pub fn udp_from(&self, c: usize, v6: bool, port: u16, sport: u16) -> Udp {
+        self.udp_timeout(c, v6, port, sport, DEFAULT_TIMEOUT)
+    }
+
+    /// As [`Sandbox::udp_from`], with a timeout.
+    pub fn udp_timeout(&self, c: usize, v6: bool, port: u16, sport: u16, timeout: Duration) -> Udp {
         let dst = SocketAddr::new(self.srv.addr(v6), port);
         let bind: SocketAddr = if v6 {
             (Ipv6Addr::UNSPECIFIED, sport).into()
@@ -375,7 +380,7 @@ impl Sandbox {
         in_netns(&self.clients[c].ns, move || {
             let sock = UdpSocket::bind(bind)?;
             sock.connect(dst)?;
-            sock.set_read_timeout(Some(DEFAULT_TIMEOUT))?;
+            sock.set_read_timeout(Some(timeout))?;
             sock.send(b"ping")?;
             let mut buf = [0u8; 64];
             sock.recv(&mut buf).map(|_| ())

@@ -1,0 +1,209 @@
+//! A few hundred generated rules on a real kernel: real connections sampled against the
+//! reference evaluator of the model (see tests/optimiser.rs for the exhaustive check).
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use rampart::model::{
+    Action, Decision, Direction, Endpoint, Family, Packet, Policy, PortRange, Ports, Proto, Rule,
+    RuleLog,
+};
+use rampart::sandbox::{Conn, Sandbox, Udp};
+use rampart::store::Store;
+
+/// First port the server listens on; it listens on PORTS of them.
+const BASE: u16 = 7000;
+const PORTS: u16 = 12;
+/// Generated rules.
+const RULES: usize = 300;
+/// Long enough for an answer inside one machine; a drop is called after this.
+const WAIT: Duration = Duration::from_millis(400);
+
+/// A small deterministic generator (no seed files, same rules every run).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+fn net(text: &str) -> IpNet {
+    text.parse().unwrap()
+}
+
+fn generate(sb: &Sandbox) -> Policy {
+    let mut g = Lcg(0x5eed);
+    let mut rules = Vec::new();
+    for _ in 0..RULES {
+        let family = if g.next(2) == 0 {
+            Family::V4
+        } else {
+            Family::V6
+        };
+        let v6 = family == Family::V6;
+        let a = sb.clients[0].addr(v6);
+        let b = sb.clients[1].addr(v6);
+        let live: Vec<IpNet> = vec![
+            IpNet::from(a),
+            IpNet::from(b),
+            if v6 {
+                net("2001:db8::/64")
+            } else {
+                net("198.18.0.0/24")
+            },
+            if v6 {
+                net("2001:db8::8/125")
+            } else {
+                net("198.18.0.8/29")
+            },
+        ];
+        // Most rules are block-list filler that never matches the clients.
+        let src = match g.next(10) {
+            0..=3 => Some(live[g.next(live.len() as u64) as usize]),
+            4 => None,
+            _ => Some(if v6 {
+                IpNet::new(
+                    IpAddr::V6(
+                        format!("2001:db8:{:x}::", 0x100 + g.next(4000))
+                            .parse()
+                            .unwrap(),
+                    ),
+                    48,
+                )
+                .unwrap()
+            } else {
+                IpNet::new(IpAddr::V4([198, 19, g.next(256) as u8, 0].into()), 24).unwrap()
+            }),
+        };
+        let first = BASE + g.next(u64::from(PORTS)) as u16;
+        let dports = match g.next(4) {
+            0 => None,
+            1 => Some(Ports(vec![PortRange {
+                first,
+                last: (first + 3).min(BASE + PORTS - 1),
+            }])),
+            _ => Some(Ports(vec![PortRange::single(first)])),
+        };
+        let proto = match (g.next(3), &dports) {
+            (0, _) => Proto::Tcp,
+            (1, _) => Proto::Udp,
+            (_, Some(p)) if p.is_multi() => Proto::Tcp,
+            _ => Proto::Any,
+        };
+        let action = match g.next(3) {
+            0 => Action::Allow,
+            1 => Action::Deny,
+            _ => Action::Reject,
+        };
+        if src.is_none() && dports.is_none() {
+            continue; // would decide everything after it
+        }
+        rules.push(Rule {
+            action,
+            direction: Direction::In,
+            iface: None,
+            log: RuleLog::None,
+            family,
+            proto,
+            from: Endpoint {
+                addr: src,
+                ports: None,
+            },
+            to: Endpoint {
+                addr: None,
+                ports: dports,
+            },
+            except: None,
+            limit: None,
+            comment: None,
+        });
+    }
+    rules.sort_by_key(|r| r.family);
+    Policy {
+        enabled: true,
+        rules,
+        ..Policy::default()
+    }
+}
+
+#[test]
+fn generated_rules_on_the_kernel_agree_with_the_model() {
+    let mut sb = Sandbox::new(2, Path::new(env!("CARGO_BIN_EXE_rampart"))).expect("sandbox");
+    for port in BASE..BASE + PORTS {
+        sb.serve_tcp(port).unwrap();
+        sb.serve_udp(port).unwrap();
+    }
+    // Refused UDP must answer every time: no ICMP rate limit in the server namespace.
+    for key in ["net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0"] {
+        assert!(sb
+            .exec(&sb.srv.ns, &["sysctl", "-qw", key])
+            .status
+            .success());
+    }
+    let policy = generate(&sb);
+    let store = Store::open(sb.config_dir(), true).unwrap().unwrap();
+    store.save(&policy).unwrap();
+    drop(store);
+    sb.rampart_ok(&["reload"]);
+    let listing = sb.ruleset();
+    assert!(listing.contains("vmap"), "the optimiser made maps");
+
+    let mut g = Lcg(7);
+    let mut seen = [0usize; 4];
+    let mut wrong = Vec::new();
+    for _ in 0..64 {
+        let c = g.next(2) as usize;
+        let v6 = g.next(2) == 1;
+        let tcp = g.next(2) == 0;
+        let port = BASE + g.next(u64::from(PORTS)) as u16;
+        let pkt = Packet {
+            family: if v6 { Family::V6 } else { Family::V4 },
+            direction: Direction::In,
+            iface: "eth0".into(),
+            proto: if tcp { Proto::Tcp } else { Proto::Udp },
+            src: sb.clients[c].addr(v6),
+            dst: sb.srv.addr(v6),
+            sport: 0,
+            dport: port,
+        };
+        // No rule: the default policy (deny incoming).
+        let want = match policy.decide(&pkt) {
+            Decision::NoMatch => Decision::Drop,
+            d => d,
+        };
+        seen[want as usize] += 1;
+        let got = if tcp {
+            match sb.tcp_timeout(c, v6, port, WAIT) {
+                Conn::Open(_) => Decision::Accept,
+                Conn::Refused => Decision::Reject,
+                Conn::TimedOut => Decision::Drop,
+                Conn::Failed(_) => Decision::NoMatch,
+            }
+        } else {
+            match sb.udp_timeout(c, v6, port, 0, WAIT) {
+                Udp::Reply => Decision::Accept,
+                Udp::Refused => Decision::Reject,
+                Udp::TimedOut => Decision::Drop,
+            }
+        };
+        if got != want {
+            wrong.push(format!(
+                "client {c} v6={v6} tcp={tcp} port {port}: kernel {got:?}, model {want:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // The sample exercised accepts, drops and rejects.
+    assert!(
+        seen[Decision::Accept as usize] > 0
+            && seen[Decision::Drop as usize] > 0
+            && seen[Decision::Reject as usize] > 0,
+        "{seen:?}"
+    );
+}

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use nftables::batch::Batch;
-use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, Nftables, Set, Table};
+use nftables::schema::{
+    Chain, Element, FlushObject, Map, NfCmd, NfListObject, Nftables, Set, Table,
+};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -32,6 +34,11 @@ pub trait Backend {
     /// Replace rampart's table by the plan, atomically, keeping the named state sets
     /// (and their elements) that the plan declares again unchanged.
     fn apply(&self, plan: &Plan) -> Result<(), BackendError>;
+    /// Bring the kernel from `previous` (what was last applied) to `plan`: only the map
+    /// elements that changed when that is all that changed, else a full [`apply`].
+    ///
+    /// [`apply`]: Backend::apply
+    fn update(&self, previous: &Plan, plan: &Plan) -> Result<(), BackendError>;
     /// Remove rampart's table, if present.
     fn remove(&self) -> Result<(), BackendError>;
     /// Whether rampart's table is loaded.
@@ -49,8 +56,10 @@ pub struct NftBackend;
 pub struct KernelTable {
     /// Chain names.
     pub chains: Vec<String>,
-    /// Set and map names.
+    /// Set names.
     pub sets: Vec<String>,
+    /// Map names.
+    pub maps: Vec<String>,
     /// Number of rules per chain.
     pub rules: Vec<(String, usize)>,
 }
@@ -59,7 +68,8 @@ impl NftBackend {
     /// Read rampart's table (None if absent), from `nft -j list table`.
     pub fn read(&self) -> Result<Option<KernelTable>, BackendError> {
         let out = Command::new(NFT)
-            .args(["-j", "list", "table", "inet", TABLE])
+            // -t: without set elements, which can be many and are not needed here.
+            .args(["-j", "-t", "list", "table", "inet", TABLE])
             .output()
             .map_err(|e| BackendError::Exec(e.to_string()))?;
         if !out.status.success() {
@@ -111,10 +121,93 @@ impl NftBackend {
 pub fn payload(batch: Batch, plan: Option<&Plan>) -> String {
     let nft: Nftables = batch.to_nftables();
     let mut v = serde_json::to_value(&nft).expect("nft batch serializes");
-    if let Some(plan) = plan.filter(|p| !p.dynset_stmts.is_empty()) {
-        attach_dynset_stmts(&mut v, plan);
+    if let Some(plan) = plan {
+        if !plan.dynset_stmts.is_empty() {
+            attach_dynset_stmts(&mut v, plan);
+        }
+        if !plan.verdict_maps.is_empty() {
+            fix_verdict_maps(&mut v, plan);
+        }
     }
     v.to_string()
+}
+
+/// In every map or element object naming one of the plan's verdict maps: the map type
+/// becomes `"verdict"`, and bare `"accept"`/`"drop"` values become `{"accept": null}`.
+fn fix_verdict_maps(v: &mut Value, plan: &Plan) {
+    match v {
+        Value::Object(map) => {
+            for key in ["map", "element"] {
+                let Some(Value::Object(obj)) = map.get_mut(key) else {
+                    continue;
+                };
+                let named = obj
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| plan.verdict_maps.iter().any(|m| m == n));
+                if !named {
+                    continue;
+                }
+                if key == "map" {
+                    obj.insert("map".into(), Value::String("verdict".into()));
+                }
+                if let Some(Value::Array(elems)) = obj.get_mut("elem") {
+                    for pair in elems.iter_mut() {
+                        if let Some(Value::Array(kv)) = Some(pair) {
+                            if let Some(Value::String(word)) = kv.get(1).cloned() {
+                                kv[1] = serde_json::json!({ word: null });
+                            }
+                        }
+                    }
+                }
+            }
+            for child in map.values_mut() {
+                fix_verdict_maps(child, plan);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| fix_verdict_maps(i, plan)),
+        _ => {}
+    }
+}
+
+/// The small transaction that turns `old` into `new` when they differ only in map
+/// elements: delete the elements that went, add the ones that came. None when the
+/// plans differ in anything else (then the table is rebuilt).
+pub fn element_batch(old: &Plan, new: &Plan) -> Option<Batch<'static>> {
+    if old.skeleton() != new.skeleton() || old.dynset_stmts != new.dynset_stmts {
+        return None;
+    }
+    let mut batch = Batch::new();
+    for name in &new.verdict_maps {
+        let before = old.map_elements(name);
+        let after = new.map_elements(name);
+        let gone: Vec<_> = before
+            .iter()
+            .filter(|e| !after.contains(e))
+            .cloned()
+            .collect();
+        let came: Vec<_> = after
+            .iter()
+            .filter(|e| !before.contains(e))
+            .cloned()
+            .collect();
+        // A changed verdict for the same key: the old element must go first.
+        let element = |elem: Vec<nftables::expr::Expression<'static>>| {
+            NfListObject::Element(Element {
+                family: FAMILY,
+                table: TABLE.into(),
+                name: name.clone().into(),
+                elem: elem.into(),
+            })
+        };
+        if !gone.is_empty() {
+            batch.delete(element(gone));
+        }
+        if !came.is_empty() {
+            batch.add(element(came));
+        }
+    }
+    Some(batch)
 }
 
 fn attach_dynset_stmts(v: &mut Value, plan: &Plan) {
@@ -158,12 +251,11 @@ fn parse_table(v: &Value) -> KernelTable {
                 t.rules.push((name.to_string(), 0));
             }
         }
-        for key in ["set", "map"] {
-            if let Some(s) = item.get(key) {
-                if let Some(name) = s.get("name").and_then(Value::as_str) {
-                    t.sets.push(name.to_string());
-                }
-            }
+        if let Some(name) = item.pointer("/set/name").and_then(Value::as_str) {
+            t.sets.push(name.to_string());
+        }
+        if let Some(name) = item.pointer("/map/name").and_then(Value::as_str) {
+            t.maps.push(name.to_string());
         }
         if let Some(r) = item.get("rule") {
             if let Some(chain) = r.get("chain").and_then(Value::as_str) {
@@ -196,7 +288,6 @@ pub fn transaction(current: Option<&KernelTable>, plan: &Plan) -> Batch<'static>
         .iter()
         .filter_map(|o| match o {
             NfListObject::Set(s) => Some(s.name.as_ref()),
-            NfListObject::Map(m) => Some(m.name.as_ref()),
             _ => None,
         })
         .collect();
@@ -205,6 +296,15 @@ pub fn transaction(current: Option<&KernelTable>, plan: &Plan) -> Batch<'static>
     if let Some(cur) = current {
         batch.add(NfListObject::Table(table()));
         batch.add_cmd(NfCmd::Flush(FlushObject::Table(table())));
+        // Maps first: their elements may jump to chains (goto reject_packet).
+        for map in &cur.maps {
+            batch.delete(NfListObject::Map(Box::new(Map {
+                family: FAMILY,
+                table: TABLE.into(),
+                name: map.clone().into(),
+                ..Map::default()
+            })));
+        }
         for chain in &cur.chains {
             batch.delete(NfListObject::Chain(Chain {
                 family: FAMILY,
@@ -251,6 +351,21 @@ impl Backend for NftBackend {
             )));
         }
         Ok(())
+    }
+
+    fn update(&self, previous: &Plan, plan: &Plan) -> Result<(), BackendError> {
+        if let Some(batch) = element_batch(previous, plan) {
+            let nft_batch = batch.clone().to_nftables();
+            if nft_batch.objects.is_empty() {
+                return Ok(());
+            }
+            // If the kernel does not hold `previous` (someone changed the table), the
+            // element transaction fails as a whole and the table is rebuilt instead.
+            if self.run(batch, Some(plan)).is_ok() {
+                return Ok(());
+            }
+        }
+        self.apply(plan)
     }
 
     fn remove(&self) -> Result<(), BackendError> {
@@ -301,6 +416,7 @@ mod tests {
         let cur = KernelTable {
             chains: vec!["input".into(), "old".into()],
             sets: vec!["state_x".into()],
+            maps: vec![],
             rules: vec![],
         };
         let json = serde_json::to_value(transaction(Some(&cur), &plan).to_nftables()).unwrap();

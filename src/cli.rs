@@ -207,7 +207,9 @@ impl Ctx {
         if policy == old {
             return Ok(out);
         }
-        if policy.enabled {
+        if policy.enabled && old.enabled {
+            self.backend.update(&compile(&old), &compile(&policy))?;
+        } else if policy.enabled {
             self.backend.apply(&compile(&policy))?;
         }
         if let Err(e) = store.save(&policy) {

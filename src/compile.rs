@@ -8,12 +8,13 @@ use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
+use nftables::expr::Verdict as NftVerdict;
 use nftables::expr::{
     BinaryOperation, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix,
     Range, SetItem, CT,
 };
 use nftables::schema::{
-    Chain, NfListObject, Rule as NftRule, Set, SetFlag, SetType, SetTypeValue, Table,
+    Chain, Map, NfListObject, Rule as NftRule, Set, SetFlag, SetType, SetTypeValue, Table,
 };
 use nftables::stmt::{self, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
@@ -57,9 +58,39 @@ pub struct Plan {
     /// name (`add @s { ip saddr ct count over 2 }`). The `nftables` crate's set statement
     /// has no field for them, so the backend and the renderer attach them from here.
     pub dynset_stmts: Vec<(String, Statement<'static>)>,
+    /// Names of the maps whose values are verdicts. The `nftables` crate has no
+    /// `verdict` map type (the objects carry a placeholder type) and writes `accept` and
+    /// `drop` values as bare words; the backend fixes both when serializing.
+    pub verdict_maps: Vec<String>,
 }
 
 impl Plan {
+    /// The plan with every map's elements removed: two plans with the same skeleton
+    /// differ only in map elements, which can be changed in place.
+    pub fn skeleton(&self) -> Vec<NfListObject<'static>> {
+        self.objects
+            .iter()
+            .map(|o| match o {
+                NfListObject::Map(m) => NfListObject::Map(Box::new(Map {
+                    elem: None,
+                    ..(**m).clone()
+                })),
+                other => other.clone(),
+            })
+            .collect()
+    }
+
+    /// A map's elements (empty if it has none).
+    pub fn map_elements(&self, name: &str) -> &[Expression<'static>] {
+        self.objects
+            .iter()
+            .find_map(|o| match o {
+                NfListObject::Map(m) if m.name == name => m.elem.as_deref(),
+                _ => None,
+            })
+            .unwrap_or(&[])
+    }
+
     /// Names of the chains in the plan.
     pub fn chains(&self) -> Vec<&str> {
         self.objects
@@ -161,11 +192,14 @@ pub fn compile(policy: &Policy) -> Plan {
     Plan {
         objects: b.objects,
         dynset_stmts: b.dynset_stmts,
+        verdict_maps: b.verdict_maps,
     }
 }
 
 /// Shortest run of rules worth a verdict map; shorter runs stay plain rules.
 pub const MIN_MAP_RUN: usize = 4;
+/// Prefix of the verdict maps user rules compile into (`rules_user_input_0`).
+pub const MAP_PREFIX: &str = "rules_";
 
 /// The two shapes of rule a verdict map can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -495,6 +529,7 @@ fn reject_for(proto: Proto) -> Statement<'static> {
 struct Builder {
     objects: Vec<NfListObject<'static>>,
     dynset_stmts: Vec<(String, Statement<'static>)>,
+    verdict_maps: Vec<String>,
     logging: LogLevel,
 }
 
@@ -534,31 +569,39 @@ impl Builder {
         }));
     }
 
-    /// One verdict-map lookup for a run of rules:
-    /// `ip saddr . meta l4proto . th dport vmap { 198.18.0.0/24 . tcp . 22 : accept, … }`
-    /// (or `ip saddr vmap { … }`). The map is anonymous: the `nftables` crate has no
-    /// `verdict` set type for a named map.
+    /// One verdict-map lookup for a run of rules, with the map it looks up:
+    /// `ip saddr . meta l4proto . th dport vmap @rules_input_0` where the map holds
+    /// `198.18.0.0/24 . tcp . 22 : accept, …` (or `ip saddr vmap @…` for source-only
+    /// rules). Maps are named per chain in order, so adding or removing a rule inside a
+    /// run changes only that map's elements.
     fn map_run(&mut self, chain: &str, kind: MapKind, members: &[&Rule]) {
-        let ip = match members[0].family {
-            Family::V4 => "ip",
-            Family::V6 => "ip6",
+        let family = members[0].family;
+        let (ip, addr_type) = match family {
+            Family::V4 => ("ip", SetType::Ipv4Addr),
+            Family::V6 => ("ip6", SetType::Ipv6Addr),
         };
-        let mut items = Vec::new();
+        let index = self
+            .verdict_maps
+            .iter()
+            .filter(|n| n.starts_with(&format!("{MAP_PREFIX}{chain}_")))
+            .count();
+        let name = format!("{MAP_PREFIX}{chain}_{index}");
+        let mut elems = Vec::new();
         for rule in members {
             let key = MapKey::of(rule).expect("map members have keys");
-            let verdict = match rule.action {
-                Action::Allow => accept(),
-                Action::Deny => drop(),
-                _ => Statement::Goto(stmt::JumpTarget {
+            let verdict = Expression::Verdict(match rule.action {
+                Action::Allow => NftVerdict::Accept,
+                Action::Deny => NftVerdict::Drop,
+                _ => NftVerdict::Goto(stmt::JumpTarget {
                     target: CHAIN_REJECT.into(),
                 }),
-            };
+            });
             let src = prefix(
                 &key.src.network().to_string(),
                 u32::from(key.src.prefix_len()),
             );
             match kind {
-                MapKind::Src => items.push(SetItem::MappingStatement(src, verdict)),
+                MapKind::Src => elems.push(Expression::List(vec![src, verdict])),
                 MapKind::SrcProtoPort => {
                     for proto in &key.protos {
                         for r in &key.ports {
@@ -574,25 +617,42 @@ impl Builder {
                                 s(proto.word()),
                                 port,
                             ]));
-                            items.push(SetItem::MappingStatement(k, verdict.clone()));
+                            elems.push(Expression::List(vec![k, verdict.clone()]));
                         }
                     }
                 }
             }
         }
-        let lookup = match kind {
-            MapKind::Src => payload(ip, "saddr"),
-            MapKind::SrcProtoPort => Expression::Named(NamedExpression::Concat(vec![
-                payload(ip, "saddr"),
-                meta(MetaKey::L4proto),
-                payload("th", "dport"),
-            ])),
+        let (set_type, lookup) = match kind {
+            MapKind::Src => (SetTypeValue::Single(addr_type), payload(ip, "saddr")),
+            MapKind::SrcProtoPort => (
+                SetTypeValue::Concatenated(
+                    vec![addr_type, SetType::InetProto, SetType::InetService].into(),
+                ),
+                Expression::Named(NamedExpression::Concat(vec![
+                    payload(ip, "saddr"),
+                    meta(MetaKey::L4proto),
+                    payload("th", "dport"),
+                ])),
+            ),
         };
+        self.objects.push(NfListObject::Map(Box::new(Map {
+            family: FAMILY,
+            table: TABLE.into(),
+            name: name.clone().into(),
+            set_type,
+            // Placeholder: written as "verdict" by the backend (see Plan::verdict_maps).
+            map: SetTypeValue::Single(SetType::Mark),
+            flags: Some(HashSet::from([SetFlag::Interval])),
+            elem: Some(elems.into()),
+            ..Map::default()
+        })));
+        self.verdict_maps.push(name.clone());
         self.rule(
             chain,
             vec![Statement::VerdictMap(stmt::VerdictMap {
                 key: lookup,
-                data: Expression::Named(NamedExpression::Set(items)),
+                data: s(&format!("@{name}")),
             })],
         );
     }

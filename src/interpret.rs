@@ -5,9 +5,9 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use nftables::expr::{Expression, MetaKey, NamedExpression, Payload, SetItem};
+use nftables::expr::{Expression, MetaKey, NamedExpression, Payload, SetItem, Verdict};
 use nftables::schema::NfListObject;
-use nftables::stmt::{Operator, Statement};
+use nftables::stmt::{JumpTarget, Operator, Statement};
 
 use crate::compile::{Plan, CHAIN_REJECT, CHAIN_USER_INPUT, CHAIN_USER_OUTPUT, LIMIT_CHAIN_PREFIX};
 use crate::model::{Decision, Direction, Family, Packet, Proto};
@@ -81,19 +81,23 @@ fn run_rule(plan: &Plan, stmts: &[Statement], p: &Packet) -> Result<Step, String
                 let Some(keys) = keys.into_iter().collect::<Option<Vec<Val>>>() else {
                     return Ok(Step::Next);
                 };
-                let Expression::Named(NamedExpression::Set(items)) = &vm.data else {
+                // A named map: `vmap @name`, elements `[key, verdict]`.
+                let Expression::String(name) = &vm.data else {
                     return Ok(Step::Next);
                 };
-                let found: Vec<&Statement> = items
+                let elems = plan.map_elements(name.trim_start_matches('@'));
+                let found: Vec<Statement> = elems
                     .iter()
-                    .filter_map(|item| match item {
-                        SetItem::MappingStatement(k, st) => key_matches(k, &keys).then_some(st),
+                    .filter_map(|e| match e {
+                        Expression::List(kv) if kv.len() == 2 && key_matches(&kv[0], &keys) => {
+                            verdict_stmt(&kv[1])
+                        }
                         _ => None,
                     })
                     .collect();
                 match found.as_slice() {
                     [] => return Ok(Step::Next),
-                    [st] => match run_rule(plan, std::slice::from_ref(*st), p)? {
+                    [st] => match run_rule(plan, std::slice::from_ref(st), p)? {
                         Step::Next => {}
                         other => return Ok(other),
                     },
@@ -124,6 +128,25 @@ fn run_rule(plan: &Plan, stmts: &[Statement], p: &Packet) -> Result<Step, String
         }
     }
     Ok(Step::Next)
+}
+
+/// A map's verdict value as the statement it stands for.
+fn verdict_stmt(v: &Expression) -> Option<Statement<'static>> {
+    let Expression::Verdict(v) = v else {
+        return None;
+    };
+    Some(match v {
+        Verdict::Accept => Statement::Accept(None),
+        Verdict::Drop => Statement::Drop(None),
+        Verdict::Return => Statement::Return(None),
+        Verdict::Goto(t) => Statement::Goto(JumpTarget {
+            target: t.target.to_string().into(),
+        }),
+        Verdict::Jump(t) => Statement::Jump(JumpTarget {
+            target: t.target.to_string().into(),
+        }),
+        Verdict::Continue => return None,
+    })
 }
 
 fn key_matches(k: &Expression, keys: &[Val]) -> bool {

@@ -54,18 +54,27 @@ pub fn plan_text(plan: &Plan) -> String {
                     out.push('\n');
                 }
                 first = false;
-                let _ = writeln!(out, "\tmap {} {{", map.name);
-                let _ = writeln!(
-                    out,
-                    "\t\ttype {} : {}",
-                    set_type(&map.set_type),
+                let verdicts = plan.verdict_maps.iter().any(|n| *n == map.name);
+                let value_type = if verdicts {
+                    "verdict".to_string()
+                } else {
                     set_type(&map.map)
-                );
+                };
+                let _ = writeln!(out, "\tmap {} {{", map.name);
+                let _ = writeln!(out, "\t\ttype {} : {value_type}", set_type(&map.set_type));
                 if map.flags.is_some() {
                     out.push_str("\t\tflags interval\n");
                 }
                 if let Some(elem) = &map.elem {
-                    let items: Vec<String> = elem.iter().map(expr).collect();
+                    let items: Vec<String> = elem
+                        .iter()
+                        .map(|e| match e {
+                            Expression::List(kv) if kv.len() == 2 => {
+                                format!("{} : {}", expr(&kv[0]), expr(&kv[1]))
+                            }
+                            other => expr(other),
+                        })
+                        .collect();
                     let _ = writeln!(out, "\t\telements = {{ {} }}", items.join(", "));
                 }
                 out.push_str("\t}\n");
@@ -222,7 +231,11 @@ fn expr(e: &Expression) -> String {
         Expression::Boolean(b) => b.to_string(),
         Expression::List(items) => items.iter().map(expr).collect::<Vec<_>>().join(","),
         Expression::Range(r) => format!("{}-{}", expr(&r.range[0]), expr(&r.range[1])),
-        Expression::Verdict(v) => word(v),
+        Expression::Verdict(v) => match v {
+            nftables::expr::Verdict::Goto(t) => format!("goto {}", t.target),
+            nftables::expr::Verdict::Jump(t) => format!("jump {}", t.target),
+            other => word(other),
+        },
         Expression::BinaryOperation(b) => match b.as_ref() {
             nftables::expr::BinaryOperation::AND(l, r) => format!("{} & {}", expr(l), expr(r)),
             other => serde_json::to_string(other).unwrap_or_default(),

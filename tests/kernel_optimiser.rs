@@ -207,3 +207,125 @@ fn generated_rules_on_the_kernel_agree_with_the_model() {
         "{seen:?}"
     );
 }
+
+fn normalize(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            map.remove("handle");
+            if let Some(Value::Array(elems)) = map.get_mut("elem") {
+                elems.sort_by_key(|e| e.to_string());
+            }
+            map.values_mut().for_each(normalize);
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalize),
+        _ => {}
+    }
+}
+
+/// Adding or deleting a rule that only changes a map's elements changes just those
+/// elements (the map keeps its kernel handle), and the table is then identical to a
+/// full rebuild of the same policy.
+#[test]
+fn element_changes_are_incremental_and_equal_a_rebuild() {
+    let mut sb = Sandbox::new(1, Path::new(env!("CARGO_BIN_EXE_rampart"))).expect("sandbox");
+    sb.serve_tcp(22).unwrap();
+    sb.rampart_ok(&["--force", "enable"]);
+    for i in 1..=5 {
+        sb.rampart_ok(&[
+            "allow",
+            "from",
+            &format!("198.19.{i}.0/24"),
+            "to",
+            "any",
+            "port",
+            "22",
+            "proto",
+            "tcp",
+        ]);
+    }
+    let map = "rules_user_input_0";
+    let handle = || {
+        let out = sb.exec(
+            &sb.srv.ns,
+            &["nft", "-a", "-t", "list", "map", "inet", "rampart", map],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split("# handle ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .map(String::from)
+    };
+    // The table as nft's JSON, without handles and with map elements sorted (the
+    // kernel lists elements in the order they were added).
+    let table = || {
+        let out = sb.exec(
+            &sb.srv.ns,
+            &["nft", "-j", "list", "table", "inet", "rampart"],
+        );
+        let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        normalize(&mut v);
+        v
+    };
+    let h0 = handle().expect("map exists");
+    assert!(!sb.tcp(0, false, 22).is_open(), "client not allowed yet");
+
+    // Insert the client's network into the run: one element added, same map.
+    let out = sb.rampart_ok(&[
+        "insert",
+        "2",
+        "allow",
+        "from",
+        "198.18.0.0/24",
+        "to",
+        "any",
+        "port",
+        "22",
+        "proto",
+        "tcp",
+    ]);
+    assert_eq!(out, "Rule inserted\n");
+    assert_eq!(
+        handle().as_deref(),
+        Some(h0.as_str()),
+        "the map was updated in place"
+    );
+    assert!(sb.tcp(0, false, 22).is_open(), "the new element works");
+    let incremental = table();
+    sb.rampart_ok(&["reload"]);
+    assert_ne!(
+        handle().as_deref(),
+        Some(h0.as_str()),
+        "reload rebuilt the table"
+    );
+    assert_eq!(
+        table(),
+        incremental,
+        "incremental result equals a full rebuild"
+    );
+
+    // Delete a rule of the run: one element removed in place.
+    let h1 = handle().unwrap();
+    sb.rampart_ok(&[
+        "--force",
+        "delete",
+        "allow",
+        "from",
+        "198.18.0.0/24",
+        "to",
+        "any",
+        "port",
+        "22",
+        "proto",
+        "tcp",
+    ]);
+    assert_eq!(handle().as_deref(), Some(h1.as_str()), "updated in place");
+    assert!(!sb.tcp(0, false, 22).is_open(), "element removed");
+    let incremental = table();
+    sb.rampart_ok(&["reload"]);
+    assert_eq!(
+        table(),
+        incremental,
+        "incremental result equals a full rebuild"
+    );
+}

@@ -4,7 +4,7 @@
 //! that carry UFW's before/after rules, and one chain per direction with the user rules.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
@@ -259,23 +259,6 @@ impl MapKey {
             ports,
         })
     }
-
-    /// Whether some packet matches both keys (then they cannot share a map: nft refuses
-    /// overlapping elements, and first-match order would be lost).
-    fn overlaps(&self, other: &MapKey) -> bool {
-        let nets =
-            self.src.contains(&other.src.network()) || other.src.contains(&self.src.network());
-        let protos =
-            self.kind == MapKind::Src || self.protos.iter().any(|p| other.protos.contains(p));
-        let ports = self.kind == MapKind::Src
-            || self.ports.iter().any(|a| {
-                other
-                    .ports
-                    .iter()
-                    .any(|b| a.first <= b.last && b.first <= a.last)
-            });
-        nets && protos && ports
-    }
 }
 
 /// Sorted, coalesced port ranges.
@@ -301,40 +284,137 @@ enum Run<'a> {
     Map(MapKind, Vec<&'a Rule>),
 }
 
+/// Disjoint address intervals, for overlap queries in O(log n).
+#[derive(Default)]
+struct Intervals(BTreeMap<u128, u128>);
+
+impl Intervals {
+    fn hits(&self, (start, end): (u128, u128)) -> bool {
+        self.0
+            .range(..=end)
+            .next_back()
+            .is_some_and(|(_, last)| *last >= start)
+    }
+
+    fn insert(&mut self, (start, end): (u128, u128)) {
+        self.0.insert(start, end);
+    }
+}
+
+/// An IP network as an address interval.
+fn interval(net: &IpNet) -> (u128, u128) {
+    match net {
+        IpNet::V4(n) => (
+            u128::from(u32::from(n.network())),
+            u128::from(u32::from(n.broadcast())),
+        ),
+        IpNet::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
+    }
+}
+
+/// The keys of one run, indexed so that "does this key overlap any key of the run?"
+/// costs a few tree lookups. Keys in a run never overlap each other, so within one
+/// protocol and port bucket their address intervals are disjoint.
+#[derive(Default)]
+struct RunIndex {
+    /// `Src` keys: address intervals.
+    src: Intervals,
+    /// `SrcProtoPort` keys with a single port: protocol → port → address intervals.
+    single: HashMap<Proto, BTreeMap<u16, Intervals>>,
+    /// `SrcProtoPort` keys with a port range: one bucket per distinct range.
+    ranges: Vec<(Proto, crate::model::PortRange, Intervals)>,
+}
+
+impl RunIndex {
+    fn overlaps(&self, key: &MapKey) -> bool {
+        let addr = interval(&key.src);
+        if key.kind == MapKind::Src {
+            return self.src.hits(addr);
+        }
+        key.protos.iter().any(|proto| {
+            key.ports.iter().any(|r| {
+                let singles = self
+                    .single
+                    .get(proto)
+                    .is_some_and(|m| m.range(r.first..=r.last).any(|(_, iv)| iv.hits(addr)));
+                singles
+                    || self.ranges.iter().any(|(p, pr, iv)| {
+                        p == proto && pr.first <= r.last && r.first <= pr.last && iv.hits(addr)
+                    })
+            })
+        })
+    }
+
+    fn insert(&mut self, key: &MapKey) {
+        let addr = interval(&key.src);
+        if key.kind == MapKind::Src {
+            self.src.insert(addr);
+            return;
+        }
+        for proto in &key.protos {
+            for r in &key.ports {
+                if r.first == r.last {
+                    self.single
+                        .entry(*proto)
+                        .or_default()
+                        .entry(r.first)
+                        .or_default()
+                        .insert(addr);
+                } else if let Some((_, _, iv)) = self
+                    .ranges
+                    .iter_mut()
+                    .find(|(p, pr, _)| p == proto && pr == r)
+                {
+                    iv.insert(addr);
+                } else {
+                    let mut iv = Intervals::default();
+                    iv.insert(addr);
+                    self.ranges.push((*proto, *r, iv));
+                }
+            }
+        }
+    }
+}
+
 /// Split a chain's rules (in order) into runs. A run holds consecutive rules of one
 /// family and map kind whose keys do not overlap, so a map lookup gives exactly the
 /// first-match verdict; runs shorter than [`MIN_MAP_RUN`] stay plain rules.
 fn runs<'a>(rules: &[&'a Rule]) -> Vec<Run<'a>> {
     let mut out = Vec::new();
-    let mut current: Vec<(&'a Rule, MapKey)> = Vec::new();
-    let flush = |current: &mut Vec<(&'a Rule, MapKey)>, out: &mut Vec<Run<'a>>| {
-        if current.len() >= MIN_MAP_RUN {
-            let kind = current[0].1.kind;
-            out.push(Run::Map(kind, current.iter().map(|(r, _)| *r).collect()));
-        } else {
-            out.extend(current.iter().map(|(r, _)| Run::Single(r)));
+    let mut current: Vec<&'a Rule> = Vec::new();
+    let mut current_kind: Option<(MapKind, Family)> = None;
+    let mut index = RunIndex::default();
+    let flush = |current: &mut Vec<&'a Rule>,
+                 kind: Option<(MapKind, Family)>,
+                 index: &mut RunIndex,
+                 out: &mut Vec<Run<'a>>| {
+        match kind {
+            Some((kind, _)) if current.len() >= MIN_MAP_RUN => {
+                out.push(Run::Map(kind, std::mem::take(current)));
+            }
+            _ => out.extend(current.drain(..).map(Run::Single)),
         }
-        current.clear();
+        *index = RunIndex::default();
     };
     for rule in rules {
         match MapKey::of(rule) {
             Some(key) => {
-                let joins = current
-                    .first()
-                    .is_some_and(|(_, k)| k.kind == key.kind && k.family == key.family)
-                    && !current.iter().any(|(_, k)| k.overlaps(&key));
+                let joins = current_kind == Some((key.kind, key.family)) && !index.overlaps(&key);
                 if !joins {
-                    flush(&mut current, &mut out);
+                    flush(&mut current, current_kind, &mut index, &mut out);
+                    current_kind = Some((key.kind, key.family));
                 }
-                current.push((rule, key));
+                index.insert(&key);
+                current.push(rule);
             }
             None => {
-                flush(&mut current, &mut out);
+                flush(&mut current, current_kind, &mut index, &mut out);
+                current_kind = None;
                 out.push(Run::Single(rule));
             }
         }
     }
-    flush(&mut current, &mut out);
+    flush(&mut current, current_kind, &mut index, &mut out);
     out
 }
 

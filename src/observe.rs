@@ -285,12 +285,11 @@ fn push_comment(w: &mut Vec<String>, rule: &Rule) {
 /// typed as one command is shown once).
 pub fn show_added(policy: &Policy) -> String {
     let mut out = String::from("Added user rules (see 'rampart status' for running firewall):\n");
-    let mut seen: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for rule in &policy.rules {
         let cmd = rule_command(rule);
-        if !seen.contains(&cmd) {
+        if seen.insert(cmd.clone()) {
             let _ = writeln!(out, "rampart {cmd}");
-            seen.push(cmd);
         }
     }
     if policy.rules.is_empty() {

@@ -1,8 +1,10 @@
 //! The only code that talks to the kernel: applies a plan through nft's JSON API in one
 //! transaction, and reads rampart's own table back. No other table is ever touched.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use nftables::batch::Batch;
 use nftables::schema::{
@@ -45,6 +47,23 @@ pub trait Backend {
     fn is_loaded(&self) -> Result<bool, BackendError>;
     /// rampart's table as nft text (empty if not loaded).
     fn list_text(&self) -> Result<String, BackendError>;
+}
+
+/// Phase timings on stderr when `RAMPART_TIMING` is set (for benchmarks).
+pub struct Timer(Option<Instant>);
+
+impl Timer {
+    /// Start timing if `RAMPART_TIMING` is set.
+    pub fn start() -> Timer {
+        Timer(std::env::var_os("RAMPART_TIMING").map(|_| Instant::now()))
+    }
+
+    /// Print the time since start, labelled.
+    pub fn lap(&self, what: &str) {
+        if let Some(t) = self.0 {
+            eprintln!("timing: {what}: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
 }
 
 /// The nft JSON backend (`nft -j -f -`).
@@ -181,14 +200,20 @@ pub fn element_batch(old: &Plan, new: &Plan) -> Option<Batch<'static>> {
     for name in &new.verdict_maps {
         let before = old.map_elements(name);
         let after = new.map_elements(name);
+        // Elements compared by their JSON text (expressions are not hashable), so the
+        // diff stays linear at tens of thousands of elements.
+        let text =
+            |e: &nftables::expr::Expression<'static>| serde_json::to_string(e).unwrap_or_default();
+        let before_keys: HashSet<String> = before.iter().map(text).collect();
+        let after_keys: HashSet<String> = after.iter().map(text).collect();
         let gone: Vec<_> = before
             .iter()
-            .filter(|e| !after.contains(e))
+            .filter(|e| !after_keys.contains(&text(e)))
             .cloned()
             .collect();
         let came: Vec<_> = after
             .iter()
-            .filter(|e| !before.contains(e))
+            .filter(|e| !before_keys.contains(&text(e)))
             .cloned()
             .collect();
         // A changed verdict for the same key: the old element must go first.
@@ -334,12 +359,16 @@ pub fn transaction(current: Option<&KernelTable>, plan: &Plan) -> Batch<'static>
 
 impl Backend for NftBackend {
     fn apply(&self, plan: &Plan) -> Result<(), BackendError> {
+        let t = Timer::start();
         let current = self.read()?;
+        t.lap("read table");
         self.run(transaction(current.as_ref(), plan), Some(plan))?;
+        t.lap("nft transaction");
         // Verify: the kernel now holds exactly the planned chains and rule counts.
         let now = self
             .read()?
             .ok_or_else(|| BackendError::Verify("table is missing".into()))?;
+        t.lap("verify");
         let want = plan.rule_counts();
         let mut have = now.rules.clone();
         have.sort();
@@ -354,7 +383,10 @@ impl Backend for NftBackend {
     }
 
     fn update(&self, previous: &Plan, plan: &Plan) -> Result<(), BackendError> {
-        if let Some(batch) = element_batch(previous, plan) {
+        let t = Timer::start();
+        let batch = element_batch(previous, plan);
+        t.lap("element diff");
+        if let Some(batch) = batch {
             let nft_batch = batch.clone().to_nftables();
             if nft_batch.objects.is_empty() {
                 return Ok(());
@@ -362,6 +394,7 @@ impl Backend for NftBackend {
             // If the kernel does not hold `previous` (someone changed the table), the
             // element transaction fails as a whole and the table is rebuilt instead.
             if self.run(batch, Some(plan)).is_ok() {
+                t.lap("element transaction");
                 return Ok(());
             }
         }

@@ -207,11 +207,15 @@ impl Ctx {
         if policy == old {
             return Ok(out);
         }
+        let t = crate::backend::Timer::start();
         if policy.enabled && old.enabled {
-            self.backend.update(&compile(&old), &compile(&policy))?;
+            let (before, after) = (compile(&old), compile(&policy));
+            t.lap("compile twice");
+            self.backend.update(&before, &after)?;
         } else if policy.enabled {
             self.backend.apply(&compile(&policy))?;
         }
+        t.lap("applied");
         if let Err(e) = store.save(&policy) {
             // Keep the kernel in step with what is on disk.
             if old.enabled {
@@ -315,7 +319,10 @@ impl Ctx {
         if self.dry_run {
             return Ok(vec![plan_text(&compile(&policy))]);
         }
-        self.backend.apply(&compile(&policy))?;
+        let t = crate::backend::Timer::start();
+        let plan = compile(&policy);
+        t.lap("compile");
+        self.backend.apply(&plan)?;
         Ok(vec!["Firewall reloaded".into()])
     }
 

@@ -196,8 +196,9 @@ pub fn compile(policy: &Policy) -> Plan {
     }
 }
 
-/// Shortest run of rules worth a verdict map; shorter runs stay plain rules.
-pub const MIN_MAP_RUN: usize = 4;
+/// Shortest run of rules put in a verdict map. One: then adding a rule next to others
+/// of its kind is an element change, applied in place, rather than a new nft rule.
+pub const MIN_MAP_RUN: usize = 1;
 /// Prefix of the verdict maps user rules compile into (`rules_user_input_0`).
 pub const MAP_PREFIX: &str = "rules_";
 
@@ -378,7 +379,7 @@ impl RunIndex {
 
 /// Split a chain's rules (in order) into runs. A run holds consecutive rules of one
 /// family and map kind whose keys do not overlap, so a map lookup gives exactly the
-/// first-match verdict; runs shorter than [`MIN_MAP_RUN`] stay plain rules.
+/// first-match verdict; runs shorter than [`MIN_MAP_RUN`] would stay plain rules.
 fn runs<'a>(rules: &[&'a Rule]) -> Vec<Run<'a>> {
     let mut out = Vec::new();
     let mut current: Vec<&'a Rule> = Vec::new();
@@ -610,6 +611,8 @@ struct Builder {
     objects: Vec<NfListObject<'static>>,
     dynset_stmts: Vec<(String, Statement<'static>)>,
     verdict_maps: Vec<String>,
+    /// Map runs so far, per chain (for map names).
+    map_runs: HashMap<String, usize>,
     logging: LogLevel,
 }
 
@@ -649,24 +652,29 @@ impl Builder {
         }));
     }
 
-    /// One verdict-map lookup for a run of rules, with the map it looks up:
-    /// `ip saddr . meta l4proto . th dport vmap @rules_input_0` where the map holds
-    /// `198.18.0.0/24 . tcp . 22 : accept, …` (or `ip saddr vmap @…` for source-only
-    /// rules). Maps are named per chain in order, so adding or removing a rule inside a
-    /// run changes only that map's elements.
+    /// The verdict maps for a run of rules, and the rules that look them up. The run's
+    /// elements are split by shape, each shape its own map, looked up one after the
+    /// other (the run's keys never overlap, so their order does not matter):
+    /// - `h`: host address, one port: `ip saddr . meta l4proto . th dport vmap @…_h`,
+    ///   a hash (for `Src` runs: `ip saddr vmap @…_h`);
+    /// - `p`: any source, one port: `meta l4proto . th dport vmap @…_p`, a hash;
+    /// - `i`: the rest (networks, port ranges): an interval map.
+    ///
+    /// Maps are named per chain and run, so adding or removing a rule inside a run
+    /// usually changes only elements, which are applied in place.
     fn map_run(&mut self, chain: &str, kind: MapKind, members: &[&Rule]) {
         let family = members[0].family;
         let (ip, addr_type) = match family {
             Family::V4 => ("ip", SetType::Ipv4Addr),
             Family::V6 => ("ip6", SetType::Ipv6Addr),
         };
-        let index = self
-            .verdict_maps
-            .iter()
-            .filter(|n| n.starts_with(&format!("{MAP_PREFIX}{chain}_")))
-            .count();
-        let name = format!("{MAP_PREFIX}{chain}_{index}");
-        let mut elems = Vec::new();
+        let run = {
+            let n = self.map_runs.entry(chain.to_string()).or_insert(0);
+            *n += 1;
+            *n - 1
+        };
+        // shape → elements
+        let mut shapes: BTreeMap<char, Vec<Expression<'static>>> = BTreeMap::new();
         for rule in members {
             let key = MapKey::of(rule).expect("map members have keys");
             let verdict = Expression::Verdict(match rule.action {
@@ -676,65 +684,100 @@ impl Builder {
                     target: CHAIN_REJECT.into(),
                 }),
             });
-            let src = prefix(
-                &key.src.network().to_string(),
-                u32::from(key.src.prefix_len()),
-            );
-            match kind {
-                MapKind::Src => elems.push(Expression::List(vec![src, verdict])),
-                MapKind::SrcProtoPort => {
-                    for proto in &key.protos {
-                        for r in &key.ports {
-                            let port = if r.first == r.last {
-                                num(u32::from(r.first))
-                            } else {
-                                Expression::Range(Box::new(Range {
-                                    range: [num(u32::from(r.first)), num(u32::from(r.last))],
-                                }))
-                            };
-                            let k = Expression::Named(NamedExpression::Concat(vec![
-                                src.clone(),
-                                s(proto.word()),
-                                port,
-                            ]));
-                            elems.push(Expression::List(vec![k, verdict.clone()]));
-                        }
-                    }
+            let host = key.src.prefix_len() == key.src.max_prefix_len();
+            let anywhere = key.src.prefix_len() == 0;
+            let addr = if host {
+                s(&key.src.addr().to_string())
+            } else {
+                prefix(
+                    &key.src.network().to_string(),
+                    u32::from(key.src.prefix_len()),
+                )
+            };
+            if kind == MapKind::Src {
+                let shape = if host { 'h' } else { 'i' };
+                shapes
+                    .entry(shape)
+                    .or_default()
+                    .push(Expression::List(vec![addr, verdict]));
+                continue;
+            }
+            for proto in &key.protos {
+                for r in &key.ports {
+                    let single = r.first == r.last;
+                    let port = if single {
+                        num(u32::from(r.first))
+                    } else {
+                        Expression::Range(Box::new(Range {
+                            range: [num(u32::from(r.first)), num(u32::from(r.last))],
+                        }))
+                    };
+                    let (shape, parts) = match (single, host, anywhere) {
+                        (true, true, _) => ('h', vec![addr.clone(), s(proto.word()), port]),
+                        (true, _, true) => ('p', vec![s(proto.word()), port]),
+                        _ => ('i', vec![addr.clone(), s(proto.word()), port]),
+                    };
+                    let k = Expression::Named(NamedExpression::Concat(parts));
+                    shapes
+                        .entry(shape)
+                        .or_default()
+                        .push(Expression::List(vec![k, verdict.clone()]));
                 }
             }
         }
-        let (set_type, lookup) = match kind {
-            MapKind::Src => (SetTypeValue::Single(addr_type), payload(ip, "saddr")),
-            MapKind::SrcProtoPort => (
-                SetTypeValue::Concatenated(
-                    vec![addr_type, SetType::InetProto, SetType::InetService].into(),
+        for (shape, elems) in shapes {
+            let name = format!("{MAP_PREFIX}{chain}_{run}{shape}");
+            let (set_type, lookup) = match (kind, shape) {
+                (MapKind::Src, _) => (SetTypeValue::Single(addr_type), payload(ip, "saddr")),
+                (_, 'p') => (
+                    SetTypeValue::Concatenated(
+                        vec![SetType::InetProto, SetType::InetService].into(),
+                    ),
+                    Expression::Named(NamedExpression::Concat(vec![
+                        meta(MetaKey::L4proto),
+                        payload("th", "dport"),
+                    ])),
                 ),
-                Expression::Named(NamedExpression::Concat(vec![
-                    payload(ip, "saddr"),
-                    meta(MetaKey::L4proto),
-                    payload("th", "dport"),
-                ])),
-            ),
-        };
-        self.objects.push(NfListObject::Map(Box::new(Map {
-            family: FAMILY,
-            table: TABLE.into(),
-            name: name.clone().into(),
-            set_type,
-            // Placeholder: written as "verdict" by the backend (see Plan::verdict_maps).
-            map: SetTypeValue::Single(SetType::Mark),
-            flags: Some(HashSet::from([SetFlag::Interval])),
-            elem: Some(elems.into()),
-            ..Map::default()
-        })));
-        self.verdict_maps.push(name.clone());
-        self.rule(
-            chain,
-            vec![Statement::VerdictMap(stmt::VerdictMap {
+                _ => (
+                    SetTypeValue::Concatenated(
+                        vec![addr_type, SetType::InetProto, SetType::InetService].into(),
+                    ),
+                    Expression::Named(NamedExpression::Concat(vec![
+                        payload(ip, "saddr"),
+                        meta(MetaKey::L4proto),
+                        payload("th", "dport"),
+                    ])),
+                ),
+            };
+            // An any-source map must still only see its own family.
+            let mut rule = Vec::new();
+            if shape == 'p' {
+                rule.push(m_eq(
+                    meta(MetaKey::Nfproto),
+                    s(match family {
+                        Family::V4 => "ipv4",
+                        Family::V6 => "ipv6",
+                    }),
+                ));
+            }
+            self.objects.push(NfListObject::Map(Box::new(Map {
+                family: FAMILY,
+                table: TABLE.into(),
+                name: name.clone().into(),
+                set_type,
+                // Placeholder: written as "verdict" by the backend (see Plan::verdict_maps).
+                map: SetTypeValue::Single(SetType::Mark),
+                flags: (shape == 'i').then(|| HashSet::from([SetFlag::Interval])),
+                elem: Some(elems.into()),
+                ..Map::default()
+            })));
+            self.verdict_maps.push(name.clone());
+            rule.push(Statement::VerdictMap(stmt::VerdictMap {
                 key: lookup,
                 data: s(&format!("@{name}")),
-            })],
-        );
+            }));
+            self.rule(chain, rule);
+        }
     }
 
     fn has_chain(&self, name: &str) -> bool {

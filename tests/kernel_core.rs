@@ -236,7 +236,7 @@ fn dry_run_changes_nothing() {
     // A dry run prints the ruleset that would be applied.
     let out = sb.rampart_ok(&["--dry-run", "allow", "80/tcp"]);
     assert!(out.contains("table inet rampart {"), "{out}");
-    assert!(out.contains("th dport 80"), "{out}");
+    assert!(out.contains("tcp . 80 : accept"), "{out}");
     assert!(
         out.ends_with("Rules updated\nRules updated (v6)\n"),
         "{out}"

@@ -244,7 +244,7 @@ fn element_changes_are_incremental_and_equal_a_rebuild() {
             "tcp",
         ]);
     }
-    let map = "rules_user_input_0";
+    let map = "rules_user_input_0i";
     let handle = || {
         let out = sb.exec(
             &sb.srv.ns,

@@ -217,8 +217,11 @@ fn typical_rules_become_maps() {
     let text = rampart::render::plan_text(&plan);
     let user = text.split("chain user_input {").nth(1).unwrap();
     let user = &user[..user.find('}').unwrap() + 1];
-    assert!(user.contains("ip saddr vmap @rules_user_input_0"), "{user}");
+    assert!(
+        user.contains("ip saddr vmap @rules_user_input_0i"),
+        "{user}"
+    );
     assert_eq!(user.lines().filter(|l| l.contains("vmap")).count(), 1);
-    assert_eq!(plan.verdict_maps, vec!["rules_user_input_0".to_string()]);
-    assert_eq!(plan.map_elements("rules_user_input_0").len(), 50);
+    assert_eq!(plan.verdict_maps, vec!["rules_user_input_0i".to_string()]);
+    assert_eq!(plan.map_elements("rules_user_input_0i").len(), 50);
 }

@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use nftables::expr::Verdict as NftVerdict;
 use nftables::expr::{
-    BinaryOperation, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix,
+    BinaryOperation, Elem, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix,
     Range, SetItem, CT,
 };
 use nftables::schema::{
@@ -554,6 +554,24 @@ pub fn limit_id(rule: &Rule) -> String {
     format!("{h:016x}{family}")
 }
 
+/// Elements the shared rate-limit slot set of one family can hold (each key that is
+/// being limited takes up to N of them, for T seconds).
+pub const SLOT_SET_SIZE: u32 = 262_144;
+
+/// A 32-bit number naming a limit inside the shared slot sets (from its stable id).
+fn limit_number(id: &str) -> u32 {
+    u32::from_str_radix(&id[..8], 16).unwrap_or(0)
+}
+
+/// A constant usable inside a concatenated key: `meta mark & 0x0 | N` (nft 1.0.6 takes
+/// no bare constants there).
+fn constant(n: u32) -> Expression<'static> {
+    Expression::BinaryOperation(Box::new(BinaryOperation::OR(vec![
+        Expression::BinaryOperation(Box::new(BinaryOperation::AND(meta(MetaKey::Mark), num(0)))),
+        num(n),
+    ])))
+}
+
 /// The key a limit counts by, and the set type that holds it.
 fn limit_key(per: LimitKey, family: Family) -> (Expression<'static>, SetType) {
     match (per, family) {
@@ -780,6 +798,25 @@ impl Builder {
         }
     }
 
+    fn has_set(&self, name: &str) -> bool {
+        self.objects
+            .iter()
+            .any(|o| matches!(o, NfListObject::Set(x) if x.name == name))
+    }
+
+    /// The set of rate-limit slots shared by all rate limits of one key family.
+    fn slot_set(&mut self, name: &str, types: Vec<SetType>) {
+        self.objects.push(NfListObject::Set(Box::new(Set {
+            family: FAMILY,
+            table: TABLE.into(),
+            name: name.to_string().into(),
+            set_type: SetTypeValue::Concatenated(types.into()),
+            flags: Some(HashSet::from([SetFlag::Timeout])),
+            size: Some(SLOT_SET_SIZE),
+            ..Set::default()
+        })));
+    }
+
     fn has_chain(&self, name: &str) -> bool {
         self.objects
             .iter()
@@ -861,16 +898,43 @@ impl Builder {
                 }
             }
             if let Some(rate) = spec.rate {
+                // All rate limits of a key family share one slot set; an element is
+                // (key . limit . slot) and times out T after it was added.
+                let (set, slot_type) = match (spec.per, rule.family) {
+                    (LimitKey::Any, _) => (format!("{STATE_SET_PREFIX}slots_any"), None),
+                    (_, Family::V4) => (format!("{STATE_SET_PREFIX}slots4"), Some(set_type)),
+                    (_, Family::V6) => (format!("{STATE_SET_PREFIX}slots6"), Some(set_type)),
+                };
+                if !self.has_set(&set) {
+                    let mut types: Vec<SetType> = slot_type.into_iter().collect();
+                    types.extend([SetType::Mark, SetType::Mark]);
+                    self.slot_set(&set, types);
+                }
+                let limit_no = limit_number(&id);
                 for k in 0..rate.count {
-                    let set = format!("{STATE_SET_PREFIX}{id}_r{k}");
-                    self.state_set(&set, set_type, Some(rate.seconds));
+                    let mut parts = Vec::new();
+                    if spec.per != LimitKey::Any {
+                        parts.push(key.clone());
+                    }
+                    parts.push(constant(limit_no));
+                    parts.push(constant(k));
+                    let elem = Expression::Named(NamedExpression::Concat(parts));
                     rules.push(vec![
                         Statement::Match(Match {
-                            left: key.clone(),
+                            left: elem.clone(),
                             right: s(&format!("@{set}")),
                             op: Operator::NEQ,
                         }),
-                        dynset_add(&set, key.clone()),
+                        dynset_add(
+                            &set,
+                            Expression::Named(NamedExpression::Elem(Elem {
+                                val: Box::new(elem),
+                                timeout: Some(rate.seconds),
+                                expires: None,
+                                comment: None,
+                                counter: None,
+                            })),
+                        ),
                         Statement::Return(None),
                     ]);
                 }

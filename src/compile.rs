@@ -10,8 +10,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use nftables::expr::Verdict as NftVerdict;
 use nftables::expr::{
-    BinaryOperation, Elem, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix,
-    Range, SetItem, CT,
+    BinaryOperation, Elem, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField,
+    Prefix, Range, SetItem, CT,
 };
 use nftables::schema::{
     Chain, Map, NfListObject, Rule as NftRule, Set, SetFlag, SetType, SetTypeValue, Table,

@@ -967,13 +967,7 @@ impl Builder {
         // iif "lo" accept
         self.rule(c, vec![m_eq(meta(MetaKey::Iif), s("lo")), accept()]);
         // ct state established,related accept
-        self.rule(
-            c,
-            vec![
-                m_in(ct("state"), list(&["established", "related"])),
-                accept(),
-            ],
-        );
+        self.rule(c, vec![established(), accept()]);
         // ct state invalid drop
         self.rule(c, vec![m_in(ct("state"), s("invalid")), drop()]);
         // icmp type { destination-unreachable, time-exceeded, parameter-problem, echo-request } accept
@@ -1014,15 +1008,7 @@ impl Builder {
         self.rule(
             c,
             vec![
-                m_eq(
-                    payload("icmpv6", "type"),
-                    set_of(&[
-                        "nd-router-solicit",
-                        "nd-router-advert",
-                        "nd-neighbor-solicit",
-                        "nd-neighbor-advert",
-                    ]),
-                ),
+                m_eq(payload("icmpv6", "type"), set_of(ICMPV6_ND)),
                 m_eq(payload("ip6", "hoplimit"), num(255)),
                 accept(),
             ],
@@ -1109,27 +1095,14 @@ impl Builder {
     fn output_before(&mut self) {
         let c = CHAIN_OUTPUT;
         self.rule(c, vec![m_eq(meta(MetaKey::Oif), s("lo")), accept()]);
-        self.rule(
-            c,
-            vec![
-                m_in(ct("state"), list(&["established", "related"])),
-                accept(),
-            ],
-        );
+        self.rule(c, vec![established(), accept()]);
         // Neighbour discovery must work even under "default deny outgoing".
         self.rule(
             c,
             vec![
                 m_eq(
                     payload("icmpv6", "type"),
-                    set_of(&[
-                        "nd-router-solicit",
-                        "nd-router-advert",
-                        "nd-neighbor-solicit",
-                        "nd-neighbor-advert",
-                        "mld-listener-report",
-                        "mld2-listener-report",
-                    ]),
+                    set_of(&[ICMPV6_ND, ICMPV6_MLD_REPORTS].concat()),
                 ),
                 accept(),
             ],
@@ -1138,13 +1111,7 @@ impl Builder {
 
     fn forward_before(&mut self) {
         let c = CHAIN_FORWARD;
-        self.rule(
-            c,
-            vec![
-                m_in(ct("state"), list(&["established", "related"])),
-                accept(),
-            ],
-        );
+        self.rule(c, vec![established(), accept()]);
     }
 
     /// Logging of what falls through to the policy, then the policy itself when it is
@@ -1179,7 +1146,22 @@ fn verdict_stmt(v: Verdict, proto: Proto) -> Statement<'static> {
     }
 }
 
+/// ICMPv6 neighbour discovery and router messages.
+const ICMPV6_ND: &[&str] = &[
+    "nd-router-solicit",
+    "nd-router-advert",
+    "nd-neighbor-solicit",
+    "nd-neighbor-advert",
+];
+/// ICMPv6 multicast listener reports (sent by this host).
+const ICMPV6_MLD_REPORTS: &[&str] = &["mld-listener-report", "mld2-listener-report"];
+
 // ---- small typed builders; comments show the nft text each yields ----
+
+/// `ct state established,related`
+fn established() -> Statement<'static> {
+    m_in(ct("state"), list(&["established", "related"]))
+}
 
 /// `accept`
 fn accept() -> Statement<'static> {

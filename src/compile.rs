@@ -222,11 +222,10 @@ struct MapKey {
 }
 
 impl MapKey {
-    /// The key of a rule that can join a map (plain verdict, no log, interface,
-    /// destination address, source port or exception), else None.
+    /// The key of a rule that can join a map (no log, interface, destination address,
+    /// source port or exception; a limit's element jumps to its chain), else None.
     fn of(rule: &Rule) -> Option<MapKey> {
-        let plain = matches!(rule.action, Action::Allow | Action::Deny | Action::Reject)
-            && rule.log == RuleLog::None
+        let plain = rule.log == RuleLog::None
             && rule.iface.is_none()
             && rule.to.addr.is_none()
             && rule.from.ports.is_none()
@@ -422,19 +421,7 @@ fn runs<'a>(rules: &[&'a Rule]) -> Vec<Run<'a>> {
 /// Statements for one user rule (a log rule first, when the rule logs).
 pub fn user_rule(rule: &Rule) -> Vec<Vec<Statement<'static>>> {
     let matches = rule_matches(rule);
-    let mut out = Vec::new();
-    if rule.log != RuleLog::None {
-        let mut log = matches.clone();
-        if rule.log == RuleLog::Log {
-            log.push(m_in(ct("state"), s("new")));
-        }
-        log.push(log_limit());
-        log.push(log_stmt(&format!(
-            "[{LOG_PREFIX} {}] ",
-            rule.action.upper()
-        )));
-        out.push(log);
-    }
+    let mut out = user_rule_log(rule, &matches);
     let mut main = matches;
     main.push(counter());
     main.push(match rule.action {
@@ -698,8 +685,11 @@ impl Builder {
             let verdict = Expression::Verdict(match rule.action {
                 Action::Allow => NftVerdict::Accept,
                 Action::Deny => NftVerdict::Drop,
-                _ => NftVerdict::Goto(stmt::JumpTarget {
+                Action::Reject => NftVerdict::Goto(stmt::JumpTarget {
                     target: CHAIN_REJECT.into(),
+                }),
+                Action::Limit => NftVerdict::Jump(stmt::JumpTarget {
+                    target: self.limit_chain(rule).into(),
                 }),
             });
             let host = key.src.prefix_len() == key.src.max_prefix_len();
@@ -855,6 +845,22 @@ impl Builder {
     /// A key is accepted iff one of its N slots is free, and it then takes that slot
     /// for T seconds: so at most N connections per key are accepted in any window of T.
     fn limit_rule(&mut self, rule: &Rule, chain: &str) {
+        let lchain = self.limit_chain(rule);
+        let matches = rule_matches(rule);
+        let mut out = user_rule_log(rule, &matches);
+        let mut jump_rule = matches;
+        jump_rule.push(counter());
+        jump_rule.push(jump(&lchain));
+        out.push(jump_rule);
+        for r in out {
+            self.rule(chain, r);
+        }
+    }
+
+    /// The chain (and state) of a limit, created once; returns its name. The chain
+    /// refuses what is over the limit and, under it, accepts (or with `then
+    /// continue` returns), so one `jump` to it is the whole limit rule.
+    fn limit_chain(&mut self, rule: &Rule) -> String {
         let spec = rule.limit.clone().unwrap_or_else(Limit::ufw_default);
         let id = limit_id(rule);
         let lchain = format!("{LIMIT_CHAIN_PREFIX}{id}");
@@ -876,6 +882,11 @@ impl Builder {
                 Over::Drop => drop(),
             };
             self.rule(&over_chain, vec![over]);
+            // Under the limit: accept, or (then continue) return to the rules after.
+            let under = || match spec.then {
+                Then::Accept => accept(),
+                Then::Continue => Statement::Return(None),
+            };
             let to_over = || {
                 Statement::Goto(stmt::JumpTarget {
                     target: over_chain.clone().into(),
@@ -935,30 +946,20 @@ impl Builder {
                                 counter: None,
                             })),
                         ),
-                        Statement::Return(None),
+                        under(),
                     ]);
                 }
                 rules.push(vec![to_over()]);
+            } else {
+                // conn only: under the limit.
+                rules.push(vec![under()]);
             }
             self.chain(&lchain);
             for r in rules {
                 self.rule(&lchain, r);
             }
         }
-        let matches = rule_matches(rule);
-        let mut out = user_rule_log(rule, &matches);
-        let mut jump_rule = matches.clone();
-        jump_rule.push(jump(&lchain));
-        out.push(jump_rule);
-        if spec.then == Then::Accept {
-            let mut accept_rule = matches;
-            accept_rule.push(counter());
-            accept_rule.push(accept());
-            out.push(accept_rule);
-        }
-        for r in out {
-            self.rule(chain, r);
-        }
+        lchain
     }
 
     /// UFW's before.rules / before6.rules for input.

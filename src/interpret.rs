@@ -113,9 +113,15 @@ fn run_rule(plan: &Plan, stmts: &[Statement], p: &Packet) -> Result<Step, String
                 if t.target == CHAIN_REJECT {
                     return Ok(Step::Done(Decision::Reject));
                 }
-                // A limit's chain returns when under the limit (the case modelled).
+                // A limit's chain, read as under the limit (the case the model reads):
+                // its under-limit verdict is the first accept or return it ends a rule
+                // with; accept ends evaluation, return comes back here.
                 if t.target.starts_with(LIMIT_CHAIN_PREFIX) {
-                    continue;
+                    match under_limit(plan, &t.target) {
+                        Some(Decision::Accept) => return Ok(Step::Done(Decision::Accept)),
+                        _ if goto => return Ok(Step::Return),
+                        _ => continue,
+                    }
                 }
                 match run_chain(plan, &t.target, p)? {
                     Some(d) => return Ok(Step::Done(d)),
@@ -128,6 +134,18 @@ fn run_rule(plan: &Plan, stmts: &[Statement], p: &Packet) -> Result<Step, String
         }
     }
     Ok(Step::Next)
+}
+
+/// What a limit's chain does under its limit: `Some(Accept)`, or None for return.
+fn under_limit(plan: &Plan, chain: &str) -> Option<Decision> {
+    plan.objects.iter().find_map(|o| match o {
+        NfListObject::Rule(r) if r.chain == chain => match r.expr.last() {
+            Some(Statement::Accept(_)) => Some(Some(Decision::Accept)),
+            Some(Statement::Return(_)) => Some(None),
+            _ => None,
+        },
+        _ => None,
+    })?
 }
 
 /// A map's verdict value as the statement it stands for.

@@ -679,7 +679,14 @@ impl Builder {
             *n - 1
         };
         // shape → elements
-        let mut shapes: BTreeMap<char, Vec<Expression<'static>>> = BTreeMap::new();
+        // Every shape's map exists, even empty, so that the first rule of a new shape
+        // added to the run is an element change too.
+        let all_shapes: &[char] = match kind {
+            MapKind::Src => &['h', 'i'],
+            MapKind::SrcProtoPort => &['h', 'p', 'i'],
+        };
+        let mut shapes: BTreeMap<char, Vec<Expression<'static>>> =
+            all_shapes.iter().map(|c| (*c, Vec::new())).collect();
         for rule in members {
             let key = MapKey::of(rule).expect("map members have keys");
             let verdict = Expression::Verdict(match rule.action {
@@ -776,7 +783,7 @@ impl Builder {
                 // Placeholder: written as "verdict" by the backend (see Plan::verdict_maps).
                 map: SetTypeValue::Single(SetType::Mark),
                 flags: (shape == 'i').then(|| HashSet::from([SetFlag::Interval])),
-                elem: Some(elems.into()),
+                elem: (!elems.is_empty()).then(|| elems.into()),
                 ..Map::default()
             })));
             self.verdict_maps.push(name.clone());
@@ -830,20 +837,21 @@ impl Builder {
     }
 
     /// A `limit` rule: the match jumps to the limit's chain, which refuses what is over
-    /// (via its `_over` chain) and returns what is under; then the rule accepts, or,
-    /// with `then continue`, lets the following rules decide.
+    /// and, under the limit, accepts (or, with `then continue`, returns so that the
+    /// following rules decide).
     ///
     /// ```text
     /// chain limit_ID {
-    ///     add @state_ID_c { KEY ct count over C } goto limit_ID_over     # conn C
-    ///     KEY != @state_ID_r0 add @state_ID_r0 { KEY } return           # rate N/T:
-    ///     …                                                              #   N slots,
-    ///     KEY != @state_ID_rN-1 add @state_ID_rN-1 { KEY } return       #   each timing
-    ///     goto limit_ID_over                                             #   out after T
+    ///     add @state_ID_c { KEY ct count over C } goto limit_ID_over      # conn C
+    ///     KEY . L . 0 != @state_slots4 add @state_slots4 { KEY . L . 0 timeout Ts } accept
+    ///     …                                                      # rate N/T: N slots
+    ///     KEY . L . N-1 != @state_slots4 add @state_slots4 { … timeout Ts } accept
+    ///     goto limit_ID_over            # (inline log + reject/drop when no conn check)
     /// }
     /// ```
-    /// A key is accepted iff one of its N slots is free, and it then takes that slot
-    /// for T seconds: so at most N connections per key are accepted in any window of T.
+    /// L is the limit's number. A key is accepted iff one of its N slots is free, and it
+    /// then holds that slot for T seconds: so at most N connections per key are
+    /// accepted in any window of T.
     fn limit_rule(&mut self, rule: &Rule, chain: &str) {
         let lchain = self.limit_chain(rule);
         let matches = rule_matches(rule);
@@ -867,21 +875,26 @@ impl Builder {
         if !self.has_chain(&lchain) {
             let over_chain = format!("{lchain}_over");
             let (key, set_type) = limit_key(spec.per, rule.family);
-            self.chain(&over_chain);
+            // Over the limit: log (rate-limited) and refuse.
+            let mut over_rules = Vec::new();
             if self.logging != LogLevel::Off {
-                self.rule(
-                    &over_chain,
-                    vec![
-                        log_limit(),
-                        log_stmt(&format!("[{LOG_PREFIX} LIMIT BLOCK] ")),
-                    ],
-                );
+                over_rules.push(vec![
+                    log_limit(),
+                    log_stmt(&format!("[{LOG_PREFIX} LIMIT BLOCK] ")),
+                ]);
             }
-            let over = match spec.over {
+            over_rules.push(vec![match spec.over {
                 Over::Reject => reject_for(rule.proto),
                 Over::Drop => drop(),
-            };
-            self.rule(&over_chain, vec![over]);
+            }]);
+            // A conn check must skip the rate slots, so it needs the over rules in a
+            // chain of their own; a rate-only limit falls through to them inline.
+            if spec.conn.is_some() {
+                self.chain(&over_chain);
+                for r in over_rules.drain(..) {
+                    self.rule(&over_chain, r);
+                }
+            }
             // Under the limit: accept, or (then continue) return to the rules after.
             let under = || match spec.then {
                 Then::Accept => accept(),
@@ -949,7 +962,11 @@ impl Builder {
                         under(),
                     ]);
                 }
-                rules.push(vec![to_over()]);
+                if spec.conn.is_some() {
+                    rules.push(vec![to_over()]);
+                } else {
+                    rules.extend(over_rules);
+                }
             } else {
                 // conn only: under the limit.
                 rules.push(vec![under()]);
@@ -1346,15 +1363,23 @@ mod tests {
     }
 
     #[test]
-    fn each_user_rule_is_one_nft_rule() {
+    fn rules_compile_to_map_elements_by_shape() {
         let mut p = Policy::default();
         for text in ["22/tcp", "proto udp from 198.18.0.5 to any port 5353"] {
             let words: Vec<String> = text.split_whitespace().map(String::from).collect();
             p.rules
                 .extend(parse_rule(Action::Allow, &words).unwrap().rules);
         }
+        p.rules.sort_by_key(|r| r.family);
         let plan = compile(&p);
+        // One run per family, each with its three shape maps (h, p, i) and a lookup each.
         let counts: std::collections::HashMap<_, _> = plan.rule_counts().into_iter().collect();
-        assert_eq!(counts[CHAIN_USER_INPUT], 3);
+        assert_eq!(counts[CHAIN_USER_INPUT], 6);
+        let n = |name: &str| plan.map_elements(name).len();
+        assert_eq!(n("rules_user_input_0h"), 1, "198.18.0.5 . udp . 5353");
+        assert_eq!(n("rules_user_input_0p"), 1, "tcp . 22 (v4)");
+        assert_eq!(n("rules_user_input_0i"), 0);
+        assert_eq!(n("rules_user_input_1p"), 1, "tcp . 22 (v6)");
+        assert_eq!(plan.verdict_maps.len(), 6);
     }
 }

@@ -196,9 +196,9 @@ pub fn compile(policy: &Policy) -> Plan {
     }
 }
 
-/// Shortest run of rules put in a verdict map. One: then adding a rule next to others
-/// of its kind is an element change, applied in place, rather than a new nft rule.
-pub const MIN_MAP_RUN: usize = 1;
+/// Shortest run of rules put in verdict maps (shorter runs are plain rules, except the
+/// last run of each family; see `runs`).
+pub const MIN_MAP_RUN: usize = 4;
 /// Prefix of the verdict maps user rules compile into (`rules_user_input_0`).
 pub const MAP_PREFIX: &str = "rules_";
 
@@ -378,43 +378,47 @@ impl RunIndex {
 
 /// Split a chain's rules (in order) into runs. A run holds consecutive rules of one
 /// family and map kind whose keys do not overlap, so a map lookup gives exactly the
-/// first-match verdict; runs shorter than [`MIN_MAP_RUN`] would stay plain rules.
+/// first-match verdict. Runs shorter than [`MIN_MAP_RUN`] stay plain rules (cheaper
+/// than a few map lookups), except the last run of each family: rules are appended
+/// there, and a map makes that an element change.
 fn runs<'a>(rules: &[&'a Rule]) -> Vec<Run<'a>> {
-    let mut out = Vec::new();
-    let mut current: Vec<&'a Rule> = Vec::new();
-    let mut current_kind: Option<(MapKind, Family)> = None;
+    // First the groups: Some(kind) for a run of map keys, None for a plain rule.
+    let mut groups: Vec<(Option<(MapKind, Family)>, Vec<&'a Rule>)> = Vec::new();
     let mut index = RunIndex::default();
-    let flush = |current: &mut Vec<&'a Rule>,
-                 kind: Option<(MapKind, Family)>,
-                 index: &mut RunIndex,
-                 out: &mut Vec<Run<'a>>| {
-        match kind {
-            Some((kind, _)) if current.len() >= MIN_MAP_RUN => {
-                out.push(Run::Map(kind, std::mem::take(current)));
-            }
-            _ => out.extend(current.drain(..).map(Run::Single)),
-        }
-        *index = RunIndex::default();
-    };
     for rule in rules {
         match MapKey::of(rule) {
             Some(key) => {
-                let joins = current_kind == Some((key.kind, key.family)) && !index.overlaps(&key);
+                let kind = Some((key.kind, key.family));
+                let joins = groups.last().is_some_and(|(k, _)| *k == kind) && !index.overlaps(&key);
                 if !joins {
-                    flush(&mut current, current_kind, &mut index, &mut out);
-                    current_kind = Some((key.kind, key.family));
+                    index = RunIndex::default();
+                    groups.push((kind, Vec::new()));
                 }
                 index.insert(&key);
-                current.push(rule);
+                groups
+                    .last_mut()
+                    .expect("a group was just pushed")
+                    .1
+                    .push(rule);
             }
-            None => {
-                flush(&mut current, current_kind, &mut index, &mut out);
-                current_kind = None;
-                out.push(Run::Single(rule));
-            }
+            None => groups.push((None, vec![rule])),
         }
     }
-    flush(&mut current, current_kind, &mut index, &mut out);
+    let last_of_family = |f: Family| {
+        groups
+            .iter()
+            .rposition(|(k, _)| k.is_some_and(|(_, fam)| fam == f))
+    };
+    let last = [last_of_family(Family::V4), last_of_family(Family::V6)];
+    let mut out = Vec::new();
+    for (i, (kind, members)) in groups.into_iter().enumerate() {
+        match kind {
+            Some((kind, _)) if members.len() >= MIN_MAP_RUN || last.contains(&Some(i)) => {
+                out.push(Run::Map(kind, members));
+            }
+            _ => out.extend(members.into_iter().map(Run::Single)),
+        }
+    }
     out
 }
 

@@ -376,6 +376,9 @@ impl RunIndex {
     }
 }
 
+/// Consecutive rules: `Some(kind)` for a run of map keys, `None` for one plain rule.
+type Group<'a> = (Option<(MapKind, Family)>, Vec<&'a Rule>);
+
 /// Split a chain's rules (in order) into runs. A run holds consecutive rules of one
 /// family and map kind whose keys do not overlap, so a map lookup gives exactly the
 /// first-match verdict. Runs shorter than [`MIN_MAP_RUN`] stay plain rules (cheaper
@@ -383,7 +386,7 @@ impl RunIndex {
 /// there, and a map makes that an element change.
 fn runs<'a>(rules: &[&'a Rule]) -> Vec<Run<'a>> {
     // First the groups: Some(kind) for a run of map keys, None for a plain rule.
-    let mut groups: Vec<(Option<(MapKind, Family)>, Vec<&'a Rule>)> = Vec::new();
+    let mut groups: Vec<Group<'a>> = Vec::new();
     let mut index = RunIndex::default();
     for rule in rules {
         match MapKey::of(rule) {

@@ -16,9 +16,11 @@ only after every other rule has been walked):
   28%  deny from 198.19.X.Y/29                         unique /29s in 198.19.128.0/17
    2%  limit P/tcp (at least one)                      unique ports from 61000
 None of them matches the benchmark client (198.18.0.2 -> 198.18.0.1:80). 198.19.240.0/20
-is left free for the add-one-rule test. Sources never overlap the deny blocks, and the
-per-source ports never overlap the per-port allows, so the order inside the mix does not
-change which packets are accepted (except for the shuffled variant, see --order).
+is left free for the add-one-rule test. The per-source allows overlap neither the deny
+blocks nor the per-port allows; the denies do overlap the per-port allows and the limits
+(a denied network's packet to such a port), so there the order decides, as in UFW. The
+grouped order (default) is the order above; --order shuffled takes the same rules in a
+fixed pseudo-random order.
 
 Usage:
   gen.py sample-commands                  the few rules used to check the file formats
@@ -183,9 +185,9 @@ def elements(items, per_line=8):
 def nft_ruleset(rules):
     """The same policy written by hand with one set per rule shape.
 
-    The order of the checks is the mix's order (per-source allows, per-port allows,
-    denies, limits, allow 80); the rule kinds never overlap in what they accept, so this
-    is the same policy as the rule list.
+    The checks come in the grouped mix's order (per-source allows, per-port allows,
+    denies, limits, allow 80), so the first match decides as it does in the rule list.
+    The limits use one meter instead of UFW's recent-module counting, an approximation.
     """
     src = [f"{r[1]} . {r[2]}" for r in rules if r[0] == "src"]
     ports = [str(r[1]) for r in rules if r[0] == "port" and r != FINAL]

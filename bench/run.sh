@@ -9,8 +9,10 @@
 #   2. time to add one rule at 1k and 10k rules (`rampart allow ...` vs `ufw allow ...`);
 #   3. new TCP connections per second (wrk, `Connection: close`) against nginx at
 #      0 / 1k / 10k rules: no firewall, rampart, UFW, hand-written nft;
-#   4. `status` time and peak RSS at 10k rules.
-# and prints a markdown table (also written to target/bench/results.md).
+#   4. `status` time and peak RSS at 10k rules;
+# and, at 10k rules, where `rampart reload` spends its time (each nft call timed), the
+# same rules in a shuffled order (rampart and UFW), and each kind of rule alone
+# (rampart). It prints markdown tables, also written to target/bench/results.md.
 #
 # Isolation: everything happens in network namespaces created here (a server and a
 # client namespace per firewall, joined by a veth pair created from inside them), with
@@ -40,7 +42,7 @@ read -r -a LEVELS <<<"${BENCH_LEVELS:-100 1000 10000}" # rule counts (smoke test
 
 # Everything measured runs at a raised priority, the same for every configuration, so
 # that unrelated work on the machine disturbs the figures less.
-NICE="nice -n -10"
+NICE=(nice -n -10)
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -49,6 +51,10 @@ die() { log "ERROR: $*"; exit 1; }
 load=$(cut -d' ' -f1 /proc/loadavg)
 if awk -v l="$load" 'BEGIN { exit !(l > 0.5) }'; then
     log "note: load average is $load; other work on the machine makes the figures noisier"
+fi
+
+if ip netns list 2>/dev/null | grep -qE '^rb[0-9]+-s-none'; then
+    log "note: another bench/run.sh seems to be running; the two disturb each other's figures"
 fi
 
 # ------------------------------------------------------------------ dependencies
@@ -73,6 +79,9 @@ fi
 [ -x "$RAMPART" ] || die "no rampart binary at $RAMPART"
 RAMPART_SRC=$(readlink -f "$RAMPART")
 RAMPART_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+    RAMPART_COMMIT="$RAMPART_COMMIT (uncommitted changes)"
+fi
 
 # ------------------------------------------------------------------ host state guard
 # Fingerprint of the host's own firewall, compared at the end: the suite must leave it
@@ -163,7 +172,7 @@ http {
     }
 }
 EOF
-    ip netns exec "$(srv "$1")" $NICE nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
+    ip netns exec "$(srv "$1")" "${NICE[@]}" nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
 }
 
 # ------------------------------------------------------------------ firewalls
@@ -231,7 +240,7 @@ hf() { # NAME RUNS WRAPPER... -- COMMAND [hyperfine args]
     local wrap=()
     while [ "$1" != -- ]; do wrap+=("$1"); shift; done
     shift
-    "${wrap[@]}" $NICE hyperfine -N --style basic --runs "$runs" \
+    "${wrap[@]}" "${NICE[@]}" hyperfine -N --style basic --runs "$runs" \
         --export-json "$OUT/hf-$name.json" "$@" >"$OUT/hf-$name.txt" 2>&1 ||
         { cat "$OUT/hf-$name.txt" >&2; die "hyperfine $name failed"; }
     log "  $name: $(python3 "$BENCH_DIR/report.py" --median "$OUT/hf-$name.json")"
@@ -280,7 +289,7 @@ probe() { # CONFIG EXPECT(filtered|open)
 }
 
 wrk_round() { # CONFIG LEVEL ROUND
-    ip netns exec "$(cli "$1")" $NICE wrk -t1 -c8 -d"${WRK_SECONDS}s" -H 'Connection: close' \
+    ip netns exec "$(cli "$1")" "${NICE[@]}" wrk -t1 -c8 -d"${WRK_SECONDS}s" -H 'Connection: close' \
         http://198.18.0.1/index.html >"$OUT/wrk-$1-$2-$3.txt" 2>&1
 }
 
@@ -313,7 +322,7 @@ conn_rates() { # LEVEL ROUNDS CONFIG...
     echo "nginx: $(nginx -v 2>&1)"
     echo "wrk: $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')"
     echo "hyperfine: $(hyperfine --version)"
-    echo "rampart: $("$RAMPART" --version), commit $RAMPART_COMMIT, binary sha256 $(sha256sum "$RAMPART" | cut -c1-12)"
+    echo "rampart: $("$RAMPART" --version), repository at $RAMPART_COMMIT, binary sha256 $(sha256sum "$RAMPART" | cut -c1-12)"
     echo "wrk_seconds: $WRK_SECONDS"
     echo "wrk_rounds: $WRK_ROUNDS"
     echo "load_before: $(cut -d' ' -f1-3 /proc/loadavg)"

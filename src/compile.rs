@@ -827,17 +827,15 @@ impl Builder {
             .any(|o| matches!(o, NfListObject::Chain(c) if c.name == name))
     }
 
-    /// A set the packet path adds to. nft (1.0.6 and later) marks it `dynamic` itself
-    /// because a rule adds to it; its JSON parser does not take that flag.
-    fn state_set(&mut self, name: &str, set_type: SetType, timeout: Option<u32>) {
-        let flags = timeout.map(|_| HashSet::from([SetFlag::Timeout]));
+    /// The per-key connection-count set of a `conn` limit. nft (1.0.6 and later)
+    /// marks it `dynamic` itself because a rule adds to it; its JSON parser does not
+    /// take that flag.
+    fn conn_set(&mut self, name: &str, set_type: SetType) {
         self.objects.push(NfListObject::Set(Box::new(Set {
             family: FAMILY,
             table: TABLE.into(),
             name: name.to_string().into(),
             set_type: SetTypeValue::Single(set_type),
-            flags,
-            timeout,
             size: Some(LIMIT_SET_SIZE),
             ..Set::default()
         })));
@@ -922,7 +920,7 @@ impl Builder {
                     LimitKey::Any => rules.push(vec![count, to_over()]),
                     LimitKey::Source { .. } => {
                         let set = format!("{STATE_SET_PREFIX}{id}_c");
-                        self.state_set(&set, set_type, None);
+                        self.conn_set(&set, set_type);
                         self.dynset_stmts.push((set.clone(), count));
                         rules.push(vec![dynset_add(&set, key.clone()), to_over()]);
                     }

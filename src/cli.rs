@@ -176,12 +176,20 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Open (and lock) the config directory and load the policy. With `write` false (a
+    /// dry run or a read) nothing is created; a missing directory is the default policy.
+    fn open(&self, write: bool) -> Result<(Option<Store>, Policy), CliError> {
+        let store = Store::open(&self.dir, write)?;
+        let policy = match &store {
+            Some(s) => s.load()?,
+            None => Policy::default(),
+        };
+        Ok((store, policy))
+    }
+
     /// Load the policy for reading only (no lock file is created).
     fn read_policy(&self) -> Result<Policy, CliError> {
-        match Store::open(&self.dir, false)? {
-            Some(store) => Ok(store.load()?),
-            None => Ok(Policy::default()),
-        }
+        Ok(self.open(false)?.1)
     }
 
     /// Change the policy: apply to the kernel if enabled, then save. On a dry run,
@@ -190,11 +198,7 @@ impl Ctx {
     where
         F: FnOnce(&mut Policy, bool) -> Result<Out, CliError>,
     {
-        let store = Store::open(&self.dir, !self.dry_run)?;
-        let old = match &store {
-            Some(s) => s.load()?,
-            None => Policy::default(),
-        };
+        let (store, old) = self.open(!self.dry_run)?;
         let mut policy = old.clone();
         let live = policy.enabled && !self.dry_run;
         let mut out = f(&mut policy, live)?;
@@ -276,11 +280,7 @@ impl Ctx {
         if !self.confirm("Command may disrupt existing ssh connections. Proceed with operation") {
             return Ok(vec![]);
         }
-        let store = Store::open(&self.dir, !self.dry_run)?;
-        let mut policy = match &store {
-            Some(s) => s.load()?,
-            None => Policy::default(),
-        };
+        let (store, mut policy) = self.open(!self.dry_run)?;
         policy.enabled = true;
         if self.dry_run {
             return Ok(vec![plan_text(&compile(&policy))]);
@@ -308,11 +308,7 @@ impl Ctx {
     }
 
     fn reload(&self) -> Result<Out, CliError> {
-        let store = Store::open(&self.dir, !self.dry_run)?;
-        let policy = match &store {
-            Some(s) => s.load()?,
-            None => Policy::default(),
-        };
+        let (_store, policy) = self.open(!self.dry_run)?;
         if !policy.enabled {
             return Ok(vec!["Firewall not enabled (skipping reload)".into()]);
         }

@@ -539,13 +539,7 @@ pub fn limit_id(rule: &Rule) -> String {
         "{}|{family}",
         serde_json::to_string(&ident).unwrap_or_default()
     );
-    // FNV-1a, 64 bit: stable across builds, unlike std's hasher.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        h ^= u64::from(byte);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}{family}")
+    format!("{:016x}{family}", fnv1a(&text))
 }
 
 /// Elements the shared rate-limit slot set of one family can hold (each key that is
@@ -604,6 +598,94 @@ fn limit_key(per: LimitKey, family: Family) -> (Expression<'static>, SetType) {
             (key, SetType::Ipv6Addr)
         }
     }
+}
+
+/// A class of rate-only limits on one port from anywhere; see
+/// `Builder::port_limit_chain`.
+struct PortClass {
+    /// Chain name suffix (`p4_…`, `p6_…`, `pany_…`).
+    id: String,
+    /// The class's number in the slot keys, with the low 8 bits free for the slot.
+    number: u32,
+}
+
+/// The class of a limit that is rate-only, on exactly one TCP or UDP port, from any
+/// source to any address on any interface (the packet's protocol and port then name
+/// the rule), else None.
+fn port_limit_class(rule: &Rule, spec: &Limit) -> Option<PortClass> {
+    let single_port =
+        matches!(&rule.to.ports, Some(p) if p.0.len() == 1 && p.0[0].first == p.0[0].last);
+    let simple = matches!(rule.proto, Proto::Tcp | Proto::Udp)
+        && single_port
+        && rule.from.addr.is_none()
+        && rule.from.ports.is_none()
+        && rule.to.addr.is_none()
+        && rule.iface.is_none()
+        && rule.except.is_none()
+        && spec.conn.is_none();
+    let rate = spec.rate.filter(|_| simple)?;
+    let family = match (spec.per, rule.family) {
+        (LimitKey::Any, _) => "any",
+        (_, Family::V4) => "4",
+        (_, Family::V6) => "6",
+    };
+    let text = format!(
+        "port|{family}|{:?}|{}|{rate}|{:?}|{:?}|{:?}",
+        rule.direction,
+        rule.proto.word(),
+        spec.per,
+        spec.over,
+        spec.then
+    );
+    let h = fnv1a(&text);
+    Some(PortClass {
+        id: format!("p{family}_{:08x}", h as u32),
+        number: (h as u32) & 0xffff_ff00,
+    })
+}
+
+/// FNV-1a, 64 bit: stable across builds, unlike std's hasher.
+fn fnv1a(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The N slot rules of a rate limit: a key is accepted (`under`) iff one of its N
+/// slots is free, and it then holds that slot for T seconds, so at most N are accepted
+/// in any window of T. `elem(k)` is the parts of slot k's element.
+fn slot_rules(
+    set: &str,
+    rate: crate::model::Rate,
+    under: &Statement<'static>,
+    elem: impl Fn(u32) -> Vec<Expression<'static>>,
+) -> Vec<Vec<Statement<'static>>> {
+    (0..rate.count)
+        .map(|k| {
+            let e = Expression::Named(NamedExpression::Concat(elem(k)));
+            vec![
+                Statement::Match(Match {
+                    left: e.clone(),
+                    right: s(&format!("@{set}")),
+                    op: Operator::NEQ,
+                }),
+                dynset_add(
+                    set,
+                    Expression::Named(NamedExpression::Elem(Elem {
+                        val: Box::new(e),
+                        timeout: Some(rate.seconds),
+                        expires: None,
+                        comment: None,
+                        counter: None,
+                    })),
+                ),
+                under.clone(),
+            ]
+        })
+        .collect()
 }
 
 fn reject_for(proto: Proto) -> Statement<'static> {
@@ -875,6 +957,9 @@ impl Builder {
     /// continue` returns), so one `jump` to it is the whole limit rule.
     fn limit_chain(&mut self, rule: &Rule) -> String {
         let spec = rule.limit.clone().unwrap_or_else(Limit::ufw_default);
+        if let Some(class) = port_limit_class(rule, &spec) {
+            return self.port_limit_chain(rule, &spec, &class);
+        }
         let id = limit_id(rule);
         let lchain = format!("{LIMIT_CHAIN_PREFIX}{id}");
         if !self.has_chain(&lchain) {
@@ -940,33 +1025,17 @@ impl Builder {
                     self.slot_set(&set, types);
                 }
                 let limit_no = limit_number(&id);
-                for k in 0..rate.count {
-                    let mut parts = Vec::new();
-                    if spec.per != LimitKey::Any {
-                        parts.push(key.clone());
-                    }
+                let prefix: Vec<Expression<'static>> = if spec.per == LimitKey::Any {
+                    Vec::new()
+                } else {
+                    vec![key.clone()]
+                };
+                rules.extend(slot_rules(&set, rate, &under(), |k| {
+                    let mut parts = prefix.clone();
                     parts.push(constant(limit_no));
                     parts.push(constant(k));
-                    let elem = Expression::Named(NamedExpression::Concat(parts));
-                    rules.push(vec![
-                        Statement::Match(Match {
-                            left: elem.clone(),
-                            right: s(&format!("@{set}")),
-                            op: Operator::NEQ,
-                        }),
-                        dynset_add(
-                            &set,
-                            Expression::Named(NamedExpression::Elem(Elem {
-                                val: Box::new(elem),
-                                timeout: Some(rate.seconds),
-                                expires: None,
-                                comment: None,
-                                counter: None,
-                            })),
-                        ),
-                        under(),
-                    ]);
-                }
+                    parts
+                }));
                 if spec.conn.is_some() {
                     rules.push(vec![to_over()]);
                 } else {
@@ -980,6 +1049,60 @@ impl Builder {
             for r in rules {
                 self.rule(&lchain, r);
             }
+        }
+        lchain
+    }
+
+    /// The chain of a rate-only limit on one TCP or UDP port from anywhere (`limit
+    /// 22/tcp`, `limit 80/tcp rate 20/30s`): one chain per class of such limits (same
+    /// rate, key, over, then, protocol and direction), shared by all of them. The
+    /// packet's own protocol and port are part of the slot key, so each rule still has
+    /// its own budget, and a policy with hundreds of them loads a handful of rules
+    /// instead of a chain each. The key does not depend on where the rule sits, so its
+    /// state survives edits around it.
+    fn port_limit_chain(&mut self, rule: &Rule, spec: &Limit, class: &PortClass) -> String {
+        let lchain = format!("{LIMIT_CHAIN_PREFIX}{}", class.id);
+        if self.has_chain(&lchain) {
+            return lchain;
+        }
+        let rate = spec.rate.expect("port limit classes have a rate");
+        let (key, addr_type) = limit_key(spec.per, rule.family);
+        let (set, mut types) = match (spec.per, rule.family) {
+            (LimitKey::Any, _) => (format!("{STATE_SET_PREFIX}pslots_any"), vec![]),
+            (_, Family::V4) => (format!("{STATE_SET_PREFIX}pslots4"), vec![addr_type]),
+            (_, Family::V6) => (format!("{STATE_SET_PREFIX}pslots6"), vec![addr_type]),
+        };
+        if !self.has_set(&set) {
+            types.extend([SetType::InetProto, SetType::InetService, SetType::Mark]);
+            self.slot_set(&set, types);
+        }
+        let under = match spec.then {
+            Then::Accept => accept(),
+            Then::Continue => Statement::Return(None),
+        };
+        let mut rules = slot_rules(&set, rate, &under, |k| {
+            let mut parts = Vec::new();
+            if spec.per != LimitKey::Any {
+                parts.push(key.clone());
+            }
+            parts.push(meta(MetaKey::L4proto));
+            parts.push(payload("th", "dport"));
+            parts.push(constant(class.number | k));
+            parts
+        });
+        if self.logging != LogLevel::Off {
+            rules.push(vec![
+                log_limit(),
+                log_stmt(&format!("[{LOG_PREFIX} LIMIT BLOCK] ")),
+            ]);
+        }
+        rules.push(vec![match spec.over {
+            Over::Reject => reject_for(rule.proto),
+            Over::Drop => drop(),
+        }]);
+        self.chain(&lchain);
+        for r in rules {
+            self.rule(&lchain, r);
         }
         lchain
     }
@@ -1386,5 +1509,28 @@ mod tests {
         assert_eq!(n("rules_user_input_0i"), 0);
         assert_eq!(n("rules_user_input_1p"), 1, "tcp . 22 (v6)");
         assert_eq!(plan.verdict_maps.len(), 6);
+    }
+
+    #[test]
+    fn port_limits_of_one_class_share_a_chain() {
+        let mut p = Policy::default();
+        for text in ["22/tcp", "80/tcp", "443/tcp", "8000:8010/tcp", "53/udp"] {
+            let words: Vec<String> = text.split_whitespace().map(String::from).collect();
+            p.rules
+                .extend(parse_rule(Action::Limit, &words).unwrap().rules);
+        }
+        p.rules.sort_by_key(|r| r.family);
+        let plan = compile(&p);
+        let limits: Vec<&str> = plan
+            .chains()
+            .into_iter()
+            .filter(|c| c.starts_with(LIMIT_CHAIN_PREFIX))
+            .collect();
+        // tcp v4, tcp v6, udp v4, udp v6, and the port range's own chain per family.
+        assert_eq!(limits.len(), 6, "{limits:?}");
+        assert_eq!(
+            limits.iter().filter(|c| c.starts_with("limit_p4_")).count(),
+            2
+        );
     }
 }

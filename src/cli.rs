@@ -308,7 +308,13 @@ impl Ctx {
     }
 
     fn reload(&self) -> Result<Out, CliError> {
-        let (_store, policy) = self.open(!self.dry_run)?;
+        // `reload` is how hand edits are applied: it also refreshes the policy cache.
+        let store = Store::open(&self.dir, !self.dry_run)?;
+        let policy = match (&store, self.dry_run) {
+            (Some(s), false) => s.load_and_cache()?,
+            (Some(s), true) => s.load()?,
+            (None, _) => Policy::default(),
+        };
         if !policy.enabled {
             return Ok(vec!["Firewall not enabled (skipping reload)".into()]);
         }

@@ -1,4 +1,9 @@
 //! The config directory: the policy as TOML, written atomically under an exclusive lock.
+//!
+//! Beside it, a cache of the same policy as JSON, stamped with a hash of the TOML text
+//! it was made from: parsing TOML costs ~0.1 s at 10,000 rules, JSON a twentieth of
+//! that. The TOML file stays the only source of truth: the cache is used only when the
+//! stamp matches the file's current bytes, so a hand edit is always read.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -10,6 +15,8 @@ use crate::model::Policy;
 
 /// The policy file inside the config directory.
 pub const POLICY_FILE: &str = "policy.toml";
+/// The policy cache inside the config directory (see the module doc).
+pub const CACHE_FILE: &str = ".policy.cache.json";
 /// The lock file inside the config directory; held for the whole of a command.
 pub const LOCK_FILE: &str = ".lock";
 /// Default config directory.
@@ -99,9 +106,39 @@ impl Store {
         self.dir.join(POLICY_FILE)
     }
 
+    /// Path of the policy cache.
+    pub fn cache_path(&self) -> PathBuf {
+        self.dir.join(CACHE_FILE)
+    }
+
     /// Load the policy; a missing file is the default policy.
     pub fn load(&self) -> Result<Policy, StoreError> {
-        load_policy(&self.policy_path())
+        Ok(load_with_cache(&self.policy_path(), &self.cache_path())?.0)
+    }
+
+    /// Load the policy, and write the cache if it did not match the file (after a hand
+    /// edit). For commands that may write to the config directory.
+    pub fn load_and_cache(&self) -> Result<Policy, StoreError> {
+        let (policy, hit) = load_with_cache(&self.policy_path(), &self.cache_path())?;
+        if !hit {
+            if let Ok(text) = fs::read(self.policy_path()) {
+                self.write_cache(&text, &policy);
+            }
+        }
+        Ok(policy)
+    }
+
+    /// Write the cache for this TOML text (best effort: a missing or stale cache only
+    /// costs time). Not synced: a torn cache fails its stamp and is ignored.
+    fn write_cache(&self, toml_text: &[u8], policy: &Policy) {
+        let Ok(json) = serde_json::to_string(policy) else {
+            return;
+        };
+        let tmp = self.dir.join(format!("{CACHE_FILE}.tmp"));
+        let body = format!("{}\n{json}", stamp(toml_text));
+        if fs::write(&tmp, body).is_ok() {
+            let _ = fs::rename(&tmp, self.cache_path());
+        }
     }
 
     /// Write the policy atomically: temp file, fsync, rename, fsync the directory.
@@ -113,9 +150,9 @@ impl Store {
             path: path.clone(),
             source,
         };
+        let text = format!("{HEADER}{text}");
         {
             let mut f = File::create(&tmp).map_err(werr)?;
-            f.write_all(HEADER.as_bytes()).map_err(werr)?;
             f.write_all(text.as_bytes()).map_err(werr)?;
             f.sync_all().map_err(werr)?;
         }
@@ -123,6 +160,7 @@ impl Store {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(werr)?;
+        self.write_cache(text.as_bytes(), policy);
         Ok(())
     }
 }
@@ -130,19 +168,56 @@ impl Store {
 const HEADER: &str =
     "# rampart policy. Edit with the rampart command; hand edits are read on the next command.\n";
 
-/// Read a policy file; missing means the default policy.
-pub fn load_policy(path: &Path) -> Result<Policy, StoreError> {
-    match fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text).map_err(|source| StoreError::Parse {
-            path: path.to_path_buf(),
-            source: Box::new(source),
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Policy::default()),
-        Err(source) => Err(StoreError::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
+/// The first line of a cache made from this TOML text: the program's version (the
+/// JSON is its model) and a hash of the text.
+fn stamp(toml_text: &[u8]) -> String {
+    use std::hash::Hasher;
+    // Fixed keys: the same for the same bytes within one build, which is all the
+    // stamp needs (the version is part of it).
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(toml_text);
+    format!(
+        "rampart {} policy cache {:016x} {}",
+        env!("CARGO_PKG_VERSION"),
+        h.finish(),
+        toml_text.len()
+    )
+}
+
+/// Read a policy file, through the cache when its stamp matches; missing means the
+/// default policy. Also says whether the cache was used.
+fn load_with_cache(path: &Path, cache: &Path) -> Result<(Policy, bool), StoreError> {
+    let text = match fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Policy::default(), true)),
+        Err(source) => {
+            return Err(StoreError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    if let Ok(cached) = fs::read(cache) {
+        let stamp = stamp(&text);
+        if let Some(json) = cached
+            .strip_prefix(stamp.as_bytes())
+            .and_then(|rest| rest.strip_prefix(b"\n"))
+        {
+            if let Ok(policy) = serde_json::from_slice(json) {
+                return Ok((policy, true));
+            }
+        }
     }
+    let parse_err = |source| StoreError::Parse {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    };
+    let text = std::str::from_utf8(&text).map_err(|e| StoreError::Read {
+        path: path.to_path_buf(),
+        source: io::Error::new(io::ErrorKind::InvalidData, e),
+    })?;
+    let policy = toml::from_str(text).map_err(parse_err)?;
+    Ok((policy, false))
 }
 
 #[cfg(test)]
@@ -166,6 +241,37 @@ mod tests {
         p.enabled = true;
         store.save(&p).unwrap();
         assert_eq!(store.load().unwrap(), p);
+        drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cache_follows_hand_edits() {
+        let dir = std::env::temp_dir().join(format!("rampart-cache-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let store = Store::open(&dir, true).unwrap().unwrap();
+        let mut p = Policy::default();
+        p.rules = parse_rule(Action::Allow, &["22/tcp".to_string()])
+            .unwrap()
+            .rules;
+        store.save(&p).unwrap();
+        let cache = fs::read_to_string(store.cache_path()).unwrap();
+        assert!(cache.starts_with(&stamp(&fs::read(store.policy_path()).unwrap())));
+        assert_eq!(store.load().unwrap(), p);
+
+        // A hand edit: the stale cache is ignored, then refreshed by load_and_cache.
+        let text = fs::read_to_string(store.policy_path()).unwrap();
+        fs::write(store.policy_path(), text.replace("\"22\"", "\"2222\"")).unwrap();
+        let edited = store.load().unwrap();
+        assert_ne!(edited, p);
+        assert_eq!(
+            edited.rules[0].to.ports.as_ref().unwrap().to_string(),
+            "2222"
+        );
+        assert_eq!(store.load_and_cache().unwrap(), edited);
+        let cache = fs::read_to_string(store.cache_path()).unwrap();
+        assert!(cache.starts_with(&stamp(&fs::read(store.policy_path()).unwrap())));
+        assert_eq!(store.load().unwrap(), edited);
         drop(store);
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -14,7 +14,7 @@ use crate::model::{
 };
 use crate::observe::{self, StatusView};
 use crate::render::plan_text;
-use crate::store::{Store, StoreError, DEFAULT_CONFIG_DIR};
+use crate::store::{Serialized, Store, StoreError, DEFAULT_CONFIG_DIR};
 
 /// rampart: an uncomplicated host firewall (UFW's command language, nftables underneath).
 #[derive(Debug, Parser)]
@@ -198,10 +198,13 @@ impl Ctx {
     where
         F: FnOnce(&mut Policy, bool) -> Result<Out, CliError>,
     {
+        let t0 = crate::backend::Timer::start();
         let (store, old) = self.open(!self.dry_run)?;
+        t0.lap("load");
         let mut policy = old.clone();
         let live = policy.enabled && !self.dry_run;
         let mut out = f(&mut policy, live)?;
+        t0.lap("edit");
         if self.dry_run {
             let mut text = vec![plan_text(&compile(&policy))];
             text.append(&mut out);
@@ -212,15 +215,38 @@ impl Ctx {
             return Ok(out);
         }
         let t = crate::backend::Timer::start();
-        if policy.enabled && old.enabled {
-            let (before, after) = (compile(&old), compile(&policy));
-            t.lap("compile twice");
-            self.backend.update(&before, &after)?;
-        } else if policy.enabled {
-            self.backend.apply(&compile(&policy))?;
-        }
+        // The new policy is serialized while nft works; written after.
+        let (applied, serialized) = std::thread::scope(|scope| {
+            let plans = if policy.enabled && old.enabled {
+                let before = scope.spawn(|| compile(&old));
+                let after = compile(&policy);
+                let before = before.join().expect("compile does not panic");
+                t.lap("compile twice");
+                Some((Some(before), after))
+            } else if policy.enabled {
+                Some((None, compile(&policy)))
+            } else {
+                None
+            };
+            let serialized = scope.spawn(|| Serialized::of(&policy));
+            let applied = match &plans {
+                Some((Some(before), after)) => self.backend.update(before, after),
+                Some((None, plan)) => self.backend.apply(plan),
+                None => Ok(()),
+            };
+            // Freeing tens of thousands of expressions costs milliseconds; the process
+            // ends soon after and the system takes the memory back at once.
+            std::mem::forget(plans);
+            (
+                applied,
+                serialized.join().expect("serializing does not panic"),
+            )
+        });
+        applied?;
         t.lap("applied");
-        if let Err(e) = store.save(&policy) {
+        let saved = store.write(&serialized);
+        t.lap("saved");
+        if let Err(e) = saved {
             // Keep the kernel in step with what is on disk.
             if old.enabled {
                 let _ = self.backend.apply(&compile(&old));

@@ -65,19 +65,31 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The plan with every map's elements removed: two plans with the same skeleton
-    /// differ only in map elements, which can be changed in place.
-    pub fn skeleton(&self) -> Vec<NfListObject<'static>> {
-        self.objects
-            .iter()
-            .map(|o| match o {
-                NfListObject::Map(m) => NfListObject::Map(Box::new(Map {
-                    elem: None,
-                    ..(**m).clone()
-                })),
-                other => other.clone(),
-            })
-            .collect()
+    /// Whether the two plans are the same but for map elements (which can then be
+    /// changed in place). Compares without copying the elements.
+    pub fn same_skeleton(&self, other: &Plan) -> bool {
+        fn bare<'a>(m: &'a Map<'static>) -> impl PartialEq + 'a {
+            (
+                (&m.family, &m.table, &m.name, &m.handle, &m.set_type, &m.map),
+                (
+                    &m.policy,
+                    &m.flags,
+                    &m.timeout,
+                    &m.gc_interval,
+                    &m.size,
+                    &m.comment,
+                ),
+            )
+        }
+        self.objects.len() == other.objects.len()
+            && self
+                .objects
+                .iter()
+                .zip(&other.objects)
+                .all(|pair| match pair {
+                    (NfListObject::Map(a), NfListObject::Map(b)) => bare(a) == bare(b),
+                    (a, b) => a == b,
+                })
     }
 
     /// A map's elements (empty if it has none).
@@ -817,9 +829,9 @@ impl Builder {
                         }))
                     };
                     let (shape, parts) = match (single, host, anywhere) {
-                        (true, true, _) => ('h', vec![addr.clone(), s(proto.word()), port]),
-                        (true, _, true) => ('p', vec![s(proto.word()), port]),
-                        _ => ('i', vec![addr.clone(), s(proto.word()), port]),
+                        (true, true, _) => ('h', vec![addr.clone(), word(proto.word()), port]),
+                        (true, _, true) => ('p', vec![word(proto.word()), port]),
+                        _ => ('i', vec![addr.clone(), word(proto.word()), port]),
                     };
                     let k = Expression::Named(NamedExpression::Concat(parts));
                     shapes
@@ -1399,6 +1411,11 @@ fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
 
 fn s(text: &str) -> Expression<'static> {
     Expression::String(text.to_string().into())
+}
+
+/// A fixed word (no allocation: a plan holds tens of thousands of them).
+fn word(text: &'static str) -> Expression<'static> {
+    Expression::String(Cow::Borrowed(text))
 }
 
 fn num(n: u32) -> Expression<'static> {

@@ -122,47 +122,71 @@ impl Store {
         let (policy, hit) = load_with_cache(&self.policy_path(), &self.cache_path())?;
         if !hit {
             if let Ok(text) = fs::read(self.policy_path()) {
-                self.write_cache(&text, &policy);
+                self.write_cache(&cache_text(&text, &policy));
             }
         }
         Ok(policy)
     }
 
-    /// Write the cache for this TOML text (best effort: a missing or stale cache only
-    /// costs time). Not synced: a torn cache fails its stamp and is ignored.
-    fn write_cache(&self, toml_text: &[u8], policy: &Policy) {
-        let Ok(json) = serde_json::to_string(policy) else {
-            return;
-        };
-        let tmp = self.dir.join(format!("{CACHE_FILE}.tmp"));
-        let body = format!("{}\n{json}", stamp(toml_text));
-        if fs::write(&tmp, body).is_ok() {
-            let _ = fs::rename(&tmp, self.cache_path());
-        }
-    }
-
     /// Write the policy atomically: temp file, fsync, rename, fsync the directory.
     pub fn save(&self, policy: &Policy) -> Result<(), StoreError> {
+        self.write(&Serialized::of(policy))
+    }
+
+    /// Write an already serialized policy (see [`Serialized`]) atomically.
+    pub fn write(&self, policy: &Serialized) -> Result<(), StoreError> {
         let path = self.policy_path();
-        let text = toml::to_string(policy).expect("policy serializes to TOML");
         let tmp = self.dir.join(format!(".{POLICY_FILE}.tmp"));
         let werr = |source| StoreError::Write {
             path: path.clone(),
             source,
         };
-        let text = format!("{HEADER}{text}");
         {
             let mut f = File::create(&tmp).map_err(werr)?;
-            f.write_all(text.as_bytes()).map_err(werr)?;
+            f.write_all(policy.toml.as_bytes()).map_err(werr)?;
             f.sync_all().map_err(werr)?;
         }
         fs::rename(&tmp, &path).map_err(werr)?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(werr)?;
-        self.write_cache(text.as_bytes(), policy);
+        self.write_cache(&policy.cache);
         Ok(())
     }
+
+    /// Write the cache: best effort and not synced, as a missing or torn cache fails
+    /// its stamp and only costs time.
+    fn write_cache(&self, cache: &str) {
+        let tmp = self.dir.join(format!("{CACHE_FILE}.tmp"));
+        if fs::write(&tmp, cache).is_ok() {
+            let _ = fs::rename(&tmp, self.cache_path());
+        }
+    }
+}
+
+/// A policy turned into the bytes the store writes (the TOML file and its cache), so
+/// that the work can be done beside other work before the write.
+pub struct Serialized {
+    toml: String,
+    cache: String,
+}
+
+impl Serialized {
+    /// Serialize a policy.
+    pub fn of(policy: &Policy) -> Serialized {
+        let toml = format!(
+            "{HEADER}{}",
+            toml::to_string(policy).expect("policy serializes to TOML")
+        );
+        let cache = cache_text(toml.as_bytes(), policy);
+        Serialized { toml, cache }
+    }
+}
+
+/// The cache file's text for a policy read from (or written as) this TOML text.
+fn cache_text(toml_text: &[u8], policy: &Policy) -> String {
+    let json = serde_json::to_string(policy).expect("policy serializes to JSON");
+    format!("{}\n{json}", stamp(toml_text))
 }
 
 const HEADER: &str =

@@ -274,10 +274,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rampart-cache-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let store = Store::open(&dir, true).unwrap().unwrap();
-        let mut p = Policy::default();
-        p.rules = parse_rule(Action::Allow, &["22/tcp".to_string()])
-            .unwrap()
-            .rules;
+        let p = Policy {
+            rules: parse_rule(Action::Allow, &["22/tcp".to_string()])
+                .unwrap()
+                .rules,
+            ..Policy::default()
+        };
         store.save(&p).unwrap();
         let cache = fs::read_to_string(store.cache_path()).unwrap();
         assert!(cache.starts_with(&stamp(&fs::read(store.policy_path()).unwrap())));

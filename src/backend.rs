@@ -7,8 +7,11 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use nftables::batch::Batch;
+use std::borrow::Cow;
+
+use nftables::expr::Expression;
 use nftables::schema::{
-    Chain, Element, FlushObject, Map, NfCmd, NfListObject, Nftables, Set, Table,
+    Chain, Element, FlushObject, Map, NfCmd, NfListObject, NfObject, Nftables, Set, Table,
 };
 use serde_json::Value;
 use thiserror::Error;
@@ -82,12 +85,22 @@ pub struct KernelTable {
 }
 
 impl NftBackend {
-    /// Run `nft -j ARGS` and parse its JSON.
-    fn list(&self, args: &[&str]) -> Result<Value, BackendError> {
-        let out = Command::new(NFT)
+    /// Start `nft -j ARGS`; [`NftBackend::parse`] takes its output.
+    fn spawn(&self, args: &[&str]) -> Result<std::process::Child, BackendError> {
+        Command::new(NFT)
             .arg("-j")
             .args(args)
-            .output()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| BackendError::Exec(e.to_string()))
+    }
+
+    /// Wait for an nft listing and parse its JSON.
+    fn parse(&self, child: std::process::Child) -> Result<Value, BackendError> {
+        let out = child
+            .wait_with_output()
             .map_err(|e| BackendError::Exec(e.to_string()))?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
@@ -101,12 +114,15 @@ impl NftBackend {
     /// its rules, these do not.
     pub fn read(&self) -> Result<Option<KernelTable>, BackendError> {
         let mut t = KernelTable::default();
-        for (args, key) in [
+        // The three listings run side by side.
+        let children = [
             (&["list", "chains", "inet"][..], "chain"),
             (&["-t", "list", "sets", "inet"][..], "set"),
             (&["-t", "list", "maps", "inet"][..], "map"),
-        ] {
-            let v = self.list(args)?;
+        ]
+        .map(|(args, key)| (self.spawn(args), key));
+        for (child, key) in children {
+            let v = self.parse(child?)?;
             for item in v
                 .get("nftables")
                 .and_then(Value::as_array)
@@ -125,13 +141,21 @@ impl NftBackend {
                 }
             }
         }
-        Ok((!t.chains.is_empty()).then_some(t))
+        let empty = t.chains.is_empty() && t.sets.is_empty() && t.maps.is_empty();
+        Ok((!empty).then_some(t))
     }
 
     /// Run `nft -j -f -` with the batch as one transaction; nft's complaint, if any,
     /// becomes one line.
-    fn run(&self, batch: Batch, plan: Option<&Plan>) -> Result<(), BackendError> {
-        let payload = payload(batch, plan);
+    fn run(
+        &self,
+        batch: Batch<'static>,
+        adds: &[&NfListObject<'static>],
+        plan: Option<&Plan>,
+    ) -> Result<(), BackendError> {
+        let t = Timer::start();
+        let payload = payload_with(batch, adds, plan);
+        t.lap("payload");
         let mut child = Command::new(NFT)
             .args(["-j", "-f", "-"])
             .stdin(Stdio::piped())
@@ -161,57 +185,125 @@ impl NftBackend {
 }
 
 /// The JSON for `nft -j -f -`, with the plan's dynamic-set statements attached to the
-/// set statements that add to those sets (see [`Plan::dynset_stmts`]).
-pub fn payload(batch: Batch, plan: Option<&Plan>) -> String {
-    let nft: Nftables = batch.to_nftables();
-    let mut v = serde_json::to_value(&nft).expect("nft batch serializes");
-    if let Some(plan) = plan {
-        if !plan.dynset_stmts.is_empty() {
-            attach_dynset_stmts(&mut v, plan);
-        }
-        if !plan.verdict_maps.is_empty() {
-            fix_verdict_maps(&mut v, plan);
-        }
-    }
-    v.to_string()
+/// set statements that add to those sets (see [`Plan::dynset_stmts`]) and verdict maps
+/// written as such (see [`Plan::verdict_maps`]).
+///
+/// Written command by command: map elements (tens of thousands) go straight to text;
+/// only the few rules that need a dynamic-set statement attached pass through a JSON
+/// tree.
+pub fn payload(batch: Batch<'static>, plan: Option<&Plan>) -> String {
+    payload_with(batch, &[], plan)
 }
 
-/// In every map or element object naming one of the plan's verdict maps: the map type
-/// becomes `"verdict"`, and bare `"accept"`/`"drop"` values become `{"accept": null}`.
-fn fix_verdict_maps(v: &mut Value, plan: &Plan) {
-    match v {
-        Value::Object(map) => {
-            for key in ["map", "element"] {
-                let Some(Value::Object(obj)) = map.get_mut(key) else {
-                    continue;
-                };
-                let named = obj
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .is_some_and(|n| plan.verdict_maps.iter().any(|m| m == n));
-                if !named {
-                    continue;
-                }
-                if key == "map" {
-                    obj.insert("map".into(), Value::String("verdict".into()));
-                }
-                if let Some(Value::Array(elems)) = obj.get_mut("elem") {
-                    for pair in elems.iter_mut() {
-                        if let Some(Value::Array(kv)) = Some(pair) {
-                            if let Some(Value::String(word)) = kv.get(1).cloned() {
-                                kv[1] = serde_json::json!({ word: null });
-                            }
-                        }
-                    }
-                }
+/// [`payload`] followed by an `add` of each of `adds` (plan objects, written from where
+/// they are: a plan's maps hold tens of thousands of elements).
+pub fn payload_with(
+    batch: Batch<'static>,
+    adds: &[&NfListObject<'static>],
+    plan: Option<&Plan>,
+) -> String {
+    let nft: Nftables = batch.to_nftables();
+    let mut out = String::with_capacity(64 * 1024);
+    out.push_str("{\"nftables\":[");
+    let mut first = true;
+    let mut sep = |out: &mut String| {
+        if !std::mem::take(&mut first) {
+            out.push(',');
+        }
+    };
+    for obj in nft.objects.iter() {
+        sep(&mut out);
+        match obj {
+            NfObject::CmdObject(NfCmd::Add(o)) => command_json(&mut out, "add", o, plan),
+            NfObject::CmdObject(NfCmd::Delete(o)) => command_json(&mut out, "delete", o, plan),
+            other => out.push_str(&serde_json::to_string(other).expect("nft command serializes")),
+        }
+    }
+    for obj in adds {
+        sep(&mut out);
+        command_json(&mut out, "add", obj, plan);
+    }
+    out.push_str("]}");
+    out
+}
+
+/// `{"WORD": OBJECT}`.
+fn command_json(out: &mut String, word: &str, target: &NfListObject<'static>, plan: Option<&Plan>) {
+    let generic = |out: &mut String| {
+        out.push_str(&format!("{{\"{word}\":"));
+        out.push_str(&serde_json::to_string(target).expect("nft object serializes"));
+        out.push('}');
+    };
+    let Some(plan) = plan else {
+        return generic(out);
+    };
+    let verdict_map = |name: &str| plan.verdict_maps.iter().any(|m| m == name);
+    match target {
+        NfListObject::Map(m) if verdict_map(&m.name) => {
+            let mut v = serde_json::to_value(bare_map(m)).expect("map serializes");
+            v["map"] = Value::String("verdict".into());
+            let text = v.to_string();
+            out.push_str(&format!("{{\"{word}\":{{\"map\":"));
+            with_elements(out, &text, m.elem.as_deref().unwrap_or(&[]));
+            out.push_str("}}");
+        }
+        NfListObject::Element(e) if verdict_map(&e.name) => {
+            let bare = Element {
+                family: e.family,
+                table: Cow::Borrowed(&e.table),
+                name: Cow::Borrowed(&e.name),
+                elem: Cow::Borrowed(&[]),
+            };
+            let mut v = serde_json::to_value(&bare).expect("element serializes");
+            if let Value::Object(o) = &mut v {
+                o.remove("elem");
             }
-            for child in map.values_mut() {
-                fix_verdict_maps(child, plan);
+            out.push_str(&format!("{{\"{word}\":{{\"element\":"));
+            with_elements(out, &v.to_string(), &e.elem);
+            out.push_str("}}");
+        }
+        NfListObject::Rule(_) if !plan.dynset_stmts.is_empty() => {
+            let mut v = serde_json::to_value(target).expect("rule serializes");
+            attach_dynset_stmts(&mut v, plan);
+            out.push_str(&format!("{{\"{word}\":{v}}}"));
+        }
+        _ => generic(out),
+    }
+}
+
+/// `object` (JSON text of an object) with an `elem` array of verdict-map elements
+/// added: each `[key, verdict]`, `accept` and `drop` written as `{"accept": null}`
+/// (the `nftables` crate writes them as bare words, which nft takes for strings).
+fn with_elements(out: &mut String, object: &str, elems: &[Expression]) {
+    let open = object.strip_suffix('}').unwrap_or(object);
+    out.push_str(open);
+    if !elems.is_empty() {
+        if open.len() > 1 {
+            out.push(',');
+        }
+        out.push_str("\"elem\":[");
+        for (i, e) in elems.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            match e {
+                Expression::List(kv) if kv.len() == 2 => {
+                    out.push('[');
+                    out.push_str(&serde_json::to_string(&kv[0]).expect("key serializes"));
+                    out.push(',');
+                    let v = serde_json::to_string(&kv[1]).expect("verdict serializes");
+                    match v.strip_prefix('"').and_then(|w| w.strip_suffix('"')) {
+                        Some(word) => out.push_str(&format!("{{\"{word}\":null}}")),
+                        None => out.push_str(&v),
+                    }
+                    out.push(']');
+                }
+                other => out.push_str(&serde_json::to_string(other).expect("element serializes")),
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|i| fix_verdict_maps(i, plan)),
-        _ => {}
+        out.push(']');
     }
+    out.push('}');
 }
 
 /// The small transaction that turns `old` into `new` when they differ only in map
@@ -293,6 +385,25 @@ fn attach_dynset_stmts(v: &mut Value, plan: &Plan) {
     }
 }
 
+/// A map's description without its elements (borrowed).
+fn bare_map<'p>(m: &'p Map<'static>) -> Map<'p> {
+    Map {
+        family: m.family,
+        table: Cow::Borrowed(&m.table),
+        name: Cow::Borrowed(&m.name),
+        handle: m.handle,
+        set_type: m.set_type.clone(),
+        map: m.map.clone(),
+        policy: m.policy,
+        flags: m.flags.clone(),
+        elem: None,
+        timeout: m.timeout,
+        gc_interval: m.gc_interval,
+        size: m.size,
+        comment: m.comment.as_deref().map(Cow::Borrowed),
+    }
+}
+
 fn table() -> Table<'static> {
     Table {
         family: FAMILY,
@@ -306,7 +417,10 @@ fn table() -> Table<'static> {
 /// The table is flushed and its chains and sets deleted and re-added, all in one batch,
 /// except the sets the plan declares again: those are left in place with their
 /// elements, which is how limit state survives a reload.
-pub fn transaction(current: Option<&KernelTable>, plan: &Plan) -> Batch<'static> {
+pub fn transaction<'p>(
+    current: Option<&KernelTable>,
+    plan: &'p Plan,
+) -> (Batch<'static>, Vec<&'p NfListObject<'static>>) {
     let mut batch = Batch::new();
     let planned_sets: Vec<&str> = plan
         .objects
@@ -347,14 +461,15 @@ pub fn transaction(current: Option<&KernelTable>, plan: &Plan) -> Batch<'static>
             })));
         }
     }
-    for obj in &plan.objects {
-        let skip = matches!(obj, NfListObject::Set(s)
-            if current.is_some_and(|c| c.sets.iter().any(|n| n == &s.name)) && kept_state(&s.name));
-        if !skip {
-            batch.add(obj.clone());
-        }
-    }
-    batch
+    let adds = plan
+        .objects
+        .iter()
+        .filter(|obj| {
+            !matches!(obj, NfListObject::Set(s)
+            if current.is_some_and(|c| c.sets.iter().any(|n| n == &s.name)) && kept_state(&s.name))
+        })
+        .collect();
+    (batch, adds)
 }
 
 impl Backend for NftBackend {
@@ -362,7 +477,8 @@ impl Backend for NftBackend {
         let t = Timer::start();
         let current = self.read()?;
         t.lap("read table");
-        self.run(transaction(current.as_ref(), plan), Some(plan))?;
+        let (batch, adds) = transaction(current.as_ref(), plan);
+        self.run(batch, &adds, Some(plan))?;
         t.lap("nft transaction");
         // Verify: the kernel now holds exactly the planned chains, sets and maps. (The
         // transaction is atomic, so their rules are there; listing rules back costs
@@ -412,7 +528,7 @@ impl Backend for NftBackend {
             }
             // If the kernel does not hold `previous` (someone changed the table), the
             // element transaction fails as a whole and the table is rebuilt instead.
-            if self.run(batch, Some(plan)).is_ok() {
+            if self.run(batch, &[], Some(plan)).is_ok() {
                 t.lap("element transaction");
                 return Ok(());
             }
@@ -426,7 +542,7 @@ impl Backend for NftBackend {
         }
         let mut batch = Batch::new();
         batch.delete(NfListObject::Table(table()));
-        self.run(batch, None)
+        self.run(batch, &[], None)
     }
 
     fn is_loaded(&self) -> Result<bool, BackendError> {
@@ -450,13 +566,18 @@ impl Backend for NftBackend {
 mod tests {
     use super::*;
     use crate::compile::compile;
-    use crate::model::Policy;
+    use crate::grammar::parse_rule;
+    use crate::model::{Action, Policy};
+
+    fn json(current: Option<&KernelTable>, plan: &Plan) -> Value {
+        let (batch, adds) = transaction(current, plan);
+        serde_json::from_str(&payload_with(batch, &adds, Some(plan))).unwrap()
+    }
 
     #[test]
     fn fresh_apply_only_adds() {
         let plan = compile(&Policy::default());
-        let batch = transaction(None, &plan);
-        let json = serde_json::to_value(batch.to_nftables()).unwrap();
+        let json = json(None, &plan);
         let cmds = json["nftables"].as_array().unwrap();
         assert!(cmds.iter().all(|c| c.get("add").is_some()));
         assert_eq!(cmds.len(), plan.objects.len());
@@ -470,12 +591,47 @@ mod tests {
             sets: vec!["state_x".into()],
             maps: vec![],
         };
-        let json = serde_json::to_value(transaction(Some(&cur), &plan).to_nftables()).unwrap();
+        let json = json(Some(&cur), &plan);
         let cmds = json["nftables"].as_array().unwrap();
         assert!(cmds[1].get("flush").is_some());
         assert_eq!(cmds[2]["delete"]["chain"]["name"], "input");
         assert_eq!(cmds[3]["delete"]["chain"]["name"], "old");
         // the state set is not in the plan, so it goes too
         assert_eq!(cmds[4]["delete"]["set"]["name"], "state_x");
+    }
+
+    #[test]
+    fn verdict_maps_are_written_as_such() {
+        let mut p = Policy::default();
+        for (action, text) in [
+            (Action::Allow, "22/tcp"),
+            (Action::Deny, "from 198.18.0.0/24"),
+        ] {
+            let words: Vec<String> = text.split_whitespace().map(String::from).collect();
+            p.rules.extend(parse_rule(action, &words).unwrap().rules);
+        }
+        let plan = compile(&p);
+        let json = json(None, &plan);
+        let maps: Vec<&Value> = json["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["add"].get("map"))
+            .collect();
+        assert!(!maps.is_empty());
+        assert!(maps.iter().all(|m| m["map"] == "verdict"));
+        let elems: Vec<&Value> = maps
+            .iter()
+            .filter_map(|m| m.get("elem"))
+            .flat_map(|e| e.as_array().unwrap())
+            .collect();
+        assert!(
+            elems.contains(&&serde_json::json!([{"concat": ["tcp", 22]}, {"accept": null}])),
+            "{elems:?}"
+        );
+        assert!(elems.contains(&&serde_json::json!([
+            {"prefix": {"addr": "198.18.0.0", "len": 24}},
+            {"drop": null}
+        ])));
     }
 }

@@ -40,6 +40,10 @@ pub const CHAIN_USER_INPUT: &str = "user_input";
 pub const CHAIN_USER_OUTPUT: &str = "user_output";
 /// Refuses a packet the polite way: TCP reset, else ICMP port-unreachable.
 pub const CHAIN_REJECT: &str = "reject_packet";
+/// ICMP and ICMPv6 packets UFW's before.rules accept (input).
+pub const CHAIN_BEFORE_ICMP: &str = "before_icmp";
+/// UDP services UFW's before.rules accept (DHCP, mDNS, UPnP discovery; input).
+pub const CHAIN_BEFORE_UDP: &str = "before_udp";
 /// Priority of the base chains: the standard filter priority, as UFW's iptables chains.
 pub const PRIORITY_FILTER: i32 = 0;
 /// Log rate for UFW's logging: 3 per minute, burst 10.
@@ -1128,6 +1132,31 @@ impl Builder {
         self.rule(c, vec![established(), accept()]);
         // ct state invalid drop
         self.rule(c, vec![m_in(ct("state"), s("invalid")), drop()]);
+        // The rest of before.rules is about ICMP and a few UDP services: one lookup by
+        // protocol sends those packets to their rules, so a TCP connection's first
+        // packet passes them all in one step.
+        self.chain(CHAIN_BEFORE_ICMP);
+        self.chain(CHAIN_BEFORE_UDP);
+        let dispatch = |proto: &'static str, chain: &'static str| {
+            SetItem::Mapping(
+                word(proto),
+                Expression::Verdict(NftVerdict::Jump(stmt::JumpTarget {
+                    target: chain.into(),
+                })),
+            )
+        };
+        self.rule(
+            c,
+            vec![Statement::VerdictMap(stmt::VerdictMap {
+                key: meta(MetaKey::L4proto),
+                data: Expression::Named(NamedExpression::Set(vec![
+                    dispatch("icmp", CHAIN_BEFORE_ICMP),
+                    dispatch("ipv6-icmp", CHAIN_BEFORE_ICMP),
+                    dispatch("udp", CHAIN_BEFORE_UDP),
+                ])),
+            })],
+        );
+        let c = CHAIN_BEFORE_ICMP;
         // icmp type { destination-unreachable, time-exceeded, parameter-problem, echo-request } accept
         self.rule(
             c,
@@ -1188,6 +1217,7 @@ impl Builder {
                 accept(),
             ],
         );
+        let c = CHAIN_BEFORE_UDP;
         // DHCP client: udp 67 → 68; DHCPv6 client: fe80::/10 547 → 546.
         self.rule(
             c,
@@ -1500,11 +1530,13 @@ mod tests {
                 CHAIN_FORWARD,
                 CHAIN_USER_INPUT,
                 CHAIN_USER_OUTPUT,
-                CHAIN_REJECT
+                CHAIN_REJECT,
+                CHAIN_BEFORE_ICMP,
+                CHAIN_BEFORE_UDP,
             ]
         );
-        let counts = plan.rule_counts();
-        assert_eq!(counts[3], (CHAIN_USER_INPUT.to_string(), 0));
+        let counts: std::collections::HashMap<_, _> = plan.rule_counts().into_iter().collect();
+        assert_eq!(counts[CHAIN_USER_INPUT], 0);
     }
 
     #[test]

@@ -242,3 +242,32 @@ fn dry_run_changes_nothing() {
         "{out}"
     );
 }
+
+/// UFW's before.rules come first: echo requests are answered under default deny and
+/// even for a source the user's rules deny, over IPv4 and IPv6 (whose neighbour
+/// discovery must pass too), while TCP from that source stays refused.
+#[test]
+fn ping_passes_before_user_rules() {
+    let mut sb = sandbox(1);
+    sb.serve_tcp(80).unwrap();
+    sb.rampart_ok(&["--force", "enable"]);
+    sb.rampart_ok(&["allow", "80/tcp"]);
+    let client = sb.clients[A].ns.clone();
+    let ping = |v6: bool| {
+        let addr = sb.srv.addr(v6).to_string();
+        let family = if v6 { "-6" } else { "-4" };
+        sb.exec(&client, &["ping", family, "-c", "1", "-W", "2", &addr])
+            .status
+            .success()
+    };
+    assert!(ping(V4), "IPv4 echo under default deny");
+    assert!(ping(V6), "IPv6 echo under default deny");
+    let src4 = sb.clients[A].addr(V4).to_string();
+    let src6 = sb.clients[A].addr(V6).to_string();
+    sb.rampart_ok(&["insert", "1", "deny", "from", &src4]);
+    // (positions as in UFW: 3 is the IPv6 copy of the allow, now third)
+    sb.rampart_ok(&["insert", "3", "deny", "from", &src6]);
+    assert_conn(sb.tcp(A, V4, 80), "timed out", "TCP from the denied source");
+    assert!(ping(V4), "IPv4 echo from a denied source");
+    assert!(ping(V6), "IPv6 echo from a denied source");
+}

@@ -195,7 +195,7 @@ pub fn compile(policy: &Policy) -> Plan {
             .collect();
         for run in runs(&rules) {
             match run {
-                Run::Map(kind, members) => b.map_run(chain, kind, &members),
+                Run::Map(kind, members, last) => b.map_run(chain, kind, &members, last),
                 Run::Single(rule) if rule.action == Action::Limit => b.limit_rule(rule, chain),
                 Run::Single(rule) => {
                     for stmts in user_rule(rule) {
@@ -214,7 +214,7 @@ pub fn compile(policy: &Policy) -> Plan {
 
 /// Shortest run of rules put in verdict maps (shorter runs are plain rules, except the
 /// last run of each family; see `runs`).
-pub const MIN_MAP_RUN: usize = 4;
+pub const MIN_MAP_RUN: usize = 8;
 /// Prefix of the verdict maps user rules compile into (`rules_user_input_0`).
 pub const MAP_PREFIX: &str = "rules_";
 
@@ -297,7 +297,9 @@ fn merge_ranges(ranges: &[crate::model::PortRange]) -> Vec<crate::model::PortRan
 /// verdict-map lookup.
 enum Run<'a> {
     Single(&'a Rule),
-    Map(MapKind, Vec<&'a Rule>),
+    /// The rules, and whether this is the last run of its family (where appended rules
+    /// land: it has a map for every shape, even empty).
+    Map(MapKind, Vec<&'a Rule>, bool),
 }
 
 /// Disjoint address intervals, for overlap queries in O(log n).
@@ -433,7 +435,7 @@ fn runs<'a>(rules: &[&'a Rule]) -> Vec<Run<'a>> {
     for (i, (kind, members)) in groups.into_iter().enumerate() {
         match kind {
             Some((kind, _)) if members.len() >= MIN_MAP_RUN || last.contains(&Some(i)) => {
-                out.push(Run::Map(kind, members));
+                out.push(Run::Map(kind, members, last.contains(&Some(i))));
             }
             _ => out.extend(members.into_iter().map(Run::Single)),
         }
@@ -772,7 +774,7 @@ impl Builder {
     ///
     /// Maps are named per chain and run, so adding or removing a rule inside a run
     /// usually changes only elements, which are applied in place.
-    fn map_run(&mut self, chain: &str, kind: MapKind, members: &[&Rule]) {
+    fn map_run(&mut self, chain: &str, kind: MapKind, members: &[&Rule], last: bool) {
         let family = members[0].family;
         let (ip, addr_type) = match family {
             Family::V4 => ("ip", SetType::Ipv4Addr),
@@ -784,8 +786,8 @@ impl Builder {
             *n - 1
         };
         // shape → elements
-        // Every shape's map exists, even empty, so that the first rule of a new shape
-        // added to the run is an element change too.
+        // In the last run, every shape's map exists, even empty, so that the first rule
+        // of a new shape appended to the chain is an element change too.
         let all_shapes: &[char] = match kind {
             MapKind::Src => &['h', 'i'],
             MapKind::SrcProtoPort => &['h', 'p', 'i'],
@@ -846,6 +848,11 @@ impl Builder {
             }
         }
         for (shape, elems) in shapes {
+            // An empty map costs a lookup per packet; only the last run keeps them (a
+            // new shape added elsewhere rebuilds the table instead).
+            if elems.is_empty() && !last {
+                continue;
+            }
             let name = format!("{MAP_PREFIX}{chain}_{run}{shape}");
             let (set_type, lookup) = match (kind, shape) {
                 (MapKind::Src, _) => (SetTypeValue::Single(addr_type), payload(ip, "saddr")),

@@ -4,6 +4,7 @@
 //! that carry UFW's before/after rules, and one chain per direction with the user rules.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -217,6 +218,27 @@ pub fn compile(policy: &Policy) -> Plan {
 pub const MIN_MAP_RUN: usize = 8;
 /// Prefix of the verdict maps user rules compile into (`rules_user_input_0`).
 pub const MAP_PREFIX: &str = "rules_";
+
+/// Fewest source networks of one prefix length in a run that get a hash map of their
+/// own (keyed by the masked address) instead of places in the interval map.
+pub const PREFIX_HASH_MIN: usize = 8;
+
+/// The map a run's element goes to: `h` (exact keys with a host), `p` (any source,
+/// one port), `i` (intervals), or `n<L>` (source networks of prefix length L, hashed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Shape {
+    Of(char),
+    Net(u8),
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shape::Of(c) => write!(f, "{c}"),
+            Shape::Net(len) => write!(f, "n{len}"),
+        }
+    }
+}
 
 /// The two shapes of rule a verdict map can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -792,8 +814,31 @@ impl Builder {
             MapKind::Src => &['h', 'i'],
             MapKind::SrcProtoPort => &['h', 'p', 'i'],
         };
-        let mut shapes: BTreeMap<char, Vec<Expression<'static>>> =
-            all_shapes.iter().map(|c| (*c, Vec::new())).collect();
+        let mut shapes: BTreeMap<Shape, Vec<Expression<'static>>> = all_shapes
+            .iter()
+            .map(|c| (Shape::Of(*c), Vec::new()))
+            .collect();
+        // Source networks of a length many rules share go into a hash map keyed by the
+        // masked address (`ip saddr & MASK vmap @…_nL`) rather than the interval map:
+        // hash maps load faster, and nft reads every interval map's elements back
+        // before any element change, so a large one slows down every added rule.
+        let hashed: HashSet<u8> = if kind == MapKind::Src {
+            let mut count: HashMap<u8, usize> = HashMap::new();
+            for rule in members {
+                if let Some(net) = rule.from.addr {
+                    if net.prefix_len() < net.max_prefix_len() {
+                        *count.entry(net.prefix_len()).or_default() += 1;
+                    }
+                }
+            }
+            count
+                .into_iter()
+                .filter(|(_, n)| *n >= PREFIX_HASH_MIN)
+                .map(|(len, _)| len)
+                .collect()
+        } else {
+            HashSet::new()
+        };
         for rule in members {
             let key = MapKey::of(rule).expect("map members have keys");
             let verdict = Expression::Verdict(match rule.action {
@@ -817,7 +862,14 @@ impl Builder {
                 )
             };
             if kind == MapKind::Src {
-                let shape = if host { 'h' } else { 'i' };
+                let len = key.src.prefix_len();
+                let (shape, addr) = if host {
+                    (Shape::Of('h'), addr)
+                } else if hashed.contains(&len) {
+                    (Shape::Net(len), s(&key.src.network().to_string()))
+                } else {
+                    (Shape::Of('i'), addr)
+                };
                 shapes
                     .entry(shape)
                     .or_default()
@@ -841,7 +893,7 @@ impl Builder {
                     };
                     let k = Expression::Named(NamedExpression::Concat(parts));
                     shapes
-                        .entry(shape)
+                        .entry(Shape::Of(shape))
                         .or_default()
                         .push(Expression::List(vec![k, verdict.clone()]));
                 }
@@ -855,8 +907,23 @@ impl Builder {
             }
             let name = format!("{MAP_PREFIX}{chain}_{run}{shape}");
             let (set_type, lookup) = match (kind, shape) {
+                (MapKind::Src, Shape::Net(len)) => {
+                    let mask = match family {
+                        Family::V4 => Ipv4Addr::from(u32::MAX << (32 - u32::from(len))).to_string(),
+                        Family::V6 => {
+                            Ipv6Addr::from(u128::MAX << (128 - u32::from(len))).to_string()
+                        }
+                    };
+                    (
+                        SetTypeValue::Single(addr_type),
+                        Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+                            payload(ip, "saddr"),
+                            s(&mask),
+                        ))),
+                    )
+                }
                 (MapKind::Src, _) => (SetTypeValue::Single(addr_type), payload(ip, "saddr")),
-                (_, 'p') => (
+                (_, Shape::Of('p')) => (
                     SetTypeValue::Concatenated(
                         vec![SetType::InetProto, SetType::InetService].into(),
                     ),
@@ -878,7 +945,7 @@ impl Builder {
             };
             // An any-source map must still only see its own family.
             let mut rule = Vec::new();
-            if shape == 'p' {
+            if shape == Shape::Of('p') {
                 rule.push(m_eq(
                     meta(MetaKey::Nfproto),
                     s(match family {
@@ -894,7 +961,7 @@ impl Builder {
                 set_type,
                 // Placeholder: written as "verdict" by the backend (see Plan::verdict_maps).
                 map: SetTypeValue::Single(SetType::Mark),
-                flags: (shape == 'i').then(|| HashSet::from([SetFlag::Interval])),
+                flags: (shape == Shape::Of('i')).then(|| HashSet::from([SetFlag::Interval])),
                 elem: (!elems.is_empty()).then(|| elems.into()),
                 ..Map::default()
             })));

@@ -5,7 +5,9 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use nftables::expr::{Expression, MetaKey, NamedExpression, Payload, SetItem, Verdict};
+use nftables::expr::{
+    BinaryOperation, Expression, MetaKey, NamedExpression, Payload, SetItem, Verdict,
+};
 use nftables::schema::NfListObject;
 use nftables::stmt::{JumpTarget, Operator, Statement};
 
@@ -203,6 +205,24 @@ fn value(e: &Expression, p: &Packet) -> Option<Val> {
             MetaKey::L4proto => Some(Val::Str(p.proto.word().into())),
             MetaKey::Iifname if p.direction == Direction::In => Some(Val::Str(p.iface.clone())),
             MetaKey::Oifname if p.direction == Direction::Out => Some(Val::Str(p.iface.clone())),
+            _ => None,
+        },
+        // A masked address: `ip saddr & 255.255.255.0`.
+        Expression::BinaryOperation(b) => match b.as_ref() {
+            BinaryOperation::AND(left, Expression::String(mask)) => {
+                let Val::Addr(a) = value(left, p)? else {
+                    return None;
+                };
+                match (a, mask.parse::<IpAddr>().ok()?) {
+                    (IpAddr::V4(a), IpAddr::V4(m)) => Some(Val::Addr(IpAddr::V4(
+                        (u32::from(a) & u32::from(m)).into(),
+                    ))),
+                    (IpAddr::V6(a), IpAddr::V6(m)) => Some(Val::Addr(IpAddr::V6(
+                        (u128::from(a) & u128::from(m)).into(),
+                    ))),
+                    _ => None,
+                }
+            }
             _ => None,
         },
         // Only new connections reach the user rules.

@@ -4,8 +4,8 @@
 //! that carry UFW's before/after rules, and one chain per direction with the user rules.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
@@ -194,7 +194,7 @@ pub fn compile(policy: &Policy) -> Plan {
             .iter()
             .filter(|r| r.direction == direction)
             .collect();
-        for run in runs(&rules) {
+        for run in runs(&merge_families(&rules)) {
             match run {
                 Run::Map(kind, members, last) => b.map_run(chain, kind, &members, last),
                 Run::Single(rule) if rule.action == Action::Limit => b.limit_rule(rule, chain),
@@ -319,9 +319,142 @@ fn merge_ranges(ranges: &[crate::model::PortRange]) -> Vec<crate::model::PortRan
 /// verdict-map lookup.
 enum Run<'a> {
     Single(&'a Rule),
-    /// The rules, and whether this is the last run of its family (where appended rules
-    /// land: it has a map for every shape, even empty).
-    Map(MapKind, Vec<&'a Rule>, bool),
+    /// The members, and whether this is the last run holding IPv4 / IPv6 rules (where
+    /// appended rules land: it has a map for every shape, even empty).
+    Map(MapKind, Vec<Member<'a>>, [bool; 2]),
+}
+
+/// Which packets a map (and its elements) serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fam {
+    V4,
+    V6,
+    /// Both families: the two copies of a rule from anywhere to single ports.
+    Both,
+}
+
+impl Fam {
+    fn tag(self) -> char {
+        match self {
+            Fam::V4 => '4',
+            Fam::V6 => '6',
+            Fam::Both => 'b',
+        }
+    }
+}
+
+/// One rule of a chain, in the merged order of both families: an IPv4 rule, an IPv6
+/// rule, or the IPv4 and IPv6 copies of one rule that names no address and only single
+/// ports (`allow 22/tcp`), which one map element serves for both.
+#[derive(Debug, Clone, Copy)]
+struct Member<'a> {
+    v4: Option<&'a Rule>,
+    v6: Option<&'a Rule>,
+}
+
+impl<'a> Member<'a> {
+    fn fam(&self) -> Fam {
+        match (self.v4, self.v6) {
+            (Some(_), Some(_)) => Fam::Both,
+            (Some(_), None) => Fam::V4,
+            _ => Fam::V6,
+        }
+    }
+
+    /// The rule that stands for the member (the IPv4 copy of a pair).
+    fn rule(&self) -> &'a Rule {
+        self.v4.or(self.v6).expect("a member has a rule")
+    }
+
+    fn rules(&self) -> impl Iterator<Item = &'a Rule> {
+        self.v4.into_iter().chain(self.v6)
+    }
+}
+
+/// What makes two copies of a rule one element: action, direction, protocol and ports.
+type TwinKey<'a> = (Action, Direction, Proto, &'a Ports);
+
+/// The twin key of a rule whose IPv4 and IPv6 copies can share one element, else None:
+/// a map member from anywhere to single ports (`meta l4proto . th dport`, no family).
+fn twin_key(rule: &Rule) -> Option<TwinKey<'_>> {
+    let ports = rule.to.ports.as_ref()?;
+    // As the map key has them: adjacent ports coalesce into a range.
+    let single_ports = ports.0.iter().all(|r| r.first == r.last) && {
+        let mut p: Vec<u16> = ports.0.iter().map(|r| r.first).collect();
+        p.sort_unstable();
+        p.windows(2).all(|w| w[1] > w[0].saturating_add(1))
+    };
+    let shareable = matches!(rule.action, Action::Allow | Action::Deny | Action::Reject)
+        && matches!(rule.proto, Proto::Tcp | Proto::Udp | Proto::Any)
+        && rule.from.addr.is_none()
+        && rule.from.ports.is_none()
+        && rule.to.addr.is_none()
+        && rule.iface.is_none()
+        && rule.log == RuleLog::None
+        && rule.except.is_none()
+        && single_ports;
+    shareable.then_some((rule.action, rule.direction, rule.proto, ports))
+}
+
+/// The chain's rules with each family's order kept, and the two copies of a shareable
+/// rule joined where both families' orders allow: walking both lists, a pair is joined
+/// when it is next in both; otherwise the IPv6 rules before the IPv4 rule's copy come
+/// first (rules of different families never see the same packet, so any interleaving
+/// keeps first-match order).
+fn merge_families<'a>(rules: &[&'a Rule]) -> Vec<Member<'a>> {
+    let v4: Vec<&Rule> = rules
+        .iter()
+        .copied()
+        .filter(|r| r.family == Family::V4)
+        .collect();
+    let v6: Vec<&Rule> = rules
+        .iter()
+        .copied()
+        .filter(|r| r.family == Family::V6)
+        .collect();
+    // Where each shareable IPv6 rule is, by twin key, in order.
+    let mut at6: HashMap<TwinKey, std::collections::VecDeque<usize>> = HashMap::new();
+    for (j, r) in v6.iter().enumerate() {
+        if let Some(k) = twin_key(r) {
+            at6.entry(k).or_default().push_back(j);
+        }
+    }
+    let mut out = Vec::with_capacity(v4.len() + v6.len());
+    let (mut i, mut j) = (0, 0);
+    let single4 = |r| Member {
+        v4: Some(r),
+        v6: None,
+    };
+    let single6 = |r| Member {
+        v4: None,
+        v6: Some(r),
+    };
+    while i < v4.len() {
+        let twin = twin_key(v4[i]).and_then(|k| {
+            let q = at6.get_mut(&k)?;
+            while q.front().is_some_and(|&t| t < j) {
+                q.pop_front();
+            }
+            q.front().copied()
+        });
+        match twin {
+            Some(t) => {
+                while j < t {
+                    out.push(single6(v6[j]));
+                    j += 1;
+                }
+                out.push(Member {
+                    v4: Some(v4[i]),
+                    v6: Some(v6[t]),
+                });
+                j = t + 1;
+            }
+            None => out.push(single4(v4[i])),
+        }
+        i += 1;
+    }
+    out.extend(v6[j..].iter().map(|r| single6(r)));
+    out
 }
 
 /// Disjoint address intervals, for overlap queries in O(log n).
@@ -416,50 +549,63 @@ impl RunIndex {
     }
 }
 
-/// Consecutive rules: `Some(kind)` for a run of map keys, `None` for one plain rule.
-type Group<'a> = (Option<(MapKind, Family)>, Vec<&'a Rule>);
+/// Consecutive members: `Some(kind)` for a run of map keys, `None` for one plain rule.
+type Group<'a> = (Option<MapKind>, Vec<Member<'a>>);
 
-/// Split a chain's rules (in order) into runs. A run holds consecutive rules of one
-/// family and map kind whose keys do not overlap, so a map lookup gives exactly the
-/// first-match verdict. Runs shorter than [`MIN_MAP_RUN`] stay plain rules (cheaper
-/// than a few map lookups), except the last run of each family: rules are appended
-/// there, and a map makes that an element change.
-fn runs<'a>(rules: &[&'a Rule]) -> Vec<Run<'a>> {
+/// Split a chain's members (in merged order, see [`merge_families`]) into runs. A run
+/// holds consecutive members of one map kind whose keys do not overlap within a family,
+/// so a map lookup gives exactly the first-match verdict. Runs shorter than
+/// [`MIN_MAP_RUN`] stay plain rules (cheaper than a few map lookups), except the last
+/// run holding each family: rules are appended there, and a map makes that an element
+/// change.
+fn runs<'a>(members: &[Member<'a>]) -> Vec<Run<'a>> {
     // First the groups: Some(kind) for a run of map keys, None for a plain rule.
     let mut groups: Vec<Group<'a>> = Vec::new();
-    let mut index = RunIndex::default();
-    for rule in rules {
-        match MapKey::of(rule) {
-            Some(key) => {
-                let kind = Some((key.kind, key.family));
-                let joins = groups.last().is_some_and(|(k, _)| *k == kind) && !index.overlaps(&key);
+    let mut index = [RunIndex::default(), RunIndex::default()];
+    let slot = |f: Family| match f {
+        Family::V4 => 0,
+        Family::V6 => 1,
+    };
+    for m in members {
+        let keys: Option<Vec<MapKey>> = m.rules().map(MapKey::of).collect();
+        match keys {
+            Some(keys) => {
+                let kind = Some(keys[0].kind);
+                let joins = groups.last().is_some_and(|(k, _)| *k == kind)
+                    && !keys.iter().any(|k| index[slot(k.family)].overlaps(k));
                 if !joins {
-                    index = RunIndex::default();
+                    index = [RunIndex::default(), RunIndex::default()];
                     groups.push((kind, Vec::new()));
                 }
-                index.insert(&key);
+                for k in &keys {
+                    index[slot(k.family)].insert(k);
+                }
                 groups
                     .last_mut()
                     .expect("a group was just pushed")
                     .1
-                    .push(rule);
+                    .push(*m);
             }
-            None => groups.push((None, vec![rule])),
+            None => groups.push((None, vec![*m])),
         }
     }
-    let last_of_family = |f: Family| {
+    let last_holding = |f: fn(&Member) -> bool| {
         groups
             .iter()
-            .rposition(|(k, _)| k.is_some_and(|(_, fam)| fam == f))
+            .rposition(|(k, ms)| k.is_some() && ms.iter().any(f))
     };
-    let last = [last_of_family(Family::V4), last_of_family(Family::V6)];
+    let last = [
+        last_holding(|m| m.v4.is_some()),
+        last_holding(|m| m.v6.is_some()),
+    ];
     let mut out = Vec::new();
     for (i, (kind, members)) in groups.into_iter().enumerate() {
+        let is_last = [last[0] == Some(i), last[1] == Some(i)];
         match kind {
-            Some((kind, _)) if members.len() >= MIN_MAP_RUN || last.contains(&Some(i)) => {
-                out.push(Run::Map(kind, members, last.contains(&Some(i))));
+            Some(kind) if members.len() >= MIN_MAP_RUN || is_last.contains(&true) => {
+                out.push(Run::Map(kind, members, is_last));
             }
-            _ => out.extend(members.into_iter().map(Run::Single)),
+            _ => out.extend(members.iter().flat_map(|m| m.rules()).map(Run::Single)),
         }
     }
     out
@@ -787,32 +933,64 @@ impl Builder {
     }
 
     /// The verdict maps for a run of rules, and the rules that look them up. The run's
-    /// elements are split by shape, each shape its own map, looked up one after the
-    /// other (the run's keys never overlap, so their order does not matter):
-    /// - `h`: host address, one port: `ip saddr . meta l4proto . th dport vmap @…_h`,
-    ///   a hash (for `Src` runs: `ip saddr vmap @…_h`);
-    /// - `p`: any source, one port: `meta l4proto . th dport vmap @…_p`, a hash;
+    /// elements are split by family (`4`, `6`, or `b` for a pair of copies one element
+    /// serves) and shape, each its own map, looked up one after the other (the run's
+    /// keys never overlap within a family, so their order does not matter):
+    /// - `h`: host address, one port: `ip saddr . meta l4proto . th dport vmap @…_4h`,
+    ///   a hash (for `Src` runs: `ip saddr vmap @…_4h`);
+    /// - `p`: any source, one port: `meta l4proto . th dport vmap @…_bp`, a hash (with
+    ///   `meta nfproto` in front for a single family's rules);
+    /// - `n<L>`: source networks of length L (`Src` runs): `ip saddr & MASK vmap`;
     /// - `i`: the rest (networks, port ranges): an interval map.
     ///
-    /// Maps are named per chain and run, so adding or removing a rule inside a run
-    /// usually changes only elements, which are applied in place.
-    fn map_run(&mut self, chain: &str, kind: MapKind, members: &[&Rule], last: bool) {
-        let family = members[0].family;
-        let (ip, addr_type) = match family {
-            Family::V4 => ("ip", SetType::Ipv4Addr),
-            Family::V6 => ("ip6", SetType::Ipv6Addr),
-        };
+    /// Maps are named per chain, run, family and shape (`rules_user_input_0_4h`), so
+    /// adding or removing a rule inside a run usually changes only elements, which are
+    /// applied in place.
+    fn map_run(&mut self, chain: &str, kind: MapKind, members: &[Member], last: [bool; 2]) {
         let run = {
             let n = self.map_runs.entry(chain.to_string()).or_insert(0);
             *n += 1;
             *n - 1
         };
-        // shape → elements
-        // In the last run, every shape's map exists, even empty, so that the first rule
-        // of a new shape appended to the chain is an element change too.
-        let all_shapes: &[char] = match kind {
-            MapKind::Src => &['h', 'i'],
-            MapKind::SrcProtoPort => &['h', 'p', 'i'],
+        for fam in [Fam::V4, Fam::V6, Fam::Both] {
+            let rules: Vec<&Rule> = members
+                .iter()
+                .filter(|m| m.fam() == fam)
+                .map(|m| m.rule())
+                .collect();
+            // In the last run holding a family, every shape's map exists, even empty, so
+            // that the first rule of a new shape appended to the chain is an element
+            // change too.
+            let all_shapes: &[char] = match (fam, kind) {
+                (Fam::V4, _) if last[0] => &['h', 'i'],
+                (Fam::V6, _) if last[1] => &['h', 'i'],
+                (Fam::Both, MapKind::SrcProtoPort) if last[0] || last[1] => &['p'],
+                _ => &[],
+            };
+            if !rules.is_empty() || !all_shapes.is_empty() {
+                self.map_group(chain, run, kind, fam, &rules, all_shapes);
+            }
+        }
+    }
+
+    /// The maps of one family's members of a run (see [`Builder::map_run`]).
+    fn map_group(
+        &mut self,
+        chain: &str,
+        run: usize,
+        kind: MapKind,
+        fam: Fam,
+        members: &[&Rule],
+        all_shapes: &[char],
+    ) {
+        // A pair's elements are built from its IPv4 copy; its lookup names no family.
+        let family = match fam {
+            Fam::V6 => Family::V6,
+            _ => Family::V4,
+        };
+        let (ip, addr_type) = match family {
+            Family::V4 => ("ip", SetType::Ipv4Addr),
+            Family::V6 => ("ip6", SetType::Ipv6Addr),
         };
         let mut shapes: BTreeMap<Shape, Vec<Expression<'static>>> = all_shapes
             .iter()
@@ -902,10 +1080,10 @@ impl Builder {
         for (shape, elems) in shapes {
             // An empty map costs a lookup per packet; only the last run keeps them (a
             // new shape added elsewhere rebuilds the table instead).
-            if elems.is_empty() && !last {
+            if elems.is_empty() && !matches!(shape, Shape::Of(c) if all_shapes.contains(&c)) {
                 continue;
             }
-            let name = format!("{MAP_PREFIX}{chain}_{run}{shape}");
+            let name = format!("{MAP_PREFIX}{chain}_{run}_{}{shape}", fam.tag());
             let (set_type, lookup) = match (kind, shape) {
                 (MapKind::Src, Shape::Net(len)) => {
                     let mask = match family {
@@ -943,9 +1121,9 @@ impl Builder {
                     ])),
                 ),
             };
-            // An any-source map must still only see its own family.
+            // An any-source map of one family must still only see that family.
             let mut rule = Vec::new();
-            if shape == Shape::Of('p') {
+            if shape == Shape::Of('p') && fam != Fam::Both {
                 rule.push(m_eq(
                     meta(MetaKey::Nfproto),
                     s(match family {
@@ -1623,15 +1801,17 @@ mod tests {
         }
         p.rules.sort_by_key(|r| r.family);
         let plan = compile(&p);
-        // One run per family, each with its three shape maps (h, p, i) and a lookup each.
+        // One run holding both families: per family a host map and an interval map (the
+        // last run has them even empty), and one map for `22/tcp`, whose IPv4 and IPv6
+        // copies are one element.
         let counts: std::collections::HashMap<_, _> = plan.rule_counts().into_iter().collect();
-        assert_eq!(counts[CHAIN_USER_INPUT], 6);
+        assert_eq!(counts[CHAIN_USER_INPUT], 5);
         let n = |name: &str| plan.map_elements(name).len();
-        assert_eq!(n("rules_user_input_0h"), 1, "198.18.0.5 . udp . 5353");
-        assert_eq!(n("rules_user_input_0p"), 1, "tcp . 22 (v4)");
-        assert_eq!(n("rules_user_input_0i"), 0);
-        assert_eq!(n("rules_user_input_1p"), 1, "tcp . 22 (v6)");
-        assert_eq!(plan.verdict_maps.len(), 6);
+        assert_eq!(n("rules_user_input_0_4h"), 1, "198.18.0.5 . udp . 5353");
+        assert_eq!(n("rules_user_input_0_bp"), 1, "tcp . 22 (both families)");
+        assert_eq!(n("rules_user_input_0_4i"), 0);
+        assert_eq!(n("rules_user_input_0_6h"), 0);
+        assert_eq!(plan.verdict_maps.len(), 5);
     }
 
     #[test]

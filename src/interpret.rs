@@ -214,9 +214,9 @@ fn value(e: &Expression, p: &Packet) -> Option<Val> {
                     return None;
                 };
                 match (a, mask.parse::<IpAddr>().ok()?) {
-                    (IpAddr::V4(a), IpAddr::V4(m)) => Some(Val::Addr(IpAddr::V4(
-                        (u32::from(a) & u32::from(m)).into(),
-                    ))),
+                    (IpAddr::V4(a), IpAddr::V4(m)) => {
+                        Some(Val::Addr(IpAddr::V4((u32::from(a) & u32::from(m)).into())))
+                    }
                     (IpAddr::V6(a), IpAddr::V6(m)) => Some(Val::Addr(IpAddr::V6(
                         (u128::from(a) & u128::from(m)).into(),
                     ))),

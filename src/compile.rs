@@ -874,6 +874,14 @@ fn slot_rules(
         .collect()
 }
 
+/// Under a limit: accept, or (`then continue`) return to the rules after.
+fn under_limit(then: Then) -> Statement<'static> {
+    match then {
+        Then::Accept => accept(),
+        Then::Continue => Statement::Return(None),
+    }
+}
+
 fn reject_for(proto: Proto) -> Statement<'static> {
     match proto {
         Proto::Tcp => Statement::Reject(Some(stmt::Reject::new(
@@ -1152,6 +1160,22 @@ impl Builder {
         }
     }
 
+    /// Over a limit: log (rate-limited, unless logging is off) and refuse.
+    fn over_rules(&self, over: Over, proto: Proto) -> Vec<Vec<Statement<'static>>> {
+        let mut rules = Vec::new();
+        if self.logging != LogLevel::Off {
+            rules.push(vec![
+                log_limit(),
+                log_stmt(&format!("[{LOG_PREFIX} LIMIT BLOCK] ")),
+            ]);
+        }
+        rules.push(vec![match over {
+            Over::Reject => reject_for(proto),
+            Over::Drop => drop(),
+        }]);
+        rules
+    }
+
     fn has_set(&self, name: &str) -> bool {
         self.objects
             .iter()
@@ -1233,18 +1257,7 @@ impl Builder {
         if !self.has_chain(&lchain) {
             let over_chain = format!("{lchain}_over");
             let (key, set_type) = limit_key(spec.per, rule.family);
-            // Over the limit: log (rate-limited) and refuse.
-            let mut over_rules = Vec::new();
-            if self.logging != LogLevel::Off {
-                over_rules.push(vec![
-                    log_limit(),
-                    log_stmt(&format!("[{LOG_PREFIX} LIMIT BLOCK] ")),
-                ]);
-            }
-            over_rules.push(vec![match spec.over {
-                Over::Reject => reject_for(rule.proto),
-                Over::Drop => drop(),
-            }]);
+            let mut over_rules = self.over_rules(spec.over, rule.proto);
             // A conn check must skip the rate slots, so it needs the over rules in a
             // chain of their own; a rate-only limit falls through to them inline.
             if spec.conn.is_some() {
@@ -1253,11 +1266,7 @@ impl Builder {
                     self.rule(&over_chain, r);
                 }
             }
-            // Under the limit: accept, or (then continue) return to the rules after.
-            let under = || match spec.then {
-                Then::Accept => accept(),
-                Then::Continue => Statement::Return(None),
-            };
+            let under = || under_limit(spec.then);
             let to_over = || {
                 Statement::Goto(stmt::JumpTarget {
                     target: over_chain.clone().into(),
@@ -1344,11 +1353,7 @@ impl Builder {
             types.extend([SetType::InetProto, SetType::InetService, SetType::Mark]);
             self.slot_set(&set, types);
         }
-        let under = match spec.then {
-            Then::Accept => accept(),
-            Then::Continue => Statement::Return(None),
-        };
-        let mut rules = slot_rules(&set, rate, &under, |k| {
+        let mut rules = slot_rules(&set, rate, &under_limit(spec.then), |k| {
             let mut parts = Vec::new();
             if spec.per != LimitKey::Any {
                 parts.push(key.clone());
@@ -1358,16 +1363,7 @@ impl Builder {
             parts.push(constant(class.number | k));
             parts
         });
-        if self.logging != LogLevel::Off {
-            rules.push(vec![
-                log_limit(),
-                log_stmt(&format!("[{LOG_PREFIX} LIMIT BLOCK] ")),
-            ]);
-        }
-        rules.push(vec![match spec.over {
-            Over::Reject => reject_for(rule.proto),
-            Over::Drop => drop(),
-        }]);
+        rules.extend(self.over_rules(spec.over, rule.proto));
         self.chain(&lchain);
         for r in rules {
             self.rule(&lchain, r);

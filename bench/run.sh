@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # rampart benchmark suite: rampart vs UFW 0.36 vs a hand-written nftables ruleset.
 #
-#   sudo bash bench/run.sh          (from the repository root; about 13 minutes on 2 cores)
+#   sudo bash bench/run.sh          (from the repository root; about 16 minutes on 2 cores)
 #
 # Measures, side by side on this machine:
 #   1. apply time at 100 / 1k / 10k rules: `rampart reload`, `ufw reload`, `nft -f` of a
@@ -25,7 +25,7 @@
 #   RAMPART_BIN   rampart binary (default target/release/rampart, built if missing)
 #   BENCH_OUT     where raw results go (default target/bench)
 #   WRK_SECONDS   length of one wrk run (default 5)
-#   WRK_ROUNDS    wrk runs per configuration, median taken (default 3)
+#   WRK_ROUNDS    wrk runs per configuration, median taken (default 5)
 #   BENCH_LEVELS  rule counts to measure (default "100 1000 10000")
 #   BENCH_DIAG    1 (default): also measure each kind of rule of the 10k mix alone
 #                 against rampart's connection rate (~2 minutes); 0 to skip
@@ -37,7 +37,7 @@ OUT=${BENCH_OUT:-target/bench}
 mkdir -p "$OUT"
 OUT=$(readlink -f "$OUT")
 WRK_SECONDS=${WRK_SECONDS:-5}
-WRK_ROUNDS=${WRK_ROUNDS:-3}
+WRK_ROUNDS=${WRK_ROUNDS:-5}
 read -r -a LEVELS <<<"${BENCH_LEVELS:-100 1000 10000}" # rule counts (smoke tests: fewer)
 
 # Everything measured runs at a raised priority, the same for every configuration, so
@@ -352,7 +352,7 @@ for level in 0 "${LEVELS[@]}"; do
 
     if [ "$level" -gt 0 ]; then
         log "level $level: apply time"
-        # Fewer runs where one run takes seconds, so the suite stays near 13 minutes.
+        # Fewer runs where one run takes seconds, so the suite stays near 16 minutes.
         if [ "$level" -ge 10000 ]; then runs=5; else runs=10; fi
         hf "apply-rampart-$level" "$runs" in_rampart -- \
             "$RAMPART --config-dir $RCONF reload" --warmup 1

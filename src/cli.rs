@@ -201,59 +201,56 @@ impl Ctx {
         let t0 = crate::backend::Timer::start();
         let (store, old) = self.open(!self.dry_run)?;
         t0.lap("load");
-        let mut policy = old.clone();
-        let live = policy.enabled && !self.dry_run;
-        let mut out = f(&mut policy, live)?;
-        t0.lap("edit");
         if self.dry_run {
+            let mut policy = old;
+            let mut out = f(&mut policy, false)?;
             let mut text = vec![plan_text(&compile(&policy))];
             text.append(&mut out);
             return Ok(text);
         }
         let store = store.expect("store is opened for writing");
-        if policy == old {
-            return Ok(out);
-        }
-        let t = crate::backend::Timer::start();
-        // The new policy is serialized while nft works; written after.
-        let (applied, serialized) = std::thread::scope(|scope| {
-            let plans = if policy.enabled && old.enabled {
-                let before = scope.spawn(|| compile(&old));
-                let after = compile(&policy);
-                let before = before.join().expect("compile does not panic");
-                t.lap("compile twice");
-                Some((Some(before), after))
-            } else if policy.enabled {
-                Some((None, compile(&policy)))
-            } else {
-                None
+        // The edited copy lives outside the scope so that its threads can borrow it.
+        let mut edited = None;
+        let edited = &mut edited;
+        std::thread::scope(|scope| -> Result<Out, CliError> {
+            // The loaded policy's plan compiles while the command edits a copy.
+            let before = old.enabled.then(|| scope.spawn(|| compile(&old)));
+            let policy = edited.insert(old.clone());
+            let live = policy.enabled;
+            let out = f(policy, live)?;
+            t0.lap("edit");
+            if *policy == old {
+                return Ok(out);
+            }
+            let t = crate::backend::Timer::start();
+            // The new policy is serialized while it compiles and nft works; written after.
+            let policy: &Policy = policy;
+            let serialized = scope.spawn(move || Serialized::of(policy));
+            let after = policy.enabled.then(|| compile(policy));
+            let before = before.map(|h| h.join().expect("compile does not panic"));
+            t.lap("compile twice");
+            let applied = match (&before, &after) {
+                (Some(before), Some(after)) => self.backend.update(before, after),
+                (None, Some(plan)) => self.backend.apply(plan),
+                (_, None) => Ok(()),
             };
-            let serialized = scope.spawn(|| Serialized::of(&policy));
-            let applied = match &plans {
-                Some((Some(before), after)) => self.backend.update(before, after),
-                Some((None, plan)) => self.backend.apply(plan),
-                None => Ok(()),
-            };
+            let serialized = serialized.join().expect("serializing does not panic");
+            let saved = applied.map_err(CliError::from).and_then(|()| {
+                t.lap("applied");
+                store.write(&serialized).map_err(|e| {
+                    // Keep the kernel in step with what is on disk.
+                    if let Some(before) = &before {
+                        let _ = self.backend.apply(before);
+                    }
+                    CliError::from(e)
+                })
+            });
+            t.lap("saved");
             // Freeing tens of thousands of expressions costs milliseconds; the process
             // ends soon after and the system takes the memory back at once.
-            std::mem::forget(plans);
-            (
-                applied,
-                serialized.join().expect("serializing does not panic"),
-            )
-        });
-        applied?;
-        t.lap("applied");
-        let saved = store.write(&serialized);
-        t.lap("saved");
-        if let Err(e) = saved {
-            // Keep the kernel in step with what is on disk.
-            if old.enabled {
-                let _ = self.backend.apply(&compile(&old));
-            }
-            return Err(e.into());
-        }
-        Ok(out)
+            std::mem::forget((before, after));
+            saved.map(|()| out)
+        })
     }
 
     /// Ask unless forced. A refusal prints `Aborted` (on the prompt's line) and is

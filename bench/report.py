@@ -99,6 +99,10 @@ class Results:
         return int(m.group(1)) if m else None
 
 
+# The configurations measured for connection rates, in table order.
+CONN_CONFIGS = ("none", "rampart", "ufw", "nft", "ct")
+
+
 def ratio(a, b):
     return a / b if a is not None and b else None
 
@@ -181,18 +185,19 @@ def report(out):
       "out after a minute of runs and the rate collapses to ~500/s with or without a firewall.\n")
     w("Rates are medians of the rounds (requests/s = new connections/s); the ratios are the "
       "median of per-round ratios to the no-firewall run of the same round.\n")
-    w("| rules | no firewall | rampart | ufw | nft hand-written | rampart / none | ufw / none | nft / none |")
-    w("|---|---|---|---|---|---|---|---|")
+    w("\"conntrack alone\" is connection tracking and one accept rule, nothing else "
+      "(bench/conntrack-floor.nft): the floor of any stateful firewall.\n")
+    w("| rules | no firewall | rampart | ufw | nft hand-written | conntrack alone | rampart / none | ufw / none | nft / none | conntrack alone / none |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
     for lv in (0, 1000, 10000):
-        c = {cfg: r.conn(cfg, lv) for cfg in ("none", "rampart", "ufw", "nft")}
+        c = {cfg: r.conn(cfg, lv) for cfg in CONN_CONFIGS}
         w(f"| {level_name(lv)} | " + " | ".join(
-            "n/a" if c[k] is None else f"{c[k]:,.0f}" for k in ("none", "rampart", "ufw", "nft"))
-          + f" | {fmt_r(r.paired('rampart', lv))} | {fmt_r(r.paired('ufw', lv))}"
-          f" | {fmt_r(r.paired('nft', lv))} |")
+            "n/a" if c[k] is None else f"{c[k]:,.0f}" for k in CONN_CONFIGS)
+          + " | " + " | ".join(fmt_r(r.paired(k, lv)) for k in CONN_CONFIGS[1:]) + " |")
     cn, cr, cu = r.conn("none", "10000s"), r.conn("rampart", "10000s"), r.conn("ufw", "10000s")
     if cr is not None:
-        w(f"| 10k, shuffled order | {cn:,.0f} | {cr:,.0f} | {'' if cu is None else f'{cu:,.0f}'} | | "
-          f"{fmt_r(r.paired('rampart', '10000s'))} | {'' if cu is None else fmt_r(r.paired('ufw', '10000s'))} | |")
+        w(f"| 10k, shuffled order | {cn:,.0f} | {cr:,.0f} | {'' if cu is None else f'{cu:,.0f}'} | | | "
+          f"{fmt_r(r.paired('rampart', '10000s'))} | {'' if cu is None else fmt_r(r.paired('ufw', '10000s'))} | | |")
     w("")
     errs = []
     for p in sorted(glob.glob(os.path.join(out, "wrk-*.txt"))):
@@ -200,11 +205,11 @@ def report(out):
             if "Socket errors" in line or "Non-2xx" in line:
                 errs.append(f"{os.path.basename(p)}: {line.strip()}")
     w("Every round (requests/s):\n")
-    w("| rules | round | no firewall | rampart | ufw | nft hand-written |")
-    w("|---|---|---|---|---|---|")
+    w("| rules | round | no firewall | rampart | ufw | nft hand-written | conntrack alone |")
+    w("|---|---|---|---|---|---|---|")
     for lv in (0, 1000, 10000, "10000s"):
         for rnd in range(1, 100):
-            rates = [r.round_rate(cfg, lv, rnd) for cfg in ("none", "rampart", "ufw", "nft")]
+            rates = [r.round_rate(cfg, lv, rnd) for cfg in CONN_CONFIGS]
             if all(x is None for x in rates):
                 break
             name = "10k, shuffled" if lv == "10000s" else level_name(lv)
@@ -282,6 +287,9 @@ def report(out):
     w(f"| rampart conn rate ≥ 0.90 × no firewall | {fmt_r(v)} | {verdict_min(v, 0.90)} |")
     v = r.paired("ufw", 10000)
     w(f"| (UFW conn rate vs no firewall, for reference) | {fmt_r(v)} | |")
+    v = r.paired("ct", 10000)
+    if v is not None:
+        w(f"| (conntrack alone vs no firewall: the floor of a stateful firewall) | {fmt_r(v)} | |")
     a, n, u = r.med("apply-rampart-10000"), r.med("apply-nft-10000"), r.med("apply-ufw-10000")
     v = ratio(a, n)
     w(f"| rampart full apply ≤ 1.5 × raw `nft -f` | {fmt_r(v, 1)}× | {verdict_max(v, 1.5)} |")

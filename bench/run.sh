@@ -127,7 +127,9 @@ rm -f "$OUT"/hf-*.json "$OUT"/hf-*.txt "$OUT"/wrk-*.txt "$OUT"/rss-*.txt \
 # ------------------------------------------------------------------ namespaces + nginx
 # One server/client pair per configuration, so each firewall has a namespace of its own
 # (no leftovers from another firewall) and the configurations can be measured in turns.
-CONFIGS=(none rampart ufw nft)
+# ct: connection tracking and one accept rule (bench/conntrack-floor.nft), the floor
+# of any stateful firewall, measured for connection rates only.
+CONFIGS=(none rampart ufw nft ct)
 srv() { echo "$ID-s-$1"; }
 cli() { echo "$ID-c-$1"; }
 
@@ -189,6 +191,7 @@ GEN=$WORK/gen            # generated rule sets, one dir per level
 in_rampart() { ip netns exec "$(srv rampart)" "$@"; }
 in_ufw() { ip netns exec "$(srv ufw)" bash "$BENCH_DIR/ufw-env.sh" "$UFWSTATE" "$@"; }
 in_nft() { ip netns exec "$(srv nft)" "$@"; }
+in_ct() { ip netns exec "$(srv ct)" "$@"; }
 
 setup_ufw() {
     mkdir -p "$UFWSTATE"
@@ -342,6 +345,7 @@ for cfg in "${CONFIGS[@]}"; do
 done
 mkdir -p "$RCONF"
 
+in_ct nft -f "$BENCH_DIR/conntrack-floor.nft"
 log "ufw (private) enabled; checking generated file formats against ufw and rampart"
 setup_ufw
 check_rampart_format

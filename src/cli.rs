@@ -199,7 +199,11 @@ impl Ctx {
         F: FnOnce(&mut Policy, bool) -> Result<Out, CliError>,
     {
         let t0 = crate::backend::Timer::start();
-        let (store, old) = self.open(!self.dry_run)?;
+        let store = Store::open(&self.dir, !self.dry_run)?;
+        let (old, source) = match &store {
+            Some(s) => s.load_source()?,
+            None => Default::default(),
+        };
         t0.lap("load");
         if self.dry_run {
             let mut policy = old;
@@ -225,7 +229,7 @@ impl Ctx {
             let t = crate::backend::Timer::start();
             // The new policy is serialized while it compiles and nft works; written after.
             let policy: &Policy = policy;
-            let serialized = scope.spawn(move || Serialized::of(policy));
+            let serialized = scope.spawn(|| Serialized::edit(&source, &old, policy));
             let after = policy.enabled.then(|| compile(policy));
             let before = before.map(|h| h.join().expect("compile does not panic"));
             t.lap("compile twice");

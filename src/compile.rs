@@ -203,6 +203,11 @@ pub fn compile(policy: &Policy) -> Plan {
                         b.rule(chain, stmts);
                     }
                 }
+                Run::Pair(rule) => {
+                    for stmts in rule_statements(rule, false) {
+                        b.rule(chain, stmts);
+                    }
+                }
             }
         }
     }
@@ -319,6 +324,9 @@ fn merge_ranges(ranges: &[crate::model::PortRange]) -> Vec<crate::model::PortRan
 /// verdict-map lookup.
 enum Run<'a> {
     Single(&'a Rule),
+    /// The IPv4 copy of a pair joined by [`merge_families`], as one rule for both
+    /// families.
+    Pair(&'a Rule),
     /// The members, and whether this is the last run holding IPv4 / IPv6 rules (where
     /// appended rules land: it has a map for every shape, even empty).
     Map(MapKind, Vec<Member<'a>>, [bool; 2]),
@@ -605,7 +613,10 @@ fn runs<'a>(members: &[Member<'a>]) -> Vec<Run<'a>> {
             Some(kind) if members.len() >= MIN_MAP_RUN || is_last.contains(&true) => {
                 out.push(Run::Map(kind, members, is_last));
             }
-            _ => out.extend(members.iter().flat_map(|m| m.rules()).map(Run::Single)),
+            _ => out.extend(members.iter().flat_map(|m| match (m.v4, m.v6) {
+                (Some(v4), Some(_)) => vec![Run::Pair(v4)],
+                _ => m.rules().map(Run::Single).collect(),
+            })),
         }
     }
     out
@@ -613,7 +624,13 @@ fn runs<'a>(members: &[Member<'a>]) -> Vec<Run<'a>> {
 
 /// Statements for one user rule (a log rule first, when the rule logs).
 pub fn user_rule(rule: &Rule) -> Vec<Vec<Statement<'static>>> {
-    let matches = rule_matches(rule);
+    rule_statements(rule, true)
+}
+
+/// [`user_rule`], with or without the match on the rule's family (a rule from anywhere
+/// with no address needs one, unless it stands for both families' copies).
+fn rule_statements(rule: &Rule, family: bool) -> Vec<Vec<Statement<'static>>> {
+    let matches = matches_of(rule, family);
     let mut out = user_rule_log(rule, &matches);
     let mut main = matches;
     main.push(counter());
@@ -645,6 +662,10 @@ fn user_rule_log(rule: &Rule, matches: &[Statement<'static>]) -> Vec<Vec<Stateme
 
 /// The match statements of a user rule.
 pub fn rule_matches(rule: &Rule) -> Vec<Statement<'static>> {
+    matches_of(rule, true)
+}
+
+fn matches_of(rule: &Rule, family: bool) -> Vec<Statement<'static>> {
     let mut m = Vec::new();
     if let Some(iface) = &rule.iface {
         let key = match rule.direction {
@@ -657,7 +678,7 @@ pub fn rule_matches(rule: &Rule) -> Vec<Statement<'static>> {
         Family::V4 => "ip",
         Family::V6 => "ip6",
     };
-    if rule.from.addr.is_none() && rule.to.addr.is_none() {
+    if family && rule.from.addr.is_none() && rule.to.addr.is_none() {
         m.push(m_eq(
             meta(MetaKey::Nfproto),
             s(match rule.family {

@@ -433,11 +433,17 @@ mod tests {
     use crate::grammar::parse_rule;
     use crate::model::{Action, LogLevel};
 
-    #[test]
-    fn round_trip() {
-        let dir = std::env::temp_dir().join(format!("rampart-store-{}", std::process::id()));
+    /// A fresh store in a temporary directory of its own (the test removes it).
+    fn temp_store(name: &str) -> (PathBuf, Store) {
+        let dir = std::env::temp_dir().join(format!("rampart-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let store = Store::open(&dir, true).unwrap().unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn round_trip() {
+        let (dir, store) = temp_store("store");
         let mut p = store.load().unwrap();
         assert_eq!(p, Policy::default());
         let words: Vec<String> = "in on eth0 log proto tcp from 198.18.0.0/24 port 1000:2000 to any port 22,80 comment hi"
@@ -454,9 +460,7 @@ mod tests {
 
     #[test]
     fn cache_follows_hand_edits() {
-        let dir = std::env::temp_dir().join(format!("rampart-cache-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        let store = Store::open(&dir, true).unwrap().unwrap();
+        let (dir, store) = temp_store("cache");
         let p = Policy {
             rules: parse_rule(Action::Allow, &["22/tcp".to_string()])
                 .unwrap()
@@ -532,9 +536,7 @@ mod tests {
 
     #[test]
     fn splicing_writes_what_a_full_write_does() {
-        let dir = std::env::temp_dir().join(format!("rampart-splice-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        let store = Store::open(&dir, true).unwrap().unwrap();
+        let (dir, store) = temp_store("splice");
         let rules = sample_rules();
         let mut policy = Policy {
             enabled: true,
@@ -590,9 +592,7 @@ mod tests {
 
     #[test]
     fn hand_edited_text_is_written_whole() {
-        let dir = std::env::temp_dir().join(format!("rampart-hand-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        let store = Store::open(&dir, true).unwrap().unwrap();
+        let (dir, store) = temp_store("hand");
         let mut rules = sample_rules();
         rules.retain(|r| !r.comment.as_deref().is_some_and(|c| c.contains('\n')));
         let policy = Policy {

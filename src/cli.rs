@@ -14,7 +14,7 @@ use crate::model::{
 };
 use crate::observe::{self, StatusView};
 use crate::render::plan_text;
-use crate::store::{Serialized, Store, StoreError, DEFAULT_CONFIG_DIR};
+use crate::store::{Serialized, Source, Store, StoreError, DEFAULT_CONFIG_DIR};
 
 /// rampart: an uncomplicated host firewall (UFW's command language, nftables underneath).
 #[derive(Debug, Parser)]
@@ -179,12 +179,18 @@ impl Ctx {
     /// Open (and lock) the config directory and load the policy. With `write` false (a
     /// dry run or a read) nothing is created; a missing directory is the default policy.
     fn open(&self, write: bool) -> Result<(Option<Store>, Policy), CliError> {
-        let store = Store::open(&self.dir, write)?;
-        let policy = match &store {
-            Some(s) => s.load()?,
-            None => Policy::default(),
-        };
+        let (store, policy, _) = self.open_source(write)?;
         Ok((store, policy))
+    }
+
+    /// [`Ctx::open`], keeping the bytes the policy came from (see [`Serialized::edit`]).
+    fn open_source(&self, write: bool) -> Result<(Option<Store>, Policy, Source), CliError> {
+        let store = Store::open(&self.dir, write)?;
+        let (policy, source) = match &store {
+            Some(s) => s.load_source()?,
+            None => Default::default(),
+        };
+        Ok((store, policy, source))
     }
 
     /// Load the policy for reading only (no lock file is created).
@@ -199,11 +205,7 @@ impl Ctx {
         F: FnOnce(&mut Policy, bool) -> Result<Out, CliError>,
     {
         let t0 = crate::backend::Timer::start();
-        let store = Store::open(&self.dir, !self.dry_run)?;
-        let (old, source) = match &store {
-            Some(s) => s.load_source()?,
-            None => Default::default(),
-        };
+        let (store, old, source) = self.open_source(!self.dry_run)?;
         t0.lap("load");
         if self.dry_run {
             let mut policy = old;

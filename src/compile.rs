@@ -199,12 +199,12 @@ pub fn compile(policy: &Policy) -> Plan {
                 Run::Map(kind, members, last) => b.map_run(chain, kind, &members, last),
                 Run::Single(rule) if rule.action == Action::Limit => b.limit_rule(rule, chain),
                 Run::Single(rule) => {
-                    for stmts in user_rule(rule) {
+                    for stmts in user_rule(rule, true) {
                         b.rule(chain, stmts);
                     }
                 }
                 Run::Pair(rule) => {
-                    for stmts in rule_statements(rule, false) {
+                    for stmts in user_rule(rule, false) {
                         b.rule(chain, stmts);
                     }
                 }
@@ -622,15 +622,11 @@ fn runs<'a>(members: &[Member<'a>]) -> Vec<Run<'a>> {
     out
 }
 
-/// Statements for one user rule (a log rule first, when the rule logs).
-pub fn user_rule(rule: &Rule) -> Vec<Vec<Statement<'static>>> {
-    rule_statements(rule, true)
-}
-
-/// [`user_rule`], with or without the match on the rule's family (a rule from anywhere
-/// with no address needs one, unless it stands for both families' copies).
-fn rule_statements(rule: &Rule, family: bool) -> Vec<Vec<Statement<'static>>> {
-    let matches = matches_of(rule, family);
+/// Statements for one user rule (a log rule first, when the rule logs). `family`: with
+/// the match on the rule's family that a rule with no address needs, unless it stands
+/// for both families' copies.
+pub fn user_rule(rule: &Rule, family: bool) -> Vec<Vec<Statement<'static>>> {
+    let matches = rule_matches(rule, family);
     let mut out = user_rule_log(rule, &matches);
     let mut main = matches;
     main.push(counter());
@@ -660,12 +656,8 @@ fn user_rule_log(rule: &Rule, matches: &[Statement<'static>]) -> Vec<Vec<Stateme
     vec![log]
 }
 
-/// The match statements of a user rule.
-pub fn rule_matches(rule: &Rule) -> Vec<Statement<'static>> {
-    matches_of(rule, true)
-}
-
-fn matches_of(rule: &Rule, family: bool) -> Vec<Statement<'static>> {
+/// The match statements of a user rule (`family`: see [`user_rule`]).
+pub fn rule_matches(rule: &Rule, family: bool) -> Vec<Statement<'static>> {
     let mut m = Vec::new();
     if let Some(iface) = &rule.iface {
         let key = match rule.direction {
@@ -1254,7 +1246,7 @@ impl Builder {
     /// accepted in any window of T.
     fn limit_rule(&mut self, rule: &Rule, chain: &str) {
         let lchain = self.limit_chain(rule);
-        let matches = rule_matches(rule);
+        let matches = rule_matches(rule, true);
         let mut out = user_rule_log(rule, &matches);
         let mut jump_rule = matches;
         jump_rule.push(counter());

@@ -278,12 +278,7 @@ fn splice(source: &Source, old: &Policy, new: &Policy) -> Option<Serialized> {
     let middle = &n[prefix..n.len() - suffix];
     // The head (and the middle rules) come from the serializer itself: a policy of the
     // new head, its first rule and the middle rules.
-    let mut part = Policy {
-        enabled: new.enabled,
-        defaults: new.defaults,
-        logging: new.logging,
-        rules: Vec::with_capacity(middle.len() + 1),
-    };
+    let mut part = without_rules(new);
     let lead = prefix > 0 || middle.is_empty();
     if lead {
         part.rules.push(n[0].clone());
@@ -332,13 +327,18 @@ fn cache_text(toml_text: &[u8], policy: &Policy, origin: Origin) -> String {
 
 /// The stamp and the policy without its rules.
 fn cache_head(toml_text: &[u8], policy: &Policy, origin: Origin) -> String {
-    let head = Policy {
+    let head = without_rules(policy);
+    format!("{} {}\n{}", stamp(toml_text), origin.word(), json(&head))
+}
+
+/// A copy of the policy's settings, with no rules.
+fn without_rules(policy: &Policy) -> Policy {
+    Policy {
         enabled: policy.enabled,
         defaults: policy.defaults,
         logging: policy.logging,
         rules: Vec::new(),
-    };
-    format!("{} {}\n{}", stamp(toml_text), origin.word(), json(&head))
+    }
 }
 
 fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {

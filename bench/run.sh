@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # rampart benchmark suite: rampart vs UFW 0.36 vs a hand-written nftables ruleset.
 #
-#   sudo bash bench/run.sh          (from the repository root; about 16 minutes on 2 cores)
+#   sudo bash bench/run.sh          (from the repository root; about 18 minutes on 2 cores)
 #
 # Measures, side by side on this machine:
 #   1. apply time at 100 / 1k / 10k rules: `rampart reload`, `ufw reload`, `nft -f` of a
@@ -362,7 +362,7 @@ for level in 0 "${LEVELS[@]}"; do
 
     if [ "$level" -gt 0 ]; then
         log "level $level: apply time"
-        # Fewer runs where one run takes seconds, so the suite stays near 16 minutes.
+        # Fewer runs where one run takes seconds, so the suite stays near 18 minutes.
         if [ "$level" -ge 10000 ]; then runs=5; else runs=10; fi
         hf "apply-rampart-$level" "$runs" in_rampart -- \
             "$RAMPART --config-dir $RCONF reload" --warmup 1

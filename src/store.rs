@@ -203,11 +203,11 @@ impl Serialized {
 }
 
 /// The bytes a policy was loaded from: the TOML text and, when the cache matched it,
-/// the cache's lines after the stamp.
+/// the cache file and where its lines after the stamp start.
 #[derive(Default)]
 pub struct Source {
     toml: Vec<u8>,
-    cache: Option<(Origin, Vec<u8>)>,
+    cache: Option<(Origin, Vec<u8>, usize)>,
 }
 
 /// Who made the TOML text a cache describes: rampart (so it is laid out as
@@ -254,9 +254,10 @@ fn rule_blocks(text: &str, rules: usize) -> Option<(&str, Vec<&str>)> {
 }
 
 fn splice(source: &Source, old: &Policy, new: &Policy) -> Option<Serialized> {
-    let Some((Origin::Written, cache)) = &source.cache else {
+    let Some((Origin::Written, cache, start)) = &source.cache else {
         return None;
     };
+    let cache = &cache[*start..];
     let old_text = std::str::from_utf8(&source.toml).ok()?;
     let (_, old_blocks) = rule_blocks(old_text, old.rules.len())?;
     let mut lines = cache.split(|b| *b == b'\n');
@@ -389,7 +390,7 @@ fn load_with_cache(path: &Path, cache: &Path) -> Result<(Policy, Source), StoreE
             })
         }
     };
-    if let Ok(mut cached) = fs::read(cache) {
+    if let Ok(cached) = fs::read(cache) {
         let stamp = stamp(&text);
         let hit = cached.strip_prefix(stamp.as_bytes()).and_then(|rest| {
             [Origin::Written, Origin::Read]
@@ -402,10 +403,9 @@ fn load_with_cache(path: &Path, cache: &Path) -> Result<(Policy, Source), StoreE
                 })
         });
         if let Some((origin, skip, policy)) = hit {
-            cached.drain(..skip);
             let source = Source {
                 toml: text,
-                cache: Some((origin, cached)),
+                cache: Some((origin, cached, skip)),
             };
             return Ok((policy, source));
         }
@@ -606,7 +606,7 @@ mod tests {
         fs::write(store.policy_path(), edited).unwrap();
         assert_eq!(store.load_and_cache().unwrap(), policy);
         let (old, source) = store.load_source().unwrap();
-        assert!(matches!(source.cache, Some((Origin::Read, _))));
+        assert!(matches!(source.cache, Some((Origin::Read, ..))));
         let mut new = old.clone();
         new.rules.pop();
         assert!(splice(&source, &old, &new).is_none());
@@ -616,7 +616,7 @@ mod tests {
         fs::write(store.policy_path(), &text).unwrap();
         assert_eq!(store.load_and_cache().unwrap(), policy);
         let (old, source) = store.load_source().unwrap();
-        assert!(matches!(source.cache, Some((Origin::Written, _))));
+        assert!(matches!(source.cache, Some((Origin::Written, ..))));
         assert!(splice(&source, &old, &new).is_some());
         drop(store);
         fs::remove_dir_all(&dir).unwrap();

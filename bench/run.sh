@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # rampart benchmark suite: rampart vs UFW 0.36 vs a hand-written nftables ruleset.
 #
-#   sudo bash bench/run.sh          (from the repository root; about 18 minutes on 2 cores)
+#   bash bench/run.sh (as root)         (from the repository root; about 18 minutes on 2 cores)
 #
 # Measures, side by side on this machine:
 #   1. apply time at 100 / 1k / 10k rules: `rampart reload`, `ufw reload`, `nft -f` of a

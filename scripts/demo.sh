@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
-cargo build --release --quiet
-exec ./target/release/rampart demo
+cargo build --release --quiet --workspace
+exec ./target/release/rampart-demo ./target/release/rampart

@@ -82,8 +82,6 @@ pub enum Command {
     Delete(Words),
     /// Print the version.
     Version,
-    /// Run a demonstration in throwaway network namespaces (never touches this host's firewall).
-    Demo,
 }
 
 /// The unparsed words of a rule.
@@ -124,10 +122,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     };
     let out = match cli.command {
         Command::Version => vec![format!("rampart {}", env!("CARGO_PKG_VERSION"))],
-        Command::Demo => {
-            crate::demo::run().map_err(|e| usage(format!("demo failed: {e:#}")))?;
-            vec![]
-        }
         Command::Status { view } => ctx.status(view.as_deref())?,
         Command::Show { report } => ctx.show(&report)?,
         Command::Enable => ctx.enable()?,

@@ -7,11 +7,9 @@
 pub mod backend;
 pub mod cli;
 pub mod compile;
-pub mod demo;
 pub mod grammar;
 pub mod interpret;
 pub mod model;
 pub mod observe;
 pub mod render;
-pub mod sandbox;
 pub mod store;

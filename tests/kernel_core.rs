@@ -3,15 +3,15 @@
 
 use std::path::Path;
 
-use rampart::sandbox::{still_works, Conn, Sandbox, Udp};
+use rampart_sandbox::{still_works, Conn, Sandbox, Udp};
 
 const A: usize = 0;
 const B: usize = 1;
 const V4: bool = false;
 const V6: bool = true;
 
-fn sandbox(clients: usize) -> Sandbox {
-    Sandbox::new(clients, Path::new(env!("CARGO_BIN_EXE_rampart"))).expect("build sandbox")
+fn sandbox(clients: usize) -> Option<Sandbox> {
+    rampart_sandbox::for_test(clients, Path::new(env!("CARGO_BIN_EXE_rampart")))
 }
 
 fn assert_conn(c: Conn, want: &str, what: &str) -> Conn {
@@ -22,7 +22,9 @@ fn assert_conn(c: Conn, want: &str, what: &str) -> Conn {
 /// Docs: README "Guarantees" — default deny; allow opens; delete closes again.
 #[test]
 fn default_deny_then_allow_then_delete() {
-    let mut sb = sandbox(1);
+    let Some(mut sb) = sandbox(1) else {
+        return;
+    };
     sb.serve_tcp(8080).unwrap();
     sb.serve_udp(8080).unwrap();
     // No firewall yet: open.
@@ -56,7 +58,9 @@ fn default_deny_then_allow_then_delete() {
 /// deny from A blocks A but not B; reject refuses with a reset while deny times out.
 #[test]
 fn deny_from_one_client_and_reject_versus_deny() {
-    let mut sb = sandbox(2);
+    let Some(mut sb) = sandbox(2) else {
+        return;
+    };
     sb.serve_tcp(80).unwrap();
     sb.serve_udp(53).unwrap();
     sb.rampart_ok(&["--force", "enable"]);
@@ -86,7 +90,9 @@ fn deny_from_one_client_and_reject_versus_deny() {
 /// allow proto udp from A to any port 5353: works for UDP, and only for A.
 #[test]
 fn udp_rule_for_one_source() {
-    let mut sb = sandbox(2);
+    let Some(mut sb) = sandbox(2) else {
+        return;
+    };
     sb.serve_udp(5353).unwrap();
     sb.serve_tcp(5353).unwrap();
     sb.rampart_ok(&["--force", "enable"]);
@@ -118,7 +124,9 @@ fn udp_rule_for_one_source() {
 /// An established connection survives reload, added rules, and deletion of its rule.
 #[test]
 fn established_connection_survives_changes() {
-    let mut sb = sandbox(1);
+    let Some(mut sb) = sandbox(1) else {
+        return;
+    };
     sb.serve_tcp(22).unwrap();
     sb.rampart_ok(&["--force", "enable"]);
     sb.rampart_ok(&["allow", "22/tcp"]);
@@ -150,7 +158,9 @@ fn established_connection_survives_changes() {
 /// disable removes rampart's table; a foreign table is intact through everything.
 #[test]
 fn foreign_tables_are_never_touched() {
-    let sb = sandbox(1);
+    let Some(sb) = sandbox(1) else {
+        return;
+    };
     let out = sb.exec(
         &sb.srv.ns,
         &[
@@ -196,7 +206,9 @@ fn foreign_tables_are_never_touched() {
 /// --dry-run changes nothing on disk or in the kernel, whatever the command.
 #[test]
 fn dry_run_changes_nothing() {
-    let sb = sandbox(1);
+    let Some(sb) = sandbox(1) else {
+        return;
+    };
     sb.rampart_ok(&["--force", "enable"]);
     sb.rampart_ok(&["allow", "22/tcp"]);
     let snapshot = || {
@@ -248,7 +260,9 @@ fn dry_run_changes_nothing() {
 /// discovery must pass too), while TCP from that source stays refused.
 #[test]
 fn ping_passes_before_user_rules() {
-    let mut sb = sandbox(1);
+    let Some(mut sb) = sandbox(1) else {
+        return;
+    };
     sb.serve_tcp(80).unwrap();
     sb.rampart_ok(&["--force", "enable"]);
     sb.rampart_ok(&["allow", "80/tcp"]);

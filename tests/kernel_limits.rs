@@ -5,7 +5,7 @@ use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use rampart::sandbox::{Conn, Sandbox, Udp};
+use rampart_sandbox::{Conn, Sandbox, Udp};
 
 const A: usize = 0;
 const B: usize = 1;
@@ -13,8 +13,8 @@ const C: usize = 2;
 const V4: bool = false;
 const V6: bool = true;
 
-fn sandbox(clients: usize) -> Sandbox {
-    Sandbox::new(clients, Path::new(env!("CARGO_BIN_EXE_rampart"))).expect("build sandbox")
+fn sandbox(clients: usize) -> Option<Sandbox> {
+    rampart_sandbox::for_test(clients, Path::new(env!("CARGO_BIN_EXE_rampart")))
 }
 
 /// Open `n` connections one after another (each closed at once); count the outcomes.
@@ -46,7 +46,9 @@ fn connect_within(sb: &Sandbox, c: usize, v6: bool, port: u16, within: Duration)
 /// One connection at a time to a proxy, from anywhere, IPv4 and IPv6 together.
 #[test]
 fn conn_1_per_any_counts_both_families() {
-    let mut sb = sandbox(3);
+    let Some(mut sb) = sandbox(3) else {
+        return;
+    };
     sb.serve_tcp(3128).unwrap();
     sb.rampart_ok(&["--force", "enable"]);
     let out = sb.rampart_ok(&["limit", "3128/tcp", "conn", "1", "per", "any"]);
@@ -89,7 +91,9 @@ fn conn_1_per_any_counts_both_families() {
 /// Per-source connection caps: A's third connection is refused, B still opens two.
 #[test]
 fn conn_2_per_source() {
-    let mut sb = sandbox(2);
+    let Some(mut sb) = sandbox(2) else {
+        return;
+    };
     sb.serve_tcp(8000).unwrap();
     sb.rampart_ok(&["--force", "enable"]);
     sb.rampart_ok(&["limit", "8000/tcp", "conn", "2"]);
@@ -110,7 +114,9 @@ fn conn_2_per_source() {
 /// `per any`, A and B share one budget.
 #[test]
 fn rate_20_per_30s() {
-    let mut sb = sandbox(2);
+    let Some(mut sb) = sandbox(2) else {
+        return;
+    };
     sb.serve_tcp(80).unwrap();
     sb.rampart_ok(&["--force", "enable"]);
     sb.rampart_ok(&["limit", "80/tcp", "rate", "20/30s"]);
@@ -141,7 +147,9 @@ fn rate_20_per_30s() {
 /// and each limit rule has its own count.
 #[test]
 fn plain_limit_matches_ufw() {
-    let mut sb = sandbox(1);
+    let Some(mut sb) = sandbox(1) else {
+        return;
+    };
     sb.serve_tcp(22).unwrap();
     sb.serve_tcp(80).unwrap();
     sb.rampart_ok(&["--force", "enable"]);
@@ -163,7 +171,9 @@ fn plain_limit_matches_ufw() {
 /// One rule limits every port but an exempt range, without splitting ranges by hand.
 #[test]
 fn except_exempts_a_range() {
-    let mut sb = sandbox(1);
+    let Some(mut sb) = sandbox(1) else {
+        return;
+    };
     for port in [29999, 30000, 30005, 30006] {
         sb.serve_tcp(port).unwrap();
     }
@@ -198,7 +208,9 @@ fn except_exempts_a_range() {
 /// deny added after it is reported as shadowed.
 #[test]
 fn limit_then_continue_versus_plain() {
-    let mut sb = sandbox(2);
+    let Some(mut sb) = sandbox(2) else {
+        return;
+    };
     sb.serve_tcp(22).unwrap();
     sb.rampart_ok(&["--force", "enable"]);
     let a4 = sb.clients[A].v4.to_string();
@@ -234,7 +246,9 @@ fn limit_then_continue_versus_plain() {
 /// UDP: each new flow counts as a new connection.
 #[test]
 fn udp_rate_limit() {
-    let mut sb = sandbox(1);
+    let Some(mut sb) = sandbox(1) else {
+        return;
+    };
     sb.serve_udp(53).unwrap();
     sb.rampart_ok(&["--force", "enable"]);
     sb.rampart_ok(&["limit", "53/udp", "rate", "10/1s"]);
@@ -256,7 +270,9 @@ fn udp_rate_limit() {
 /// Limit state survives reload and edits of unrelated rules.
 #[test]
 fn limit_state_survives_reload() {
-    let mut sb = sandbox(2);
+    let Some(mut sb) = sandbox(2) else {
+        return;
+    };
     sb.serve_tcp(443).unwrap();
     sb.rampart_ok(&["--force", "enable"]);
     sb.rampart_ok(&["limit", "443/tcp", "rate", "3/30s"]);

@@ -1,11 +1,12 @@
-//! `rampart demo`: a small policy applied in throwaway namespaces and shown working on
-//! real connections. Never touches the firewall of the namespace it is run from.
+//! The demo: a small policy applied in throwaway namespaces and shown working on real
+//! connections. Never touches the firewall of the namespace it is run from.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::sandbox::Sandbox;
+use crate::Sandbox;
 
 /// Port the demo's web server listens on.
 const WEB: u16 = 8080;
@@ -16,10 +17,9 @@ const PROXY: u16 = 3128;
 /// A port exempt from the rate limit.
 const EXEMPT: u16 = 30000;
 
-/// Run the demo, printing what happens.
-pub fn run() -> Result<()> {
-    let bin = std::env::current_exe().context("finding the rampart binary")?;
-    let mut sb = Sandbox::new(2, &bin).context("building the demo namespaces")?;
+/// Run the demo with the rampart binary `bin`, printing what happens.
+pub fn run(bin: &Path) -> Result<()> {
+    let mut sb = Sandbox::new(2, bin).context("building the demo namespaces")?;
     sb.serve_tcp(WEB)?;
     sb.serve_tcp(MAIL)?;
     sb.serve_tcp(PROXY)?;

@@ -1,4 +1,5 @@
-//! Throwaway network namespaces for the demo and the kernel tests.
+//! Throwaway network namespaces for rampart's demo and kernel tests. A crate of its
+//! own, so that none of it is in the firewall a server runs.
 //!
 //! A `Sandbox` is a server namespace and N client namespaces, each joined by a veth pair
 //! to a bridge in a switch namespace. Addresses come only from 198.18.0.0/15 and
@@ -19,6 +20,50 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use nix::sched::{setns, CloneFlags};
+
+pub mod demo;
+
+/// Set this to `required` (as `scripts/test.sh` does) to make kernel tests fail, not
+/// skip, where they cannot run.
+pub const KERNEL_TESTS_ENV: &str = "RAMPART_KERNEL_TESTS";
+
+/// Why kernel tests cannot run here (not root, or `ip` / `nft` missing), if they cannot.
+pub fn kernel_unavailable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("they need root (network namespaces and nftables)".into());
+    }
+    for tool in ["ip", "nft"] {
+        let found = Command::new(tool)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            return Some(format!("'{tool}' is not installed"));
+        }
+    }
+    None
+}
+
+/// A sandbox for a kernel test, or None (with a message on stderr) where kernel tests
+/// cannot run; with `RAMPART_KERNEL_TESTS=required` that is a failure instead.
+pub fn for_test(clients: usize, bin: &Path) -> Option<Sandbox> {
+    if let Some(why) = kernel_unavailable() {
+        let required = std::env::var(KERNEL_TESTS_ENV).is_ok_and(|v| v == "required");
+        assert!(!required, "kernel tests cannot run: {why}");
+        // Once per test binary, past the test harness's capture of `eprintln!`.
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            let _ = writeln!(
+                io::stderr(),
+                "skipped: kernel tests cannot run: {why} (scripts/test.sh runs them as root)"
+            );
+        });
+        return None;
+    }
+    Some(Sandbox::new(clients, bin).expect("build sandbox"))
+}
 
 /// IPv4 network of the sandbox (inside 198.18.0.0/15).
 pub const NET4_PREFIX: [u8; 3] = [198, 18, 0];

@@ -1,6 +1,9 @@
 //! An interpreter of compiled plans, for the subset of nft that `compile` emits in the
 //! user chains. It exists to check the optimiser: for any policy and packet, the
 //! interpreted plan must decide as [`Policy::decide`](crate::model::Policy::decide) does.
+//!
+//! What it does not understand (a statement, an expression, a form of match) is an
+//! error, never skipped: a plan cannot agree with the model by being misread.
 
 use std::net::IpAddr;
 
@@ -23,8 +26,9 @@ enum Val {
 }
 
 /// Run the packet through the user chain of its direction. An error means the plan is
-/// one the kernel would refuse or read ambiguously: a packet matching two elements of
-/// one map (nft refuses overlapping interval elements).
+/// one the kernel would refuse or read ambiguously (a packet matching two elements of
+/// one map: nft refuses overlapping interval elements), or one this interpreter does
+/// not understand.
 pub fn decide(plan: &Plan, p: &Packet) -> Result<Decision, String> {
     let chain = match p.direction {
         Direction::In => CHAIN_USER_INPUT,
@@ -61,10 +65,10 @@ fn run_rule(plan: &Plan, stmts: &[Statement], p: &Packet) -> Result<Step, String
     for st in stmts {
         match st {
             Statement::Match(m) => {
-                let Some(v) = value(&m.left, p) else {
+                let Some(v) = value(&m.left, p)? else {
                     return Ok(Step::Next);
                 };
-                let hit = matches(&m.right, &v);
+                let hit = matches(&m.right, &v)?;
                 let ok = match m.op {
                     Operator::NEQ => !hit,
                     _ => hit,
@@ -75,28 +79,29 @@ fn run_rule(plan: &Plan, stmts: &[Statement], p: &Packet) -> Result<Step, String
             }
             Statement::VerdictMap(vm) => {
                 let keys: Vec<Option<Val>> = match &vm.key {
-                    Expression::Named(NamedExpression::Concat(parts)) => {
-                        parts.iter().map(|e| value(e, p)).collect()
-                    }
-                    e => vec![value(e, p)],
-                };
-                let Some(keys) = keys.into_iter().collect::<Option<Vec<Val>>>() else {
-                    return Ok(Step::Next);
+                    Expression::Named(NamedExpression::Concat(parts)) => parts
+                        .iter()
+                        .map(|e| value(e, p))
+                        .collect::<Result<_, _>>()?,
+                    e => vec![value(e, p)?],
                 };
                 // A named map: `vmap @name`, elements `[key, verdict]`.
                 let Expression::String(name) = &vm.data else {
-                    return Ok(Step::Next);
+                    return Err(format!("unknown verdict map lookup {:?}", vm.data));
                 };
                 let elems = plan.map_elements(name.trim_start_matches('@'));
-                let found: Vec<Statement> = elems
-                    .iter()
-                    .filter_map(|e| match e {
-                        Expression::List(kv) if kv.len() == 2 && key_matches(&kv[0], &keys) => {
-                            verdict_stmt(&kv[1])
-                        }
-                        _ => None,
-                    })
-                    .collect();
+                let mut found: Vec<Statement> = Vec::new();
+                for e in elems.iter() {
+                    let Expression::List(kv) = e else {
+                        return Err(format!("unknown map element {e:?}"));
+                    };
+                    let [key, verdict] = kv.as_slice() else {
+                        return Err(format!("unknown map element {e:?}"));
+                    };
+                    if key_matches(key, &keys)? {
+                        found.push(verdict_stmt(verdict)?);
+                    }
+                }
                 match found.as_slice() {
                     [] => return Ok(Step::Next),
                     [st] => match run_rule(plan, std::slice::from_ref(st), p)? {
@@ -131,8 +136,9 @@ fn run_rule(plan: &Plan, stmts: &[Statement], p: &Packet) -> Result<Step, String
                     None => {}
                 }
             }
-            // counter, log, limit (logging rate), ct count…: no verdict.
-            _ => {}
+            // No verdict: counting, logging (and its rate limit).
+            Statement::Counter(_) | Statement::Log(_) | Statement::Limit(_) => {}
+            other => return Err(format!("unknown statement {other:?}")),
         }
     }
     Ok(Step::Next)
@@ -151,11 +157,11 @@ fn under_limit(plan: &Plan, chain: &str) -> Option<Decision> {
 }
 
 /// A map's verdict value as the statement it stands for.
-fn verdict_stmt(v: &Expression) -> Option<Statement<'static>> {
+fn verdict_stmt(v: &Expression) -> Result<Statement<'static>, String> {
     let Expression::Verdict(v) = v else {
-        return None;
+        return Err(format!("unknown map value {v:?}"));
     };
-    Some(match v {
+    Ok(match v {
         Verdict::Accept => Statement::Accept(None),
         Verdict::Drop => Statement::Drop(None),
         Verdict::Return => Statement::Return(None),
@@ -165,33 +171,51 @@ fn verdict_stmt(v: &Expression) -> Option<Statement<'static>> {
         Verdict::Jump(t) => Statement::Jump(JumpTarget {
             target: t.target.to_string().into(),
         }),
-        Verdict::Continue => return None,
+        Verdict::Continue => return Err("unknown map value continue".into()),
     })
 }
 
-fn key_matches(k: &Expression, keys: &[Val]) -> bool {
-    match k {
-        Expression::Named(NamedExpression::Concat(parts)) => {
-            parts.len() == keys.len() && parts.iter().zip(keys).all(|(e, v)| matches(e, v))
-        }
-        e => keys.len() == 1 && matches(e, &keys[0]),
+/// Whether a map element's key holds the packet's key values (a key with a part the
+/// packet lacks never matches: `keys` then holds None there).
+fn key_matches(k: &Expression, keys: &[Option<Val>]) -> Result<bool, String> {
+    let parts = match k {
+        Expression::Named(NamedExpression::Concat(parts)) => parts.as_slice(),
+        e => std::slice::from_ref(e),
+    };
+    if parts.len() != keys.len() {
+        return Err(format!("map key {k:?} does not fit its lookup"));
     }
+    for (e, v) in parts.iter().zip(keys) {
+        let hit = match v {
+            Some(v) => matches(e, v)?,
+            None => false,
+        };
+        if !hit {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
-fn value(e: &Expression, p: &Packet) -> Option<Val> {
+/// The packet's value of an expression; None when the packet has no such field (an
+/// IPv4 address of an IPv6 packet, a port of an ICMP packet), which matches nothing.
+fn value(e: &Expression, p: &Packet) -> Result<Option<Val>, String> {
     let ports = matches!(p.proto, Proto::Tcp | Proto::Udp);
-    match e {
+    let unknown = || Err(format!("unknown expression {e:?}"));
+    Ok(match e {
         Expression::Named(NamedExpression::Payload(Payload::PayloadField(f))) => {
             match (f.protocol.as_ref(), f.field.as_ref()) {
-                ("ip", _) if p.family != Family::V4 => None,
-                ("ip6", _) if p.family != Family::V6 => None,
+                ("ip", "saddr" | "daddr") if p.family != Family::V4 => None,
+                ("ip6", "saddr" | "daddr") if p.family != Family::V6 => None,
                 ("ip" | "ip6", "saddr") => Some(Val::Addr(p.src)),
                 ("ip" | "ip6", "daddr") => Some(Val::Addr(p.dst)),
                 ("th", "sport") if ports => Some(Val::Num(u32::from(p.sport))),
                 ("th", "dport") if ports => Some(Val::Num(u32::from(p.dport))),
+                ("th", "sport" | "dport") => None,
                 ("tcp", "dport") if p.proto == Proto::Tcp => Some(Val::Num(u32::from(p.dport))),
                 ("udp", "dport") if p.proto == Proto::Udp => Some(Val::Num(u32::from(p.dport))),
-                _ => None,
+                ("tcp" | "udp", "dport") => None,
+                _ => return unknown(),
             }
         }
         Expression::Named(NamedExpression::Meta(m)) => match m.key {
@@ -205,56 +229,73 @@ fn value(e: &Expression, p: &Packet) -> Option<Val> {
             MetaKey::L4proto => Some(Val::Str(p.proto.word().into())),
             MetaKey::Iifname if p.direction == Direction::In => Some(Val::Str(p.iface.clone())),
             MetaKey::Oifname if p.direction == Direction::Out => Some(Val::Str(p.iface.clone())),
-            _ => None,
+            MetaKey::Iifname | MetaKey::Oifname => None,
+            _ => return unknown(),
         },
         // A masked address: `ip saddr & 255.255.255.0`.
         Expression::BinaryOperation(b) => match b.as_ref() {
             BinaryOperation::AND(left, Expression::String(mask)) => {
-                let Val::Addr(a) = value(left, p)? else {
-                    return None;
+                let Some(a) = value(left, p)? else {
+                    return Ok(None);
                 };
-                match (a, mask.parse::<IpAddr>().ok()?) {
-                    (IpAddr::V4(a), IpAddr::V4(m)) => {
+                let mask: IpAddr = mask.parse().map_err(|_| format!("unknown mask in {e:?}"))?;
+                match (a, mask) {
+                    (Val::Addr(IpAddr::V4(a)), IpAddr::V4(m)) => {
                         Some(Val::Addr(IpAddr::V4((u32::from(a) & u32::from(m)).into())))
                     }
-                    (IpAddr::V6(a), IpAddr::V6(m)) => Some(Val::Addr(IpAddr::V6(
+                    (Val::Addr(IpAddr::V6(a)), IpAddr::V6(m)) => Some(Val::Addr(IpAddr::V6(
                         (u128::from(a) & u128::from(m)).into(),
                     ))),
-                    _ => None,
+                    _ => return unknown(),
                 }
             }
-            _ => None,
+            _ => return unknown(),
         },
         // Only new connections reach the user rules.
         Expression::Named(NamedExpression::CT(c)) if c.key == "state" => {
             Some(Val::Str("new".into()))
         }
-        _ => None,
-    }
+        _ => return unknown(),
+    })
 }
 
 /// Whether the right-hand side of a match holds the value.
-fn matches(right: &Expression, v: &Val) -> bool {
-    match (right, v) {
+fn matches(right: &Expression, v: &Val) -> Result<bool, String> {
+    Ok(match (right, v) {
         (Expression::String(s), Val::Addr(a)) => s.parse::<IpAddr>().is_ok_and(|x| x == *a),
         (Expression::String(s), Val::Str(x)) => s == x,
         (Expression::String(s), Val::Num(n)) => s.parse::<u32>().is_ok_and(|x| x == *n),
         (Expression::Number(x), Val::Num(n)) => x == n,
         (Expression::Range(r), Val::Num(n)) => match (&r.range[0], &r.range[1]) {
             (Expression::Number(a), Expression::Number(b)) => a <= n && n <= b,
-            _ => false,
+            _ => return Err(format!("unknown range {r:?}")),
         },
-        (Expression::List(items), v) => items.iter().any(|i| matches(i, v)),
+        (Expression::List(items), v) => {
+            for i in items {
+                if matches(i, v)? {
+                    return Ok(true);
+                }
+            }
+            false
+        }
         (Expression::Named(NamedExpression::Prefix(pf)), Val::Addr(a)) => match pf.addr.as_ref() {
             Expression::String(s) => format!("{s}/{}", pf.len)
                 .parse::<IpNet>()
-                .is_ok_and(|n| n.contains(a)),
-            _ => false,
+                .map_err(|_| format!("unknown prefix {pf:?}"))?
+                .contains(a),
+            _ => return Err(format!("unknown prefix {pf:?}")),
         },
-        (Expression::Named(NamedExpression::Set(items)), v) => items.iter().any(|i| match i {
-            SetItem::Element(e) => matches(e, v),
-            _ => false,
-        }),
-        _ => false,
-    }
+        (Expression::Named(NamedExpression::Set(items)), v) => {
+            for i in items {
+                let SetItem::Element(e) = i else {
+                    return Err(format!("unknown set item {i:?}"));
+                };
+                if matches(e, v)? {
+                    return Ok(true);
+                }
+            }
+            false
+        }
+        (right, v) => return Err(format!("unknown match of {v:?} against {right:?}")),
+    })
 }

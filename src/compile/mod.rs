@@ -1,0 +1,317 @@
+//! Policy → nft plan. A pure function: no I/O, so it is unit- and property-testable.
+//!
+//! The plan is one table, `inet rampart`, with base chains for input, output and forward
+//! that carry UFW's before/after rules, and one chain per direction with the user rules.
+
+use std::collections::HashMap;
+
+use nftables::expr::Expression;
+use nftables::schema::{Chain, Map, NfListObject, Rule as NftRule, Table};
+use nftables::stmt::Statement;
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+
+use crate::model::{Direction, LogLevel, Policy, Rule, Verdict};
+
+mod limits;
+mod maps;
+mod nft;
+mod optimiser;
+mod rules;
+mod skeleton;
+
+pub use limits::{limit_id, LIMIT_CHAIN_PREFIX, LIMIT_SET_SIZE, SLOT_SET_SIZE, STATE_SET_PREFIX};
+use nft::*;
+pub use optimiser::{MapKind, MAP_PREFIX, MIN_MAP_RUN, PREFIX_HASH_MIN};
+pub use rules::{rule_matches, user_rule};
+
+/// rampart's one table (family inet, so one ruleset serves IPv4 and IPv6).
+pub const TABLE: &str = "rampart";
+
+/// Table family.
+pub const FAMILY: NfFamily = NfFamily::INet;
+
+/// Base chain hooked at input.
+pub const CHAIN_INPUT: &str = "input";
+
+/// Base chain hooked at output.
+pub const CHAIN_OUTPUT: &str = "output";
+
+/// Base chain hooked at forward.
+pub const CHAIN_FORWARD: &str = "forward";
+
+/// User rules for incoming traffic.
+pub const CHAIN_USER_INPUT: &str = "user_input";
+
+/// User rules for outgoing traffic.
+pub const CHAIN_USER_OUTPUT: &str = "user_output";
+
+/// Refuses a packet the polite way: TCP reset, else ICMP port-unreachable.
+pub const CHAIN_REJECT: &str = "reject_packet";
+
+/// ICMP and ICMPv6 packets UFW's before.rules accept (input).
+pub const CHAIN_BEFORE_ICMP: &str = "before_icmp";
+
+/// UDP services UFW's before.rules accept (DHCP, mDNS, UPnP discovery; input).
+pub const CHAIN_BEFORE_UDP: &str = "before_udp";
+
+/// Priority of the base chains: the standard filter priority, as UFW's iptables chains.
+pub const PRIORITY_FILTER: i32 = 0;
+
+/// Log rate for UFW's logging: 3 per minute, burst 10.
+pub const LOG_RATE_PER_MINUTE: u32 = 3;
+
+/// Burst of the log rate.
+pub const LOG_BURST: u32 = 10;
+
+/// Prefix of every kernel log line rampart makes.
+pub const LOG_PREFIX: &str = "RAMPART";
+
+/// The compiled ruleset: every object of rampart's table, in creation order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Table, chains, sets and rules, in the order they are to be added.
+    pub objects: Vec<NfListObject<'static>>,
+    /// Stateful statements attached to the elements a rule adds to a dynamic set, by set
+    /// name (`add @s { ip saddr ct count over 2 }`). The `nftables` crate's set statement
+    /// has no field for them, so the backend and the renderer attach them from here.
+    pub dynset_stmts: Vec<(String, Statement<'static>)>,
+    /// Names of the maps whose values are verdicts. The `nftables` crate has no
+    /// `verdict` map type (the objects carry a placeholder type) and writes `accept` and
+    /// `drop` values as bare words; the backend fixes both when serializing.
+    pub verdict_maps: Vec<String>,
+}
+
+impl Plan {
+    /// Whether the two plans are the same but for map elements (which can then be
+    /// changed in place). Compares without copying the elements.
+    pub fn same_skeleton(&self, other: &Plan) -> bool {
+        fn bare<'a>(m: &'a Map<'static>) -> impl PartialEq + 'a {
+            (
+                (&m.family, &m.table, &m.name, &m.handle, &m.set_type, &m.map),
+                (
+                    &m.policy,
+                    &m.flags,
+                    &m.timeout,
+                    &m.gc_interval,
+                    &m.size,
+                    &m.comment,
+                ),
+            )
+        }
+        self.objects.len() == other.objects.len()
+            && self
+                .objects
+                .iter()
+                .zip(&other.objects)
+                .all(|pair| match pair {
+                    (NfListObject::Map(a), NfListObject::Map(b)) => bare(a) == bare(b),
+                    (a, b) => a == b,
+                })
+    }
+
+    /// A map's elements (empty if it has none).
+    pub fn map_elements(&self, name: &str) -> &[Expression<'static>] {
+        self.objects
+            .iter()
+            .find_map(|o| match o {
+                NfListObject::Map(m) if m.name == name => m.elem.as_deref(),
+                _ => None,
+            })
+            .unwrap_or(&[])
+    }
+
+    /// Names of the chains in the plan.
+    pub fn chains(&self) -> Vec<&str> {
+        self.objects
+            .iter()
+            .filter_map(|o| match o {
+                NfListObject::Chain(c) => Some(c.name.as_ref()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Number of rules per chain, in chain order.
+    pub fn rule_counts(&self) -> Vec<(String, usize)> {
+        self.chains()
+            .into_iter()
+            .map(|name| {
+                let n = self
+                    .objects
+                    .iter()
+                    .filter(|o| matches!(o, NfListObject::Rule(r) if r.chain == name))
+                    .count();
+                (name.to_string(), n)
+            })
+            .collect()
+    }
+}
+
+/// Compile a policy into the plan of rampart's table.
+pub fn compile(policy: &Policy) -> Plan {
+    let mut b = Builder {
+        logging: policy.logging,
+        ..Builder::default()
+    };
+    b.objects.push(NfListObject::Table(Table {
+        family: FAMILY,
+        name: TABLE.into(),
+        handle: None,
+    }));
+    let d = policy.defaults;
+    b.base_chain(CHAIN_INPUT, NfHook::Input, d.incoming);
+    b.base_chain(CHAIN_OUTPUT, NfHook::Output, d.outgoing);
+    b.base_chain(CHAIN_FORWARD, NfHook::Forward, d.routed);
+    b.chain(CHAIN_USER_INPUT);
+    b.chain(CHAIN_USER_OUTPUT);
+    b.add_reject_chain();
+
+    b.input_before();
+    b.rule(CHAIN_INPUT, vec![jump(CHAIN_USER_INPUT)]);
+    b.input_after(d.incoming);
+    b.policy_tail(CHAIN_INPUT, d.incoming, policy.logging);
+
+    b.output_before();
+    b.rule(CHAIN_OUTPUT, vec![jump(CHAIN_USER_OUTPUT)]);
+    b.policy_tail(CHAIN_OUTPUT, d.outgoing, policy.logging);
+
+    b.forward_before();
+    b.policy_tail(CHAIN_FORWARD, d.routed, policy.logging);
+
+    for (direction, chain) in [
+        (Direction::In, CHAIN_USER_INPUT),
+        (Direction::Out, CHAIN_USER_OUTPUT),
+    ] {
+        let rules: Vec<&Rule> = policy
+            .rules
+            .iter()
+            .filter(|r| r.direction == direction)
+            .collect();
+        b.user_rules(chain, &rules);
+    }
+    Plan {
+        objects: b.objects,
+        dynset_stmts: b.dynset_stmts,
+        verdict_maps: b.verdict_maps,
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    objects: Vec<NfListObject<'static>>,
+    dynset_stmts: Vec<(String, Statement<'static>)>,
+    verdict_maps: Vec<String>,
+    /// Map runs so far, per chain (for map names).
+    map_runs: HashMap<String, usize>,
+    logging: LogLevel,
+}
+
+impl Builder {
+    fn chain(&mut self, name: &str) {
+        self.objects.push(NfListObject::Chain(Chain {
+            family: FAMILY,
+            table: TABLE.into(),
+            name: name.to_string().into(),
+            ..Chain::default()
+        }));
+    }
+
+    fn base_chain(&mut self, name: &str, hook: NfHook, verdict: Verdict) {
+        self.objects.push(NfListObject::Chain(Chain {
+            family: FAMILY,
+            table: TABLE.into(),
+            name: name.to_string().into(),
+            _type: Some(NfChainType::Filter),
+            hook: Some(hook),
+            prio: Some(PRIORITY_FILTER),
+            policy: Some(match verdict {
+                Verdict::Allow => NfChainPolicy::Accept,
+                Verdict::Deny | Verdict::Reject => NfChainPolicy::Drop,
+            }),
+            ..Chain::default()
+        }));
+    }
+
+    fn rule(&mut self, chain: &str, expr: Vec<Statement<'static>>) {
+        self.objects.push(NfListObject::Rule(NftRule {
+            family: FAMILY,
+            table: TABLE.into(),
+            chain: chain.to_string().into(),
+            expr: expr.into(),
+            ..NftRule::default()
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grammar::parse_rule;
+    use crate::model::Action;
+
+    #[test]
+    fn default_policy_has_base_chains_and_no_user_rules() {
+        let plan = compile(&Policy::default());
+        assert_eq!(
+            plan.chains(),
+            vec![
+                CHAIN_INPUT,
+                CHAIN_OUTPUT,
+                CHAIN_FORWARD,
+                CHAIN_USER_INPUT,
+                CHAIN_USER_OUTPUT,
+                CHAIN_REJECT,
+                CHAIN_BEFORE_ICMP,
+                CHAIN_BEFORE_UDP,
+            ]
+        );
+        let counts: std::collections::HashMap<_, _> = plan.rule_counts().into_iter().collect();
+        assert_eq!(counts[CHAIN_USER_INPUT], 0);
+    }
+
+    #[test]
+    fn rules_compile_to_map_elements_by_shape() {
+        let mut p = Policy::default();
+        for text in ["22/tcp", "proto udp from 198.18.0.5 to any port 5353"] {
+            let words: Vec<String> = text.split_whitespace().map(String::from).collect();
+            p.rules
+                .extend(parse_rule(Action::Allow, &words).unwrap().rules);
+        }
+        p.rules.sort_by_key(|r| r.family);
+        let plan = compile(&p);
+        // One run holding both families: per family a host map and an interval map (the
+        // last run has them even empty), and one map for `22/tcp`, whose IPv4 and IPv6
+        // copies are one element.
+        let counts: std::collections::HashMap<_, _> = plan.rule_counts().into_iter().collect();
+        assert_eq!(counts[CHAIN_USER_INPUT], 5);
+        let n = |name: &str| plan.map_elements(name).len();
+        assert_eq!(n("rules_user_input_0_4h"), 1, "198.18.0.5 . udp . 5353");
+        assert_eq!(n("rules_user_input_0_bp"), 1, "tcp . 22 (both families)");
+        assert_eq!(n("rules_user_input_0_4i"), 0);
+        assert_eq!(n("rules_user_input_0_6h"), 0);
+        assert_eq!(plan.verdict_maps.len(), 5);
+    }
+
+    #[test]
+    fn port_limits_of_one_class_share_a_chain() {
+        let mut p = Policy::default();
+        for text in ["22/tcp", "80/tcp", "443/tcp", "8000:8010/tcp", "53/udp"] {
+            let words: Vec<String> = text.split_whitespace().map(String::from).collect();
+            p.rules
+                .extend(parse_rule(Action::Limit, &words).unwrap().rules);
+        }
+        p.rules.sort_by_key(|r| r.family);
+        let plan = compile(&p);
+        let limits: Vec<&str> = plan
+            .chains()
+            .into_iter()
+            .filter(|c| c.starts_with(LIMIT_CHAIN_PREFIX))
+            .collect();
+        // tcp v4, tcp v6, udp v4, udp v6, and the port range's own chain per family.
+        assert_eq!(limits.len(), 6, "{limits:?}");
+        assert_eq!(
+            limits.iter().filter(|c| c.starts_with("limit_p4_")).count(),
+            2
+        );
+    }
+}

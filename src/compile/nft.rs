@@ -1,0 +1,203 @@
+//! Small typed builders of nft statements and expressions; the comment on each shows
+//! the nft text it yields.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use ipnet::IpNet;
+use nftables::expr::{
+    Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, Range, SetItem, CT,
+};
+use nftables::stmt::{self, Match, Operator, Statement};
+
+use crate::model::{Ports, Proto, Verdict};
+
+use super::{CHAIN_REJECT, LOG_BURST, LOG_RATE_PER_MINUTE};
+
+pub(super) fn reject_for(proto: Proto) -> Statement<'static> {
+    match proto {
+        Proto::Tcp => Statement::Reject(Some(stmt::Reject::new(
+            Some(stmt::RejectType::TCPReset),
+            None,
+        ))),
+        _ => Statement::Goto(stmt::JumpTarget {
+            target: CHAIN_REJECT.into(),
+        }),
+    }
+}
+
+pub(super) fn verdict_stmt(v: Verdict, proto: Proto) -> Statement<'static> {
+    match v {
+        Verdict::Allow => accept(),
+        Verdict::Deny => drop(),
+        Verdict::Reject => reject_for(proto),
+    }
+}
+
+/// `ct state established,related`
+pub(super) fn established() -> Statement<'static> {
+    m_in(ct("state"), list(&["established", "related"]))
+}
+
+/// `accept`
+pub(super) fn accept() -> Statement<'static> {
+    Statement::Accept(None)
+}
+
+/// `drop`
+pub(super) fn drop() -> Statement<'static> {
+    Statement::Drop(None)
+}
+
+/// `jump CHAIN`
+pub(super) fn jump(chain: &str) -> Statement<'static> {
+    Statement::Jump(stmt::JumpTarget {
+        target: chain.to_string().into(),
+    })
+}
+
+/// `counter`
+pub(super) fn counter() -> Statement<'static> {
+    Statement::Counter(stmt::Counter::Anonymous(None))
+}
+
+/// `limit rate 3/minute burst 10 packets`
+pub(super) fn log_limit() -> Statement<'static> {
+    Statement::Limit(stmt::Limit {
+        rate: LOG_RATE_PER_MINUTE,
+        rate_unit: None,
+        per: Some("minute".into()),
+        burst: Some(LOG_BURST),
+        burst_unit: None,
+        inv: None,
+    })
+}
+
+/// `log prefix "PREFIX"`
+pub(super) fn log_stmt(prefix: &str) -> Statement<'static> {
+    Statement::Log(Some(stmt::Log {
+        prefix: Some(prefix.to_string().into()),
+        group: None,
+        snaplen: None,
+        queue_threshold: None,
+        level: None,
+        flags: None,
+    }))
+}
+
+/// `LEFT == RIGHT`
+pub(super) fn m_eq(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::EQ,
+    })
+}
+
+/// `LEFT RIGHT` for flag tests (`ct state established,related`).
+pub(super) fn m_in(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::IN,
+    })
+}
+
+/// `meta KEY`
+pub(super) fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+/// `ct KEY`
+pub(super) fn ct(key: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::CT(CT {
+        key: Cow::Borrowed(key),
+        family: None,
+        dir: None,
+    }))
+}
+
+/// `PROTO FIELD`, e.g. `ip saddr`
+pub(super) fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: Cow::Borrowed(protocol),
+            field: Cow::Borrowed(field),
+        },
+    )))
+}
+
+pub(super) fn s(text: &str) -> Expression<'static> {
+    Expression::String(text.to_string().into())
+}
+
+/// A fixed word (no allocation: a plan holds tens of thousands of them).
+pub(super) fn word(text: &'static str) -> Expression<'static> {
+    Expression::String(Cow::Borrowed(text))
+}
+
+pub(super) fn num(n: u32) -> Expression<'static> {
+    Expression::Number(n)
+}
+
+pub(super) fn list(words: &[&str]) -> Expression<'static> {
+    Expression::List(words.iter().map(|w| s(w)).collect())
+}
+
+/// `add @SET { KEY }`
+pub(super) fn dynset_add(set: &str, key: Expression<'static>) -> Statement<'static> {
+    Statement::Set(stmt::Set {
+        op: stmt::SetOp::Add,
+        elem: key,
+        set: format!("@{set}").into(),
+    })
+}
+
+/// `{ a, b, c }`
+pub(super) fn set(items: Vec<Expression<'static>>) -> Expression<'static> {
+    Expression::Named(NamedExpression::Set(
+        items.into_iter().map(SetItem::Element).collect(),
+    ))
+}
+
+pub(super) fn set_of(words: &[&str]) -> Expression<'static> {
+    set(words.iter().map(|w| s(w)).collect())
+}
+
+/// `ADDR/LEN`
+pub(super) fn prefix(addr: &str, len: u32) -> Expression<'static> {
+    Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(s(addr)),
+        len,
+    }))
+}
+
+/// A host address, or a network as a prefix.
+pub(super) fn net_expr(net: IpNet) -> Expression<'static> {
+    if net.prefix_len() == net.max_prefix_len() {
+        s(&net.addr().to_string())
+    } else {
+        prefix(&net.network().to_string(), u32::from(net.prefix_len()))
+    }
+}
+
+/// `22`, `1000-2000` or `{ 22, 80, 1000-2000 }`
+pub(super) fn ports_expr(ports: &Ports) -> Expression<'static> {
+    let one = |r: &crate::model::PortRange| {
+        if r.first == r.last {
+            num(u32::from(r.first))
+        } else {
+            Expression::Range(Box::new(Range {
+                range: [num(u32::from(r.first)), num(u32::from(r.last))],
+            }))
+        }
+    };
+    match ports.0.as_slice() {
+        [r] => one(r),
+        many => {
+            // A set must not hold the same element twice.
+            let mut seen = HashSet::new();
+            set(many.iter().filter(|r| seen.insert(**r)).map(one).collect())
+        }
+    }
+}

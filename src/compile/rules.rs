@@ -1,0 +1,97 @@
+//! Plain user rules: one nft rule per model rule (a log rule first when it logs).
+
+use nftables::expr::MetaKey;
+use nftables::stmt::{Match, Operator, Statement};
+
+use crate::model::{Action, Direction, Family, Proto, Rule, RuleLog};
+
+use super::nft::*;
+use super::LOG_PREFIX;
+
+/// Statements for one user rule (a log rule first, when the rule logs). `family`: with
+/// the match on the rule's family that a rule with no address needs, unless it stands
+/// for both families' copies.
+pub fn user_rule(rule: &Rule, family: bool) -> Vec<Vec<Statement<'static>>> {
+    let matches = rule_matches(rule, family);
+    let mut out = user_rule_log(rule, &matches);
+    let mut main = matches;
+    main.push(counter());
+    main.push(match rule.action {
+        Action::Allow | Action::Limit => Statement::Accept(None),
+        Action::Deny => Statement::Drop(None),
+        Action::Reject => reject_for(rule.proto),
+    });
+    out.push(main);
+    out
+}
+
+/// The log rule of a user rule marked `log` / `log-all` (none otherwise).
+pub(super) fn user_rule_log(
+    rule: &Rule,
+    matches: &[Statement<'static>],
+) -> Vec<Vec<Statement<'static>>> {
+    if rule.log == RuleLog::None {
+        return Vec::new();
+    }
+    let mut log = matches.to_vec();
+    if rule.log == RuleLog::Log {
+        log.push(m_in(ct("state"), s("new")));
+    }
+    log.push(log_limit());
+    log.push(log_stmt(&format!(
+        "[{LOG_PREFIX} {}] ",
+        rule.action.upper()
+    )));
+    vec![log]
+}
+
+/// The match statements of a user rule (`family`: see [`user_rule`]).
+pub fn rule_matches(rule: &Rule, family: bool) -> Vec<Statement<'static>> {
+    let mut m = Vec::new();
+    if let Some(iface) = &rule.iface {
+        let key = match rule.direction {
+            Direction::In => MetaKey::Iifname,
+            Direction::Out => MetaKey::Oifname,
+        };
+        m.push(m_eq(meta(key), s(iface)));
+    }
+    let ip = match rule.family {
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
+    };
+    if family && rule.from.addr.is_none() && rule.to.addr.is_none() {
+        m.push(m_eq(
+            meta(MetaKey::Nfproto),
+            s(match rule.family {
+                Family::V4 => "ipv4",
+                Family::V6 => "ipv6",
+            }),
+        ));
+    }
+    if let Some(net) = rule.from.addr {
+        m.push(m_eq(payload(ip, "saddr"), net_expr(net)));
+    }
+    if let Some(net) = rule.to.addr {
+        m.push(m_eq(payload(ip, "daddr"), net_expr(net)));
+    }
+    let has_ports = rule.from.ports.is_some() || rule.to.ports.is_some();
+    match (rule.proto, has_ports) {
+        (Proto::Any, false) => {}
+        (Proto::Any, true) => m.push(m_eq(meta(MetaKey::L4proto), set(vec![s("tcp"), s("udp")]))),
+        (p, _) => m.push(m_eq(meta(MetaKey::L4proto), s(p.word()))),
+    }
+    if let Some(ports) = &rule.from.ports {
+        m.push(m_eq(payload("th", "sport"), ports_expr(ports)));
+    }
+    if let Some(ports) = &rule.to.ports {
+        m.push(m_eq(payload("th", "dport"), ports_expr(ports)));
+    }
+    if let Some(except) = &rule.except {
+        m.push(Statement::Match(Match {
+            left: payload("th", "dport"),
+            right: ports_expr(except),
+            op: Operator::NEQ,
+        }));
+    }
+    m
+}

@@ -18,22 +18,9 @@ use ipnet::IpNet;
 use thiserror::Error;
 
 use crate::model::{
-    Action, Direction, Endpoint, Family, Limit, LimitKey, Over, PortRange, Ports, Proto, Rate,
-    Rule, RuleLog, Then, DEFAULT_V6_SOURCE_PREFIX,
+    Action, Direction, Endpoint, Family, Iface, Limit, LimitKey, Over, PortRange, Ports, Proto,
+    Rate, Rule, RuleLog, Then, ValueError, MAX_CONN, MAX_PORTS, MAX_RATE,
 };
-
-/// Most ports a list may hold; a range counts as two (UFW's limit, from iptables multiport).
-pub const MAX_PORTS: usize = 15;
-
-/// Largest N in `rate N/T` (each unit of N is one timed slot set; see compile).
-pub const MAX_RATE: u32 = 256;
-/// Largest T in `rate N/T`, in seconds (one day).
-pub const MAX_RATE_SECONDS: u32 = 86_400;
-/// Largest N in `conn N`.
-pub const MAX_CONN: u32 = 65_535;
-
-/// Longest interface name Linux accepts (IFNAMSIZ - 1).
-const MAX_IFACE_LEN: usize = 15;
 
 /// Where service names are looked up.
 const SERVICES_FILE: &str = "/etc/services";
@@ -255,23 +242,12 @@ impl<'a> Parser<'a> {
     }
 }
 
-fn parse_iface(name: &str) -> Result<String, GrammarError> {
-    if name.contains(':') {
-        return Err(GrammarError::InterfaceAlias);
-    }
-    if name.len() > MAX_IFACE_LEN {
-        return Err(GrammarError::InterfaceTooLong);
-    }
-    let ok = !name.is_empty()
-        && !matches!(name, "." | "..")
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'));
-    if ok {
-        Ok(name.to_string())
-    } else {
-        Err(GrammarError::BadInterface)
-    }
+fn parse_iface(name: &str) -> Result<Iface, GrammarError> {
+    name.parse().map_err(|e| match e {
+        ValueError::IfaceAlias(_) => GrammarError::InterfaceAlias,
+        ValueError::IfaceTooLong(_) => GrammarError::InterfaceTooLong,
+        _ => GrammarError::BadInterface,
+    })
 }
 
 /// The limit options as typed (values still unparsed where they depend on the rule).
@@ -332,61 +308,23 @@ fn limit_options(words: &[String]) -> Result<(Vec<String>, LimitOptions), Gramma
 }
 
 fn parse_rate(text: &str) -> Result<Rate, GrammarError> {
-    let bad = || GrammarError::BadRate(text.to_string());
-    let (n, t) = text.split_once('/').ok_or_else(bad)?;
-    let count: u32 = n.parse().map_err(|_| bad())?;
-    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
-        Some(0) => ("1", t),
-        Some(i) => (&t[..i], &t[i..]),
-        None => return Err(bad()),
-    };
-    let num: u32 = num.parse().map_err(|_| bad())?;
-    let scale = match unit {
-        "s" | "sec" | "second" => 1,
-        "m" | "min" | "minute" => 60,
-        "h" | "hour" => 3600,
-        _ => return Err(bad()),
-    };
-    let seconds = num.checked_mul(scale).ok_or_else(bad)?;
-    if count == 0 || count > MAX_RATE || seconds == 0 || seconds > MAX_RATE_SECONDS {
-        return Err(bad());
-    }
-    Ok(Rate { count, seconds })
+    text.parse()
+        .map_err(|_| GrammarError::BadRate(text.to_string()))
 }
 
 fn parse_per(text: &str, families: &[Family]) -> Result<LimitKey, GrammarError> {
     let bad = || GrammarError::BadPer(text.to_string());
-    match text {
-        "any" => return Ok(LimitKey::Any),
-        "source" | "src" => return Ok(LimitKey::default()),
-        _ => {}
-    }
-    let mask = |t: &str, max: u8| -> Result<u8, GrammarError> {
-        let m: u8 = t
-            .strip_prefix('/')
-            .ok_or_else(bad)?
-            .parse()
-            .map_err(|_| bad())?;
-        if m == 0 || m > max {
-            return Err(bad());
+    // A single mask is the IPv6 one for an IPv6-only rule, else the IPv4 one.
+    let single = text.starts_with('/') && !text.contains(',');
+    let key = if single && families == [Family::V6] {
+        match format!("/32,{text}").parse() {
+            Ok(key) => key,
+            Err(_) => return Err(bad()),
         }
-        Ok(m)
+    } else {
+        text.parse().map_err(|_| bad())?
     };
-    match text.split_once(',') {
-        Some((a, b)) => Ok(LimitKey::Source {
-            v4: mask(a, 32)?,
-            v6: mask(b, 128)?,
-        }),
-        // A single mask is the IPv6 one for an IPv6-only rule, else the IPv4 one.
-        None if families == [Family::V6] => Ok(LimitKey::Source {
-            v4: 32,
-            v6: mask(text, 128)?,
-        }),
-        None => Ok(LimitKey::Source {
-            v4: mask(text, 32)?,
-            v6: DEFAULT_V6_SOURCE_PREFIX,
-        }),
-    }
+    Ok(key)
 }
 
 /// The keyword clauses of the full form.
@@ -527,49 +465,18 @@ fn parse_port_spec(text: &str, allow_proto: bool) -> Result<PortSpec, GrammarErr
             proto: proto.or(service_proto),
         });
     }
-    let mut ranges = Vec::new();
-    let mut count = 0;
-    for item in ports_text.split(',') {
-        if let Some((a, b)) = item.split_once(':') {
-            let (Some(a), Some(b)) = (numeric_port(a), numeric_port(b)) else {
-                let digits = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit());
-                if digits(a) && digits(b) {
-                    return Err(GrammarError::BadPortNamed(item.to_string()));
-                }
-                return Err(GrammarError::RangeNotNumeric);
-            };
-            if a >= b {
-                return Err(GrammarError::BadPortNamed(item.to_string()));
-            }
-            ranges.push(PortRange { first: a, last: b });
-            count += 2;
-        } else if !item.is_empty() && !item.chars().all(|c| c.is_ascii_digit()) {
-            return Err(GrammarError::RangeNotNumeric);
-        } else {
-            let p =
-                numeric_port(item).ok_or_else(|| GrammarError::BadPortNamed(item.to_string()))?;
-            ranges.push(PortRange::single(p));
-            count += 1;
-        }
-    }
-    if count > MAX_PORTS {
-        return Err(GrammarError::TooManyPorts);
-    }
-    let ports = Ports(ranges);
+    let ports: Ports = ports_text.parse().map_err(|e| match e {
+        ValueError::NotNumeric => GrammarError::RangeNotNumeric,
+        ValueError::TooManyPorts => GrammarError::TooManyPorts,
+        _ => GrammarError::BadPortNamed(match e {
+            ValueError::BadPort(item) => item,
+            _ => text.to_string(),
+        }),
+    })?;
     if ports.is_multi() && proto.is_none() && allow_proto {
         return Err(GrammarError::MultiNeedsProto);
     }
     Ok(PortSpec { ports, proto })
-}
-
-fn numeric_port(text: &str) -> Option<u16> {
-    if text.is_empty() || !text.chars().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    match text.parse::<u32>() {
-        Ok(p) if (1..=65535).contains(&p) => Some(p as u16),
-        _ => None,
-    }
 }
 
 /// Services from /etc/services: name or alias → (port, protocols).
@@ -623,7 +530,7 @@ struct Built {
     opts: LimitOptions,
     action: Action,
     direction: Direction,
-    iface: Option<String>,
+    iface: Option<Iface>,
     log: RuleLog,
     proto: Proto,
     from: Side,
@@ -780,7 +687,7 @@ mod tests {
         let r = parse("from 2001:db8::5 to any port 53 proto udp").unwrap();
         assert_eq!(r.rules[0].family, Family::V6);
         let r = parse("in on eth0 log to any port 80 proto tcp comment web").unwrap();
-        assert_eq!(r.rules[0].iface.as_deref(), Some("eth0"));
+        assert_eq!(r.rules[0].iface.as_ref().map(Iface::as_str), Some("eth0"));
         assert_eq!(r.rules[0].log, RuleLog::Log);
         assert_eq!(r.rules[0].comment.as_deref(), Some("web"));
         let r = parse("from 198.18.0.77/24").unwrap();

@@ -169,7 +169,7 @@ pub fn rule_command(rule: &Rule) -> String {
     }
     if let Some(i) = &rule.iface {
         w.push("on".into());
-        w.push(i.clone());
+        w.push(i.to_string());
     }
     match rule.log {
         RuleLog::None => {}

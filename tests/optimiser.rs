@@ -114,7 +114,7 @@ fn rule() -> impl Strategy<Value = Rule> {
                     Rule {
                         action,
                         direction,
-                        iface,
+                        iface: iface.map(|i| i.parse().unwrap()),
                         log: if log { RuleLog::Log } else { RuleLog::None },
                         family,
                         proto,

@@ -53,7 +53,7 @@ pub fn rule_matches(rule: &Rule, family: bool) -> Vec<Statement<'static>> {
             Direction::In => MetaKey::Iifname,
             Direction::Out => MetaKey::Oifname,
         };
-        m.push(m_eq(meta(key), s(iface)));
+        m.push(m_eq(meta(key), s(iface.as_str())));
     }
     let ip = match rule.family {
         Family::V4 => "ip",

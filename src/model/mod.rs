@@ -3,13 +3,23 @@
 //! This is what is persisted (as TOML) and what `status` shows; the kernel ruleset is
 //! always derived from it by `compile`.
 
-use std::fmt;
-
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+mod eval;
+mod validate;
+mod values;
+
+pub use eval::{Decision, Packet};
+pub use validate::ValidationError;
+pub use values::{
+    Iface, LimitKey, PortRange, Ports, Rate, ValueError, DEFAULT_V6_SOURCE_PREFIX, MAX_CONN,
+    MAX_IFACE_LEN, MAX_PORTS, MAX_RATE, MAX_RATE_SECONDS,
+};
+
 /// The whole firewall policy kept in the config directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Whether the firewall is active (and is to be loaded at boot).
     #[serde(default)]
@@ -39,6 +49,7 @@ impl Default for Policy {
 
 /// Default policies per direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Defaults {
     /// Traffic to this host (default: deny).
     pub incoming: Verdict,
@@ -260,97 +271,10 @@ impl Proto {
     }
 }
 
-/// An inclusive port range; a single port has `first == last`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct PortRange {
-    /// First port (1..=65535).
-    pub first: u16,
-    /// Last port (>= first).
-    pub last: u16,
-}
-
-impl PortRange {
-    /// A single port.
-    pub fn single(port: u16) -> Self {
-        PortRange {
-            first: port,
-            last: port,
-        }
-    }
-
-    /// Whether `port` lies in the range.
-    pub fn contains(&self, port: u16) -> bool {
-        self.first <= port && port <= self.last
-    }
-}
-
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last {
-            write!(f, "{}", self.first)
-        } else {
-            write!(f, "{}:{}", self.first, self.last)
-        }
-    }
-}
-
-/// A port match: one port, or a list of ports and ranges (as typed, in order).
-/// Stored as typed: `"22"`, `"80,443"`, `"1000:2000"`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub struct Ports(pub Vec<PortRange>);
-
-impl From<Ports> for String {
-    fn from(p: Ports) -> String {
-        p.to_string()
-    }
-}
-
-impl TryFrom<String> for Ports {
-    type Error = String;
-    fn try_from(text: String) -> Result<Ports, String> {
-        let bad = || format!("bad port list '{text}'");
-        let port = |t: &str| t.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad);
-        text.split(',')
-            .map(|item| match item.split_once(':') {
-                Some((a, b)) => Ok(PortRange {
-                    first: port(a)?,
-                    last: port(b)?,
-                }),
-                None => port(item).map(PortRange::single),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Ports)
-    }
-}
-
-impl Ports {
-    /// Whether `port` is matched.
-    pub fn contains(&self, port: u16) -> bool {
-        self.0.iter().any(|r| r.contains(port))
-    }
-
-    /// Whether this is a list or a range (which UFW requires a protocol for).
-    pub fn is_multi(&self) -> bool {
-        self.0.len() > 1 || self.0.iter().any(|r| r.first != r.last)
-    }
-}
-
-impl fmt::Display for Ports {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, r) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{r}")?;
-        }
-        Ok(())
-    }
-}
-
 /// One end of a rule: an address (or anywhere), a port match, and the app profile or
 /// service name the ports came from, kept for display.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Endpoint {
     /// Address or network; `None` means anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -362,6 +286,7 @@ pub struct Endpoint {
 
 /// One user rule, for one IP family.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Rule {
     /// What to do with matching connections.
     pub action: Action,
@@ -370,7 +295,7 @@ pub struct Rule {
     pub direction: Direction,
     /// Interface name (`in on eth0` / `out on eth0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iface: Option<String>,
+    pub iface: Option<Iface>,
     /// Per-rule logging.
     #[serde(default, skip_serializing_if = "is_default")]
     pub log: RuleLog,
@@ -398,6 +323,7 @@ pub struct Rule {
 
 /// A `limit` rule's settings (rampart's extension of UFW's fixed limit).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limit {
     /// At most `count` new connections per key in any window of `seconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -436,123 +362,6 @@ impl Limit {
     }
 }
 
-/// N new connections per T seconds. Stored as typed: `"20/30s"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub struct Rate {
-    /// N.
-    pub count: u32,
-    /// T, in seconds.
-    pub seconds: u32,
-}
-
-impl fmt::Display for Rate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = self.seconds;
-        if t.is_multiple_of(3600) {
-            write!(f, "{}/{}h", self.count, t / 3600)
-        } else if t.is_multiple_of(60) {
-            write!(f, "{}/{}m", self.count, t / 60)
-        } else {
-            write!(f, "{}/{}s", self.count, t)
-        }
-    }
-}
-
-impl From<Rate> for String {
-    fn from(r: Rate) -> String {
-        r.to_string()
-    }
-}
-
-impl TryFrom<String> for Rate {
-    type Error = String;
-    fn try_from(text: String) -> Result<Rate, String> {
-        let bad = || format!("bad rate '{text}'");
-        let (n, t) = text.split_once('/').ok_or_else(bad)?;
-        let unit = match t.chars().last() {
-            Some('s') => 1,
-            Some('m') => 60,
-            Some('h') => 3600,
-            _ => return Err(bad()),
-        };
-        let t: u32 = t[..t.len() - 1].parse().map_err(|_| bad())?;
-        Ok(Rate {
-            count: n.parse().map_err(|_| bad())?,
-            seconds: t.checked_mul(unit).ok_or_else(bad)?,
-        })
-    }
-}
-
-/// Default IPv6 prefix a "source" is counted by: one host can hold a whole /64.
-pub const DEFAULT_V6_SOURCE_PREFIX: u8 = 64;
-
-/// What a limit counts per. Stored as typed: `"any"`, `"source"`, `"/24,/64"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub enum LimitKey {
-    /// Per source network: IPv4 addresses masked to `v4` bits, IPv6 to `v6` bits.
-    Source {
-        /// IPv4 prefix length (32 = per address).
-        v4: u8,
-        /// IPv6 prefix length (64 by default).
-        v6: u8,
-    },
-    /// One count for everyone, IPv4 and IPv6 together.
-    Any,
-}
-
-impl Default for LimitKey {
-    fn default() -> Self {
-        LimitKey::Source {
-            v4: 32,
-            v6: DEFAULT_V6_SOURCE_PREFIX,
-        }
-    }
-}
-
-impl fmt::Display for LimitKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            LimitKey::Any => f.write_str("any"),
-            LimitKey::Source { v4: 32, v6 } if v6 == DEFAULT_V6_SOURCE_PREFIX => {
-                f.write_str("source")
-            }
-            LimitKey::Source { v4, v6 } => write!(f, "/{v4},/{v6}"),
-        }
-    }
-}
-
-impl From<LimitKey> for String {
-    fn from(k: LimitKey) -> String {
-        k.to_string()
-    }
-}
-
-impl TryFrom<String> for LimitKey {
-    type Error = String;
-    fn try_from(text: String) -> Result<LimitKey, String> {
-        let bad = || format!("bad limit key '{text}'");
-        match text.as_str() {
-            "any" => Ok(LimitKey::Any),
-            "source" => Ok(LimitKey::default()),
-            _ => {
-                let (a, b) = text.split_once(',').ok_or_else(bad)?;
-                let m = |t: &str, max: u8| {
-                    t.strip_prefix('/')
-                        .and_then(|t| t.parse::<u8>().ok())
-                        .filter(|m| (1..=max).contains(m))
-                        .ok_or_else(bad)
-                };
-                Ok(LimitKey::Source {
-                    v4: m(a, 32)?,
-                    v6: m(b, 128)?,
-                })
-            }
-        }
-    }
-}
-
 /// What a limit does with a connection over it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -586,47 +395,6 @@ impl Rule {
             Action::Allow | Action::Deny | Action::Reject => true,
             Action::Limit => self.limit.as_ref().is_none_or(|l| l.then == Then::Accept),
         }
-    }
-
-    /// Whether this rule is terminal and matches everything `other` matches.
-    pub fn covers(&self, other: &Rule) -> bool {
-        let protos = |r: &Rule| -> Vec<Proto> {
-            match r.proto {
-                Proto::Any if r.from.ports.is_some() || r.to.ports.is_some() => {
-                    vec![Proto::Tcp, Proto::Udp]
-                }
-                Proto::Any => vec![Proto::Any],
-                p => vec![p],
-            }
-        };
-        let mine = protos(self);
-        let proto_ok = mine == [Proto::Any] || protos(other).iter().all(|p| mine.contains(p));
-        let addr_ok = |a: &Option<IpNet>, b: &Option<IpNet>| match (a, b) {
-            (None, _) => true,
-            (Some(a), Some(b)) => a.contains(b),
-            (Some(_), None) => false,
-        };
-        let ports_ok = |a: &Option<Ports>, ex: Option<&Ports>, b: &Option<Ports>| match (a, b) {
-            (None, _) if ex.is_none() => true,
-            (_, None) => false,
-            (a, Some(b)) => b.0.iter().all(|r| {
-                let inside = a
-                    .as_ref()
-                    .is_none_or(|a| a.0.iter().any(|x| x.first <= r.first && r.last <= x.last));
-                let hole =
-                    ex.is_some_and(|e| e.0.iter().any(|x| x.first <= r.last && r.first <= x.last));
-                inside && !hole
-            }),
-        };
-        self.is_terminal()
-            && self.direction == other.direction
-            && self.family == other.family
-            && (self.iface.is_none() || self.iface == other.iface)
-            && proto_ok
-            && addr_ok(&self.from.addr, &other.from.addr)
-            && addr_ok(&self.to.addr, &other.to.addr)
-            && ports_ok(&self.from.ports, None, &other.from.ports)
-            && ports_ok(&self.to.ports, self.except.as_ref(), &other.to.ports)
     }
 
     /// Whether two rules match the same traffic (action, log and comment aside).
@@ -745,16 +513,6 @@ impl Policy {
         }
     }
 
-    /// The number of the first earlier rule that decides every connection rule `n`
-    /// (1-based) could match, so that rule `n` can never match.
-    pub fn shadowed_by(&self, n: usize) -> Option<usize> {
-        let rule = self.rules.get(n.checked_sub(1)?)?;
-        self.rules[..n - 1]
-            .iter()
-            .position(|e| e.covers(rule))
-            .map(|i| i + 1)
-    }
-
     /// Remove rule number `n` (1-based).
     pub fn remove_number(&mut self, n: usize) -> Option<Rule> {
         (n >= 1 && n <= self.rules.len()).then(|| self.rules.remove(n - 1))
@@ -773,80 +531,5 @@ impl Policy {
             }
             None => false,
         }
-    }
-}
-
-/// The first packet of a new connection, as the user rules see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Packet {
-    /// IP family.
-    pub family: Family,
-    /// To this host (`In`) or from it (`Out`).
-    pub direction: Direction,
-    /// Input interface (for `In`) or output interface (for `Out`).
-    pub iface: String,
-    /// Protocol (never `Any`).
-    pub proto: Proto,
-    /// Source address.
-    pub src: std::net::IpAddr,
-    /// Destination address.
-    pub dst: std::net::IpAddr,
-    /// Source port (TCP/UDP).
-    pub sport: u16,
-    /// Destination port (TCP/UDP).
-    pub dport: u16,
-}
-
-/// What the user rules decide for a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Accepted.
-    Accept,
-    /// Dropped.
-    Drop,
-    /// Refused.
-    Reject,
-    /// No rule decided: the default policy will.
-    NoMatch,
-}
-
-impl Rule {
-    /// Whether the rule matches the packet (the reference reading of a rule).
-    pub fn matches(&self, p: &Packet) -> bool {
-        let has_ports = self.from.ports.is_some() || self.to.ports.is_some();
-        let proto_ok = match self.proto {
-            Proto::Any if has_ports => matches!(p.proto, Proto::Tcp | Proto::Udp),
-            Proto::Any => true,
-            other => other == p.proto,
-        };
-        let net_ok = |n: &Option<IpNet>, a: &std::net::IpAddr| n.is_none_or(|n| n.contains(a));
-        let ports_ok =
-            |ports: &Option<Ports>, port: u16| ports.as_ref().is_none_or(|x| x.contains(port));
-        self.direction == p.direction
-            && self.family == p.family
-            && self.iface.as_ref().is_none_or(|i| *i == p.iface)
-            && proto_ok
-            && net_ok(&self.from.addr, &p.src)
-            && net_ok(&self.to.addr, &p.dst)
-            && ports_ok(&self.from.ports, p.sport)
-            && ports_ok(&self.to.ports, p.dport)
-            && !self.except.as_ref().is_some_and(|e| e.contains(p.dport))
-    }
-}
-
-impl Policy {
-    /// The reference first-match evaluation of the user rules. A `limit` rule is read
-    /// as if its limit were not reached (accept, or go on with `then continue`).
-    pub fn decide(&self, p: &Packet) -> Decision {
-        for rule in self.rules.iter().filter(|r| r.matches(p)) {
-            return match rule.action {
-                Action::Allow => Decision::Accept,
-                Action::Deny => Decision::Drop,
-                Action::Reject => Decision::Reject,
-                Action::Limit if rule.is_terminal() => Decision::Accept,
-                Action::Limit => continue,
-            };
-        }
-        Decision::NoMatch
     }
 }

@@ -1,9 +1,11 @@
 //! rampart: an uncomplicated host firewall for Linux.
 //!
 //! The pipeline, one module per stage:
-//! `cli` → `grammar` → `model` ⇄ `store` → `compile` → `backend`, with `observe` for
-//! what the user reads and `render` for the one text form of a plan.
+//! `cli` → `grammar` → `model` ⇄ `store` → `compile` → `backend`, with `apply` the one
+//! path of every change (store and kernel kept in agreement), `observe` for what the
+//! user reads and `render` for the one text form of a plan.
 
+pub mod apply;
 pub mod backend;
 pub mod cli;
 pub mod compile;

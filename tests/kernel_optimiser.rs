@@ -10,7 +10,7 @@ use rampart::model::{
     Action, Decision, Direction, Endpoint, Family, Packet, Policy, PortRange, Ports, Proto, Rule,
     RuleLog,
 };
-use rampart::store::Store;
+use rampart::store::{LockMode, Store};
 use rampart_sandbox::{Conn, Sandbox, Udp};
 
 /// First port the server listens on; it listens on PORTS of them.
@@ -159,7 +159,7 @@ fn generated_rules_on_the_kernel_agree_with_the_model() {
             .success());
     }
     let policy = generate(&sb);
-    let store = Store::open(sb.config_dir(), true).unwrap().unwrap();
+    let store = Store::open(sb.config_dir(), LockMode::Exclusive).unwrap();
     store.save(&policy).unwrap();
     drop(store);
     sb.rampart_ok(&["reload"]);

@@ -1,0 +1,354 @@
+//! The one path of every command that changes the firewall:
+//!
+//! lock → finish or undo an interrupted change → load (validated) → read the kernel's
+//! stamp → edit → compile → write the new policy as *pending* → apply (one
+//! transaction) → verify → make the pending policy the policy.
+//!
+//! The kernel table is stamped with the id of the policy it was compiled from, so:
+//! - a diff (an element-only change) is applied only when the kernel holds the plan
+//!   it was computed from; otherwise the whole table is replaced;
+//! - after a crash at any moment, the pending file says a change was under way and
+//!   the stamp says whether the kernel got it: the next command (even `status`)
+//!   finishes the change (the kernel has it) or drops it (the kernel does not);
+//! - if the kernel step fails, or the final rename does, the kernel is brought back
+//!   to what it held, so kernel and disk agree, and the error says so.
+
+use std::fmt;
+
+use thiserror::Error;
+
+use crate::backend::{Backend, BackendError, KernelState, Stamp, Timer};
+use crate::compile::{compile, Plan};
+use crate::model::Policy;
+use crate::store::{Loaded, LockMode, Serialized, Store, StoreError};
+
+/// How a change reaches the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// As little as needed: nothing if nothing changed, only map elements if that is
+    /// all that changed (and the kernel holds the old policy), else the whole table.
+    Auto,
+    /// The whole table, even if nothing changed (`enable`, `reload`).
+    Full,
+}
+
+/// Where things stand after a failed step.
+#[derive(Debug)]
+pub enum Aftermath {
+    /// The kernel and the policy file are as they were.
+    Unchanged,
+    /// The kernel had changed; it was brought back, and the policy file is as it was.
+    Restored,
+    /// The kernel could not be brought back; the next command will finish or undo the
+    /// change (the pending policy file says one was under way).
+    Unresolved(BackendError),
+}
+
+impl fmt::Display for Aftermath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Aftermath::Unchanged => f.write_str("nothing was changed"),
+            Aftermath::Restored => f.write_str("the previous firewall was restored; nothing was changed"),
+            Aftermath::Unresolved(e) => write!(
+                f,
+                "restoring the previous firewall failed too ({e}); the next rampart command will finish or undo the change"
+            ),
+        }
+    }
+}
+
+/// Why a change did not happen.
+#[derive(Debug, Error)]
+pub enum ApplyError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Backend(#[from] BackendError),
+    #[error("{source}; {then}")]
+    Kernel {
+        #[source]
+        source: BackendError,
+        then: Aftermath,
+    },
+    #[error("{source}; {then}")]
+    Commit {
+        #[source]
+        source: StoreError,
+        then: Aftermath,
+    },
+}
+
+/// An opened firewall: the locked config directory, the policy loaded from it and what
+/// the kernel holds.
+pub struct Firewall<'b> {
+    store: Store,
+    backend: &'b dyn Backend,
+    loaded: Loaded,
+    kernel: KernelState,
+    /// What recovery did, for the user (on stderr).
+    pub recovered: Option<&'static str>,
+}
+
+/// Whether the kernel is as `policy` (with id `id`) wants it.
+fn agrees(kernel: &KernelState, policy: &Policy, id: &str) -> bool {
+    if policy.enabled {
+        kernel.holds(id)
+    } else {
+        !kernel.is_loaded()
+    }
+}
+
+/// Load the policy while the kernel's state is read (nft runs in its own process).
+fn load_and_read(
+    store: &Store,
+    backend: &dyn Backend,
+) -> Result<(Loaded, KernelState), ApplyError> {
+    std::thread::scope(|s| {
+        let kernel = s.spawn(|| backend.state());
+        let loaded = store.load();
+        let kernel = kernel.join().expect("reading the kernel does not panic");
+        Ok((loaded?, kernel?))
+    })
+}
+
+impl<'b> Firewall<'b> {
+    /// Open for reading (shared lock). An interrupted change is finished or undone
+    /// first (that takes the exclusive lock for a moment).
+    pub fn open_read(dir: &std::path::Path, backend: &'b dyn Backend) -> Result<Self, ApplyError> {
+        let mut store = Store::open(dir, LockMode::Shared)?;
+        let mut recovered = None;
+        if store.has_pending() {
+            store.upgrade()?;
+            recovered = recover(&store, backend)?;
+        }
+        let (loaded, kernel) = load_and_read(&store, backend)?;
+        Ok(Firewall {
+            store,
+            backend,
+            loaded,
+            kernel,
+            recovered,
+        })
+    }
+
+    /// Open to look only (a dry run): shared lock, nothing written, not even the
+    /// finishing of an interrupted change.
+    pub fn open_peek(dir: &std::path::Path, backend: &'b dyn Backend) -> Result<Self, ApplyError> {
+        let store = Store::open(dir, LockMode::Shared)?;
+        let (loaded, kernel) = load_and_read(&store, backend)?;
+        Ok(Firewall {
+            store,
+            backend,
+            loaded,
+            kernel,
+            recovered: None,
+        })
+    }
+
+    /// Open for a change (exclusive lock, held until dropped).
+    pub fn open_write(dir: &std::path::Path, backend: &'b dyn Backend) -> Result<Self, ApplyError> {
+        let store = Store::open(dir, LockMode::Exclusive)?;
+        let recovered = if store.has_pending() {
+            recover(&store, backend)?
+        } else {
+            None
+        };
+        let (loaded, kernel) = load_and_read(&store, backend)?;
+        Ok(Firewall {
+            store,
+            backend,
+            loaded,
+            kernel,
+            recovered,
+        })
+    }
+
+    /// The policy in the config directory.
+    pub fn policy(&self) -> &Policy {
+        &self.loaded.policy
+    }
+
+    /// What the kernel holds of rampart's table.
+    pub fn kernel(&self) -> &KernelState {
+        &self.kernel
+    }
+
+    /// Whether the kernel is as the policy file wants it.
+    pub fn in_sync(&self) -> bool {
+        agrees(&self.kernel, &self.loaded.policy, &self.loaded.id)
+    }
+
+    /// The policy the kernel holds when it is not the file's (the file was edited by
+    /// hand since): the one the cache still describes, if its stamp says so.
+    pub fn enforced_other(&self) -> Option<Policy> {
+        let stale = self.loaded.stale.as_ref()?;
+        self.kernel
+            .holds(stale.id())
+            .then(|| stale.policy())
+            .flatten()
+    }
+
+    /// Edit the policy with `f` (given a copy, and whether the firewall is enabled) and
+    /// apply the result. While `f` runs, the loaded policy's plan compiles (when a
+    /// diff may be applied); the new policy serializes while it compiles.
+    pub fn edit<T, E>(
+        self,
+        mode: Mode,
+        f: impl FnOnce(&mut Policy, bool) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<ApplyError>,
+    {
+        let t = Timer::start();
+        let old = &self.loaded.policy;
+        let diff = mode == Mode::Auto && old.enabled && self.in_sync();
+        std::thread::scope(|s| {
+            let before = diff.then(|| s.spawn(|| compile(old)));
+            let mut new = old.clone();
+            let out = f(&mut new, old.enabled)?;
+            t.lap("edit");
+            let before = before.map(|h| h.join().expect("compile does not panic"));
+            self.commit(new, mode, before).map_err(E::from)?;
+            Ok(out)
+        })
+    }
+
+    /// Apply `new` as `mode` says (`before`: the loaded policy's plan, when the kernel
+    /// holds it and a diff may be applied).
+    fn commit(&self, new: Policy, mode: Mode, before: Option<Plan>) -> Result<(), ApplyError> {
+        let t = Timer::start();
+        let old = &self.loaded;
+        let same = new == old.policy;
+        if same && mode == Mode::Auto && self.in_sync() {
+            return Ok(());
+        }
+        let (serialized, after) = std::thread::scope(|s| {
+            let serialized =
+                (!same).then(|| s.spawn(|| Serialized::edit(&old.source, &old.policy, &new)));
+            let after = new.enabled.then(|| compile(&new));
+            let serialized = serialized.map(|h| h.join().expect("serializing does not panic"));
+            (serialized, after)
+        });
+        t.lap("compile and serialize");
+        let id = serialized
+            .as_ref()
+            .map_or(old.id.as_str(), |s| s.id.as_str());
+        let stamp = Stamp::new(id);
+        // The new policy is on disk, as pending, before the kernel changes.
+        if let Some(s) = &serialized {
+            self.store.write_pending(s)?;
+            t.lap("pending written");
+        }
+        let applied = match (&after, &before) {
+            (Some(plan), Some(prev)) => self.backend.update(&self.kernel, prev, plan, &stamp),
+            (Some(plan), None) => self.backend.apply(plan, &stamp),
+            (None, _) if self.kernel.is_loaded() => self.backend.remove(),
+            (None, _) => Ok(()),
+        };
+        t.lap("applied");
+        if let Err(source) = applied {
+            let then = self.after_failure(serialized.is_some());
+            return Err(ApplyError::Kernel { source, then });
+        }
+        if serialized.is_none() {
+            // Nothing to write but a fresh cache (after a hand edit).
+            self.store.refresh_cache(old);
+            return Ok(());
+        }
+        if let Err(source) = self.store.commit_pending() {
+            let then = self.after_failure(true);
+            return Err(ApplyError::Commit { source, then });
+        }
+        t.lap("committed");
+        // Freeing tens of thousands of expressions costs milliseconds; the process
+        // ends soon after and the system takes the memory back at once.
+        std::mem::forget((before, after));
+        Ok(())
+    }
+
+    /// After a failed step: bring the kernel back to what it held (if it changed) and
+    /// drop the pending policy, or leave it for the next command if that fails.
+    fn after_failure(&self, pending: bool) -> Aftermath {
+        let unchanged = self.backend.state().is_ok_and(|now| now == self.kernel);
+        let outcome = if unchanged {
+            Ok(Aftermath::Unchanged)
+        } else {
+            self.restore().map(|()| Aftermath::Restored)
+        };
+        match outcome {
+            Ok(done) => {
+                if pending {
+                    if let Err(e) = self.store.discard_pending() {
+                        // The kernel agrees with the policy file; recovery will see
+                        // that and drop the pending file.
+                        eprintln!("WARN: {e}");
+                    }
+                }
+                done
+            }
+            Err(e) => Aftermath::Unresolved(e),
+        }
+    }
+
+    /// Load what the kernel held when the command began: the file's policy, the one a
+    /// stale cache describes, or nothing.
+    fn restore(&self) -> Result<(), BackendError> {
+        let held = if self.kernel.holds(&self.loaded.id) {
+            Some((self.loaded.policy.clone(), self.loaded.id.clone()))
+        } else {
+            match (self.enforced_other(), &self.loaded.stale) {
+                (Some(p), Some(stale)) => Some((p, stale.id().to_string())),
+                _ if !self.kernel.is_loaded() => None,
+                // Unknown content: the policy file is the best there is.
+                _ => Some((self.loaded.policy.clone(), self.loaded.id.clone())),
+            }
+        };
+        match held {
+            Some((policy, id)) if policy.enabled => {
+                self.backend.apply(&compile(&policy), &Stamp::new(&id))
+            }
+            _ => self.backend.remove(),
+        }
+    }
+
+    /// Back up the policy file (for `reset`).
+    pub fn backup(&self) -> Result<Option<std::path::PathBuf>, ApplyError> {
+        Ok(self.store.backup()?)
+    }
+
+    /// The config directory's policy file.
+    pub fn policy_path(&self) -> std::path::PathBuf {
+        self.store.policy_path()
+    }
+}
+
+/// Finish or undo an interrupted change (the store is locked exclusively).
+fn recover(store: &Store, backend: &dyn Backend) -> Result<Option<&'static str>, ApplyError> {
+    let kernel = backend.state()?;
+    // A pending file rampart cannot read is not one a change wrote: it is dropped.
+    let pending = store.load_pending().unwrap_or_default();
+    if let Some(p) = &pending {
+        if agrees(&kernel, &p.policy, &p.id) {
+            store.commit_pending()?;
+            return Ok(Some(
+                "an interrupted change was found applied in the kernel: its policy file is now in place",
+            ));
+        }
+    }
+    store.discard_pending()?;
+    let file = store.load()?;
+    if agrees(&kernel, &file.policy, &file.id) {
+        return Ok(Some(
+            "an interrupted change had not reached the kernel: it was dropped",
+        ));
+    }
+    // Neither: the kernel was changed outside rampart meanwhile. Load the file's policy.
+    if file.policy.enabled {
+        backend.apply(&compile(&file.policy), &Stamp::new(&file.id))?;
+    } else {
+        backend.remove()?;
+    }
+    Ok(Some(
+        "an interrupted change was dropped, and the policy file was loaded into the kernel again",
+    ))
+}

@@ -1,0 +1,190 @@
+//! The kernel side: the only code that changes the firewall. `NftBackend` applies plans
+//! through nft's JSON API in one transaction and reads rampart's own table back; no
+//! other table is ever touched. `MemoryBackend` stands in for it where a test must not
+//! (or cannot) touch a kernel.
+//!
+//! Every table rampart loads is stamped with the id of the policy it was compiled from
+//! (a rule's comment in the `stamp` chain), so a command can tell whether the kernel
+//! holds what the policy file says before it changes anything.
+
+use std::time::Instant;
+
+use thiserror::Error;
+
+use crate::compile::Plan;
+
+mod diff;
+mod json;
+mod memory;
+mod nft;
+
+pub use diff::element_batch;
+pub use json::{payload, payload_with};
+pub use memory::{Fault, MemoryBackend};
+pub use nft::{
+    nft_timeout, transaction, KernelTable, NftBackend, DEFAULT_NFT_TIMEOUT, NFT_TIMEOUT_ENV,
+};
+
+/// The chain whose one rule carries the stamp (its comment). Not a name `compile` uses.
+pub const STAMP_CHAIN: &str = "stamp";
+
+/// What a kernel table is stamped with: the id of the policy it was compiled from and
+/// the version of rampart that compiled it (a plan is only diffed against a plan of the
+/// same version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// The policy's id (see `store::policy_id`).
+    pub policy: String,
+    /// The rampart version that compiled it.
+    pub version: String,
+}
+
+impl Stamp {
+    /// The stamp this program puts on the plan of a policy.
+    pub fn new(policy_id: &str) -> Stamp {
+        Stamp {
+            policy: policy_id.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// The stamp's text (the stamp rule's comment).
+    pub fn text(&self) -> String {
+        format!("rampart {} policy {}", self.version, self.policy)
+    }
+
+    /// Read a stamp rule's comment.
+    pub fn parse(text: &str) -> Option<Stamp> {
+        let rest = text.strip_prefix("rampart ")?;
+        let (version, id) = rest.split_once(" policy ")?;
+        let hex = !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit());
+        hex.then(|| Stamp {
+            policy: id.to_string(),
+            version: version.to_string(),
+        })
+    }
+
+    /// Whether this program compiled it (so its plan can be rebuilt and diffed).
+    pub fn is_ours(&self) -> bool {
+        self.version == env!("CARGO_PKG_VERSION")
+    }
+}
+
+/// What the kernel holds of rampart's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelState {
+    /// Not loaded.
+    Absent,
+    /// Loaded; `stamp` is None when the table carries no readable stamp (made by hand
+    /// or changed outside rampart). `handle` is the stamp rule's.
+    Loaded {
+        /// The stamp, if any.
+        stamp: Option<Stamp>,
+        /// The stamp rule's handle (for a transaction that must find it unchanged).
+        handle: Option<u32>,
+    },
+}
+
+impl KernelState {
+    /// Whether rampart's table is loaded.
+    pub fn is_loaded(&self) -> bool {
+        matches!(self, KernelState::Loaded { .. })
+    }
+
+    /// The id of the policy the kernel holds, if it is stamped.
+    pub fn policy_id(&self) -> Option<&str> {
+        match self {
+            KernelState::Loaded {
+                stamp: Some(stamp), ..
+            } => Some(&stamp.policy),
+            _ => None,
+        }
+    }
+
+    /// Whether the kernel holds exactly the table this program compiles for `id`.
+    pub fn holds(&self, id: &str) -> bool {
+        matches!(self, KernelState::Loaded { stamp: Some(s), .. } if s.policy == id && s.is_ours())
+    }
+}
+
+/// Backend failures.
+#[derive(Debug, Error)]
+pub enum BackendError {
+    #[error("cannot run nft (is the nftables package installed?): {0}")]
+    Exec(#[source] std::io::Error),
+    #[error(
+        "nft did not finish within {0} s and was stopped (RAMPART_NFT_TIMEOUT sets the limit)"
+    )]
+    Timeout(f64),
+    #[error("nft refused the ruleset: {0}")]
+    Refused(String),
+    #[error("the kernel's table does not match the plan after applying it: {0}")]
+    Verify(String),
+    #[error("cannot read rampart's table from nft: {0}")]
+    Read(String),
+}
+
+/// What a backend must do.
+pub trait Backend: Sync {
+    /// What the kernel holds of rampart's table.
+    fn state(&self) -> Result<KernelState, BackendError>;
+    /// Replace rampart's table by the plan, stamped, in one transaction, keeping the
+    /// state sets (and their elements) the plan declares again; then verify that the
+    /// kernel holds the plan's chains, sets and maps and the stamp.
+    fn apply(&self, plan: &Plan, stamp: &Stamp) -> Result<(), BackendError>;
+    /// Bring the kernel from `previous`, which it holds as `current` says, to `plan`:
+    /// when only map elements differ, one small transaction that also replaces the
+    /// stamp and fails unless the kernel's stamp rule is still `current`'s (so it never
+    /// applies a diff to something else); otherwise, or if that fails, [`apply`].
+    ///
+    /// [`apply`]: Backend::apply
+    fn update(
+        &self,
+        current: &KernelState,
+        previous: &Plan,
+        plan: &Plan,
+        stamp: &Stamp,
+    ) -> Result<(), BackendError>;
+    /// Remove rampart's table, if present.
+    fn remove(&self) -> Result<(), BackendError>;
+    /// rampart's table as nft text (empty if not loaded).
+    fn list_text(&self) -> Result<String, BackendError>;
+}
+
+/// Phase timings on stderr when `RAMPART_TIMING` is set (for benchmarks).
+pub struct Timer(Option<Instant>);
+
+impl Timer {
+    /// Start timing if `RAMPART_TIMING` is set.
+    pub fn start() -> Timer {
+        Timer(std::env::var_os("RAMPART_TIMING").map(|_| Instant::now()))
+    }
+
+    /// Print the time since start, labelled.
+    pub fn lap(&self, what: &str) {
+        if let Some(t) = self.0 {
+            eprintln!("timing: {what}: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_read_back() {
+        let s = Stamp::new("00ff");
+        assert_eq!(Stamp::parse(&s.text()), Some(s.clone()));
+        assert!(s.is_ours());
+        assert_eq!(Stamp::parse("rampart 0.1.0 policy "), None);
+        assert_eq!(Stamp::parse("something else"), None);
+        let state = KernelState::Loaded {
+            stamp: Some(s),
+            handle: Some(3),
+        };
+        assert!(state.holds("00ff"));
+        assert!(!state.holds("00fe"));
+        assert!(!KernelState::Absent.holds("00ff"));
+    }
+}

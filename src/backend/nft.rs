@@ -1,0 +1,516 @@
+//! The nft backend: `nft -j` through a pipe, every call bounded by a timeout, each
+//! apply one transaction that is then verified.
+
+use std::io::{Read, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use nftables::batch::Batch;
+use nftables::schema::{Chain, FlushObject, Map, NfCmd, NfListObject, Rule, Set, Table};
+use nftables::stmt::Statement;
+use serde_json::Value;
+use wait_timeout::ChildExt;
+
+use crate::compile::{Plan, FAMILY, STATE_SET_PREFIX, TABLE};
+
+use super::{
+    element_batch, payload_with, Backend, BackendError, KernelState, Stamp, Timer, STAMP_CHAIN,
+};
+
+/// The `nft` program (found on `PATH`).
+const NFT: &str = "nft";
+/// How long one nft call may take unless `RAMPART_NFT_TIMEOUT` (seconds) says otherwise.
+pub const DEFAULT_NFT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Environment variable that sets the nft timeout in seconds.
+pub const NFT_TIMEOUT_ENV: &str = "RAMPART_NFT_TIMEOUT";
+
+/// The nft timeout in force.
+pub fn nft_timeout() -> Duration {
+    std::env::var(NFT_TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(DEFAULT_NFT_TIMEOUT)
+}
+
+/// The nft JSON backend (`nft -j -f -`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NftBackend;
+
+/// What exists of rampart's table in the kernel.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KernelTable {
+    /// Chain names.
+    pub chains: Vec<String>,
+    /// Set names.
+    pub sets: Vec<String>,
+    /// Map names.
+    pub maps: Vec<String>,
+}
+
+/// A running nft, with its output being read.
+struct Running {
+    child: std::process::Child,
+    out: std::thread::JoinHandle<Vec<u8>>,
+    err: std::thread::JoinHandle<Vec<u8>>,
+}
+
+/// Start `nft ARGS`, feeding it `input`.
+fn spawn(args: &[&str], input: Option<&[u8]>) -> Result<Running, BackendError> {
+    let mut child = Command::new(NFT)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(BackendError::Exec)?;
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = reader(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = reader(child.stderr.take().map(|p| Box::new(p) as _));
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+        // nft that stops reading has failed; its stderr says why.
+        let _ = stdin.write_all(input);
+    }
+    Ok(Running { child, out, err })
+}
+
+impl Running {
+    /// Wait for nft, killing it at the timeout.
+    fn finish(mut self) -> Result<Output, BackendError> {
+        let timeout = nft_timeout();
+        let status = match self
+            .child
+            .wait_timeout(timeout)
+            .map_err(BackendError::Exec)?
+        {
+            Some(status) => status,
+            None => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err(BackendError::Timeout(timeout.as_secs_f64()));
+            }
+        };
+        Ok(Output {
+            status,
+            stdout: self.out.join().unwrap_or_default(),
+            stderr: self.err.join().unwrap_or_default(),
+        })
+    }
+}
+
+/// nft's complaint as one line.
+fn one_line(stderr: &[u8]) -> String {
+    let err = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join(" | ")
+}
+
+/// The objects of a listing that belong to rampart's table, by kind (`chain`, `set`…).
+fn ours<'v>(v: &'v Value, key: &'static str) -> impl Iterator<Item = &'v Value> {
+    v.get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(move |item| item.get(key))
+        .filter(|obj| obj.get("table").and_then(Value::as_str) == Some(TABLE))
+}
+
+fn names(v: &Value, key: &'static str) -> Vec<String> {
+    ours(v, key)
+        .filter_map(|o| o.get("name").and_then(Value::as_str).map(String::from))
+        .collect()
+}
+
+fn table() -> Table<'static> {
+    Table {
+        family: FAMILY,
+        name: TABLE.into(),
+        handle: None,
+    }
+}
+
+/// `chain stamp { }`: holds the stamp rule; nothing jumps to it.
+fn stamp_chain() -> Chain<'static> {
+    Chain {
+        family: FAMILY,
+        table: TABLE.into(),
+        name: STAMP_CHAIN.into(),
+        ..Chain::default()
+    }
+}
+
+/// `return comment "rampart VERSION policy ID"`
+fn stamp_rule(stamp: &Stamp) -> Rule<'static> {
+    Rule {
+        family: FAMILY,
+        table: TABLE.into(),
+        chain: STAMP_CHAIN.into(),
+        expr: vec![Statement::Return(None)].into(),
+        comment: Some(stamp.text().into()),
+        ..Rule::default()
+    }
+}
+
+impl NftBackend {
+    /// Parse a listing's JSON; nft's error becomes one line.
+    fn listing(out: Output) -> Result<Value, BackendError> {
+        if !out.status.success() {
+            return Err(BackendError::Read(one_line(&out.stderr)));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| BackendError::Read(e.to_string()))
+    }
+
+    /// The stamp from a listing of the stamp chain (an error listing: no stamp).
+    fn stamp_of(out: Output) -> (Option<Stamp>, Option<u32>) {
+        let Ok(v) = NftBackend::listing(out) else {
+            return (None, None);
+        };
+        let found = ours(&v, "rule")
+            .find(|r| r.get("chain").and_then(Value::as_str) == Some(STAMP_CHAIN))
+            .map(|r| {
+                let stamp = r
+                    .get("comment")
+                    .and_then(Value::as_str)
+                    .and_then(Stamp::parse);
+                let handle = r
+                    .get("handle")
+                    .and_then(Value::as_u64)
+                    .and_then(|h| u32::try_from(h).ok());
+                (stamp, handle)
+            });
+        found.unwrap_or((None, None))
+    }
+
+    /// The names of rampart's chains, sets and maps, and its stamp (None if the table
+    /// is absent). Listed per kind, tersely, side by side: listing the whole table
+    /// costs time in proportion to its rules, these do not.
+    pub fn read(&self) -> Result<Option<(KernelTable, KernelState)>, BackendError> {
+        let running = [
+            spawn(&["-j", "list", "chains", "inet"], None),
+            spawn(&["-j", "-t", "list", "sets", "inet"], None),
+            spawn(&["-j", "-t", "list", "maps", "inet"], None),
+            spawn(&["-j", "list", "chain", "inet", TABLE, STAMP_CHAIN], None),
+        ];
+        let [chains, sets, maps, stamp] = running.map(|r| r.and_then(Running::finish));
+        let chains = NftBackend::listing(chains?)?;
+        let sets = NftBackend::listing(sets?)?;
+        let maps = NftBackend::listing(maps?)?;
+        let (stamp, handle) = NftBackend::stamp_of(stamp?);
+        let t = KernelTable {
+            chains: names(&chains, "chain"),
+            sets: names(&sets, "set"),
+            maps: names(&maps, "map"),
+        };
+        let empty = t.chains.is_empty() && t.sets.is_empty() && t.maps.is_empty();
+        Ok((!empty).then_some((t, KernelState::Loaded { stamp, handle })))
+    }
+
+    /// Run `nft -j -f -` with the batch (and the plan objects `adds`) as one
+    /// transaction; nft's complaint, if any, becomes one line.
+    fn run(
+        &self,
+        batch: Batch<'static>,
+        adds: &[&NfListObject<'static>],
+        plan: Option<&Plan>,
+    ) -> Result<(), BackendError> {
+        let t = Timer::start();
+        let payload = payload_with(batch, adds, plan);
+        t.lap("payload");
+        let out = spawn(&["-j", "-f", "-"], Some(payload.as_bytes()))?.finish()?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(BackendError::Refused(one_line(&out.stderr)))
+        }
+    }
+
+    /// Check that the kernel holds the plan's chains, sets and maps, stamped.
+    fn verify(&self, plan: &Plan, stamp: &Stamp) -> Result<(), BackendError> {
+        // The transaction is atomic, so the rules are there; listing rules back costs
+        // time in proportion to the whole table.
+        let (now, state) = self
+            .read()?
+            .ok_or_else(|| BackendError::Verify("table is missing".into()))?;
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        let names = |pick: fn(&NfListObject) -> Option<String>| {
+            sorted(plan.objects.iter().filter_map(pick).collect())
+        };
+        let mut chains = names(|o| match o {
+            NfListObject::Chain(c) => Some(c.name.to_string()),
+            _ => None,
+        });
+        chains.push(STAMP_CHAIN.to_string());
+        let want = (
+            sorted(chains),
+            names(|o| match o {
+                NfListObject::Set(s) => Some(s.name.to_string()),
+                _ => None,
+            }),
+            names(|o| match o {
+                NfListObject::Map(m) => Some(m.name.to_string()),
+                _ => None,
+            }),
+        );
+        let have = (sorted(now.chains), sorted(now.sets), sorted(now.maps));
+        if have != want {
+            return Err(BackendError::Verify(format!(
+                "expected chains, sets, maps {want:?}, found {have:?}"
+            )));
+        }
+        if !state.holds(&stamp.policy) {
+            return Err(BackendError::Verify(format!(
+                "expected the stamp '{}', found {state:?}",
+                stamp.text()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Build the transaction that turns `current` (what the kernel has) into `plan`.
+///
+/// The table is flushed and its chains and sets deleted and re-added, all in one batch,
+/// except the sets the plan declares again: those are left in place with their
+/// elements, which is how limit state survives a reload. The new table is stamped.
+pub fn transaction<'p>(
+    current: Option<&KernelTable>,
+    plan: &'p Plan,
+    stamp: &Stamp,
+) -> (Batch<'static>, Vec<&'p NfListObject<'static>>) {
+    let mut batch = Batch::new();
+    batch.add(NfListObject::Table(table()));
+    let planned_sets: Vec<&str> = plan
+        .objects
+        .iter()
+        .filter_map(|o| match o {
+            NfListObject::Set(s) => Some(s.name.as_ref()),
+            _ => None,
+        })
+        .collect();
+    let kept_state =
+        |name: &str| name.starts_with(STATE_SET_PREFIX) && planned_sets.contains(&name);
+    if let Some(cur) = current {
+        batch.add_cmd(NfCmd::Flush(FlushObject::Table(table())));
+        // Maps first: their elements may jump to chains (goto reject_packet).
+        for map in &cur.maps {
+            batch.delete(NfListObject::Map(Box::new(Map {
+                family: FAMILY,
+                table: TABLE.into(),
+                name: map.clone().into(),
+                ..Map::default()
+            })));
+        }
+        for chain in &cur.chains {
+            batch.delete(NfListObject::Chain(Chain {
+                family: FAMILY,
+                table: TABLE.into(),
+                name: chain.clone().into(),
+                ..Chain::default()
+            }));
+        }
+        for set in cur.sets.iter().filter(|s| !kept_state(s)) {
+            batch.delete(NfListObject::Set(Box::new(Set {
+                family: FAMILY,
+                table: TABLE.into(),
+                name: set.clone().into(),
+                ..Set::default()
+            })));
+        }
+    }
+    batch.add(NfListObject::Chain(stamp_chain()));
+    batch.add(NfListObject::Rule(stamp_rule(stamp)));
+    let adds = plan
+        .objects
+        .iter()
+        .filter(|obj| {
+            !matches!(obj, NfListObject::Set(s)
+            if current.is_some_and(|c| c.sets.iter().any(|n| n == &s.name)) && kept_state(&s.name))
+        })
+        .collect();
+    (batch, adds)
+}
+
+impl Backend for NftBackend {
+    fn state(&self) -> Result<KernelState, BackendError> {
+        let running = [
+            spawn(&["-j", "list", "chains", "inet"], None),
+            spawn(&["-j", "list", "chain", "inet", TABLE, STAMP_CHAIN], None),
+        ];
+        let [chains, stamp] = running.map(|r| r.and_then(Running::finish));
+        let chains = NftBackend::listing(chains?)?;
+        let (stamp, handle) = NftBackend::stamp_of(stamp?);
+        if names(&chains, "chain").is_empty() {
+            // A table with only sets and maps (or a stamp without chains) is still
+            // rampart's: `read` finds it, `apply` replaces it.
+            return Ok(match self.read()? {
+                Some((_, state)) => state,
+                None => KernelState::Absent,
+            });
+        }
+        Ok(KernelState::Loaded { stamp, handle })
+    }
+
+    fn apply(&self, plan: &Plan, stamp: &Stamp) -> Result<(), BackendError> {
+        let t = Timer::start();
+        let current = self.read()?;
+        t.lap("read table");
+        let (batch, adds) = transaction(current.as_ref().map(|(t, _)| t), plan, stamp);
+        self.run(batch, &adds, Some(plan))?;
+        t.lap("nft transaction");
+        self.verify(plan, stamp)?;
+        t.lap("verify");
+        Ok(())
+    }
+
+    fn update(
+        &self,
+        current: &KernelState,
+        previous: &Plan,
+        plan: &Plan,
+        stamp: &Stamp,
+    ) -> Result<(), BackendError> {
+        let t = Timer::start();
+        let handle = match current {
+            KernelState::Loaded {
+                handle: Some(h), ..
+            } => Some(*h),
+            _ => None,
+        };
+        let batch = handle.and_then(|h| element_batch(previous, plan).map(|b| (h, b)));
+        t.lap("element diff");
+        if let Some((handle, mut batch)) = batch {
+            // The stamp rule is swapped in the same transaction, by handle: if the
+            // kernel's is not the one read before, nothing is applied.
+            batch.delete(NfListObject::Rule(Rule {
+                handle: Some(handle),
+                ..stamp_rule(stamp)
+            }));
+            batch.add(NfListObject::Rule(stamp_rule(stamp)));
+            if self.run(batch, &[], Some(plan)).is_ok() {
+                t.lap("element transaction");
+                return Ok(());
+            }
+        }
+        self.apply(plan, stamp)
+    }
+
+    fn remove(&self) -> Result<(), BackendError> {
+        if self.read()?.is_none() {
+            return Ok(());
+        }
+        let mut batch = Batch::new();
+        batch.delete(NfListObject::Table(table()));
+        self.run(batch, &[], None)?;
+        match self.read()? {
+            None => Ok(()),
+            Some(_) => Err(BackendError::Verify("the table is still there".into())),
+        }
+    }
+
+    fn list_text(&self) -> Result<String, BackendError> {
+        let out = spawn(&["list", "table", "inet", TABLE], None)?.finish()?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Ok(String::new())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::payload_with;
+    use crate::compile::compile;
+    use crate::grammar::parse_rule;
+    use crate::model::{Action, Policy};
+
+    fn json(current: Option<&KernelTable>, plan: &Plan) -> Value {
+        let (batch, adds) = transaction(current, plan, &Stamp::new("00"));
+        serde_json::from_str(&payload_with(batch, &adds, Some(plan))).unwrap()
+    }
+
+    #[test]
+    fn fresh_apply_only_adds() {
+        let plan = compile(&Policy::default());
+        let json = json(None, &plan);
+        let cmds = json["nftables"].as_array().unwrap();
+        assert!(cmds.iter().all(|c| c.get("add").is_some()));
+        // The table, the stamp chain and its rule, then the plan.
+        assert_eq!(cmds.len(), plan.objects.len() + 3);
+        assert_eq!(cmds[2]["add"]["rule"]["comment"], Stamp::new("00").text());
+    }
+
+    #[test]
+    fn reapply_flushes_and_deletes_first() {
+        let plan = compile(&Policy::default());
+        let cur = KernelTable {
+            chains: vec!["input".into(), "old".into()],
+            sets: vec!["state_x".into()],
+            maps: vec![],
+        };
+        let json = json(Some(&cur), &plan);
+        let cmds = json["nftables"].as_array().unwrap();
+        assert!(cmds[1].get("flush").is_some());
+        assert_eq!(cmds[2]["delete"]["chain"]["name"], "input");
+        assert_eq!(cmds[3]["delete"]["chain"]["name"], "old");
+        // the state set is not in the plan, so it goes too
+        assert_eq!(cmds[4]["delete"]["set"]["name"], "state_x");
+        assert_eq!(cmds[5]["add"]["chain"]["name"], STAMP_CHAIN);
+    }
+
+    #[test]
+    fn verdict_maps_are_written_as_such() {
+        let mut p = Policy::default();
+        for (action, text) in [
+            (Action::Allow, "22/tcp"),
+            (Action::Deny, "from 198.18.0.0/24"),
+        ] {
+            let words: Vec<String> = text.split_whitespace().map(String::from).collect();
+            p.rules.extend(parse_rule(action, &words).unwrap().rules);
+        }
+        let plan = compile(&p);
+        let json = json(None, &plan);
+        let maps: Vec<&Value> = json["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["add"].get("map"))
+            .collect();
+        assert!(!maps.is_empty());
+        assert!(maps.iter().all(|m| m["map"] == "verdict"));
+        let elems: Vec<&Value> = maps
+            .iter()
+            .filter_map(|m| m.get("elem"))
+            .flat_map(|e| e.as_array().unwrap())
+            .collect();
+        assert!(
+            elems.contains(&&serde_json::json!([{"concat": ["tcp", 22]}, {"accept": null}])),
+            "{elems:?}"
+        );
+        assert!(elems.contains(&&serde_json::json!([
+            {"prefix": {"addr": "198.18.0.0", "len": 24}},
+            {"drop": null}
+        ])));
+    }
+}

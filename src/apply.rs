@@ -339,7 +339,7 @@ fn recover(store: &Store, backend: &dyn Backend) -> Result<Option<&'static str>,
     let file = store.load()?;
     if agrees(&kernel, &file.policy, &file.id) {
         return Ok(Some(
-            "an interrupted change had not reached the kernel: it was dropped",
+            "an interrupted change was not in the kernel: it was dropped",
         ));
     }
     // Neither: the kernel was changed outside rampart meanwhile. Load the file's policy.

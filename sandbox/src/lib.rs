@@ -289,15 +289,71 @@ impl Sandbox {
 
     /// Run rampart inside the server namespace with this sandbox's config dir.
     pub fn rampart(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.srv.ns])
-            .arg(&self.bin)
-            .arg("--config-dir")
-            .arg(&self.config_dir)
-            .args(args)
+        self.rampart_command(args)
             .stdin(Stdio::null())
             .output()
             .expect("run rampart")
+    }
+
+    /// The command that runs rampart inside the server namespace with this sandbox's
+    /// config dir (to add environment, pipes, or to spawn and kill it). `ip netns exec`
+    /// execs rampart itself, so the child's pid is rampart's.
+    pub fn rampart_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.srv.ns])
+            .arg(&self.bin)
+            .arg("--config-dir")
+            .arg(&self.config_dir)
+            .args(args);
+        cmd
+    }
+
+    /// The rampart binary.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// A further empty namespace (loopback up), removed with the sandbox: somewhere
+    /// to load a reference ruleset beside the server's.
+    pub fn spare_ns(&mut self) -> io::Result<String> {
+        let ns = format!("{}-x{}", self.switch, self.namespaces.len());
+        ip(&["netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// rampart's table in a namespace as nft JSON, normalized for comparison: no
+    /// handles, set and map elements sorted, no elements of limit state sets (their
+    /// contents are traffic, not policy). Null when the table is not loaded.
+    pub fn table_json(&self, ns: &str) -> serde_json::Value {
+        let out = self.exec(ns, &["nft", "-j", "list", "table", "inet", "rampart"]);
+        if !out.status.success() {
+            return serde_json::Value::Null;
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("nft lists JSON");
+        normalize(&mut v);
+        // Objects by kind and name (a kept state set keeps its old place in the
+        // listing); rules stay in order within their chain (the sort is stable).
+        if let Some(items) = v
+            .get_mut("nftables")
+            .and_then(serde_json::Value::as_array_mut)
+        {
+            items.sort_by_key(|item| {
+                let (kind, obj) = item
+                    .as_object()
+                    .and_then(|o| o.iter().next())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .unwrap_or_default();
+                let name = obj
+                    .get(if kind == "rule" { "chain" } else { "name" })
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                (kind, name)
+            });
+        }
+        v
     }
 
     /// Run rampart and insist it succeeds; returns stdout.
@@ -436,6 +492,36 @@ impl Sandbox {
             Err(_) => Udp::TimedOut,
         })
         .unwrap_or(Udp::TimedOut)
+    }
+}
+
+/// Strip what differs between equal tables: handles, metainfo, element order, and the
+/// elements of limit state sets.
+fn normalize(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            map.remove("handle");
+            map.remove("metainfo");
+            let state = map
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.starts_with("state_"));
+            if state {
+                map.remove("elem");
+            }
+            for child in map.values_mut() {
+                normalize(child);
+            }
+            if let Some(Value::Array(elems)) = map.get_mut("elem") {
+                elems.sort_by_key(|e| e.to_string());
+            }
+        }
+        Value::Array(items) => {
+            items.iter_mut().for_each(normalize);
+            items.retain(|i| !i.as_object().is_some_and(|o| o.is_empty()));
+        }
+        _ => {}
     }
 }
 

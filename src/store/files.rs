@@ -66,7 +66,11 @@ pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| io::Error::other("bad file name"))?;
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let tmp = dir.join(if name.starts_with('.') {
+        format!("{name}.tmp")
+    } else {
+        format!(".{name}.tmp")
+    });
     // A temporary file left by a killed command: remove it (never follows a link).
     match fs::remove_file(&tmp) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),

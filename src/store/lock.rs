@@ -59,7 +59,12 @@ impl Lock {
             path: path.to_path_buf(),
             source,
         };
-        let file = match files::open_private(path, mode == LockMode::Exclusive) {
+        if mode == LockMode::Exclusive {
+            files::open_private(path, true).map_err(err)?;
+        }
+        // Locked through a read-only descriptor: flock does not need write access, and
+        // no file stays open for writing while nft works.
+        let file = match files::open_private(path, false) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound && mode == LockMode::Shared => {
                 return Ok(None)

@@ -311,15 +311,39 @@ impl<'b> Firewall<'b> {
         }
     }
 
-    /// Back up the policy file (for `reset`).
-    pub fn backup(&self) -> Result<Option<std::path::PathBuf>, ApplyError> {
-        Ok(self.store.backup()?)
-    }
-
     /// The config directory's policy file.
     pub fn policy_path(&self) -> std::path::PathBuf {
         self.store.policy_path()
     }
+}
+
+/// `reset`: back up the policy file, whatever it holds (also one that does not load:
+/// reset is the way out of a broken hand edit), replace it with the defaults and
+/// unload the firewall. Returns the policy file and its backup.
+pub fn reset(
+    dir: &std::path::Path,
+    backend: &dyn Backend,
+) -> Result<(std::path::PathBuf, Option<std::path::PathBuf>), ApplyError> {
+    let store = Store::open(dir, LockMode::Exclusive)?;
+    if store.has_pending() && recover(&store, backend).is_err() {
+        // The policy file does not load: the reset replaces it anyway.
+        store.discard_pending()?;
+    }
+    let backup = store.backup()?;
+    let defaults = Serialized::of(&Policy::default());
+    store.write_pending(&defaults)?;
+    if let Err(source) = backend.remove() {
+        // Unless the table went all the same, nothing changed.
+        if !backend.state().is_ok_and(|k| !k.is_loaded()) {
+            store.discard_pending()?;
+            let then = Aftermath::Unchanged;
+            return Err(ApplyError::Kernel { source, then });
+        }
+    }
+    // If this fails, the pending defaults agree with the unloaded kernel: the next
+    // command completes the reset.
+    store.commit_pending()?;
+    Ok((store.policy_path(), backup))
 }
 
 /// Finish or undo an interrupted change (the store is locked exclusively).

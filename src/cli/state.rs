@@ -3,7 +3,7 @@
 
 use crate::apply::Mode;
 use crate::compile::compile;
-use crate::model::{LogLevel, Policy, Verdict};
+use crate::model::{LogLevel, Verdict};
 use crate::render::plan_text;
 
 use super::{usage, CliError, Ctx, Out};
@@ -63,20 +63,11 @@ impl Ctx<'_> {
         if self.dry_run {
             return Ok(vec![]);
         }
-        let fw = self.open_write()?;
-        let mut out = Vec::new();
-        if let Some(backup) = fw.backup()? {
-            out.push(format!(
-                "Backing up '{}' to '{}'",
-                fw.policy_path().display(),
-                backup.display()
-            ));
-        }
-        fw.edit(Mode::Full, |p, _| {
-            *p = Policy::default();
-            Ok::<_, CliError>(())
-        })?;
-        Ok(out)
+        let (policy, backup) = crate::apply::reset(&self.dir, self.backend)?;
+        Ok(backup
+            .map(|b| format!("Backing up '{}' to '{}'", policy.display(), b.display()))
+            .into_iter()
+            .collect())
     }
 
     pub(super) fn default(&self, verdict: &str, direction: Option<&str>) -> Result<Out, CliError> {

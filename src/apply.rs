@@ -239,12 +239,18 @@ impl<'b> Firewall<'b> {
             self.store.write_pending(s)?;
             t.lap("pending written");
         }
-        let applied = match (&after, &before) {
-            (Some(plan), Some(prev)) => self.backend.update(&self.kernel, prev, plan, &stamp),
-            (Some(plan), None) => self.backend.apply(plan, &stamp),
-            (None, _) if self.kernel.is_loaded() => self.backend.remove(),
-            (None, _) => Ok(()),
-        };
+        // The pending file's data is made durable while nft works.
+        let (applied, synced) = std::thread::scope(|s| {
+            let synced = serialized.is_some().then(|| s.spawn(|| self.store.sync_pending()));
+            let applied = match (&after, &before) {
+                (Some(plan), Some(prev)) => self.backend.update(&self.kernel, prev, plan, &stamp),
+                (Some(plan), None) => self.backend.apply(plan, &stamp),
+                (None, _) if self.kernel.is_loaded() => self.backend.remove(),
+                (None, _) => Ok(()),
+            };
+            let synced = synced.map_or(Ok(()), |h| h.join().expect("fsync does not panic"));
+            (applied, synced)
+        });
         t.lap("applied");
         if let Err(source) = applied {
             let then = self.after_failure(serialized.is_some());
@@ -255,7 +261,7 @@ impl<'b> Firewall<'b> {
             self.store.refresh_cache(old);
             return Ok(());
         }
-        if let Err(source) = self.store.commit_pending() {
+        if let Err(source) = synced.and_then(|()| self.store.commit_pending()) {
             let then = self.after_failure(true);
             return Err(ApplyError::Commit { source, then });
         }
@@ -342,6 +348,7 @@ pub fn reset(
     }
     // If this fails, the pending defaults agree with the unloaded kernel: the next
     // command completes the reset.
+    store.sync_pending()?;
     store.commit_pending()?;
     Ok((store.policy_path(), backup))
 }
@@ -353,6 +360,7 @@ fn recover(store: &Store, backend: &dyn Backend) -> Result<Option<&'static str>,
     let pending = store.load_pending().unwrap_or_default();
     if let Some(p) = &pending {
         if agrees(&kernel, &p.policy, &p.id) {
+            store.sync_pending()?;
             store.commit_pending()?;
             return Ok(Some(
                 "an interrupted change was found applied in the kernel: its policy file is now in place",

@@ -60,8 +60,10 @@ pub fn open_private(path: &Path, write: bool) -> io::Result<File> {
 }
 
 /// Write `bytes` to `path` atomically: a fresh temporary file beside it (`O_EXCL`, so a
-/// planted file or link is never written through), fsync, rename, fsync the directory.
-pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// planted file or link is never written through), renamed over `path`. `durable`:
+/// also fsync the file before the rename and the directory after it (what must
+/// survive a power cut; a process that is killed loses nothing written either way).
+pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -85,9 +87,14 @@ pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
             .open(&tmp)?;
         f.set_permissions(Permissions::from_mode(FILE_MODE))?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        sync_dir(dir)
+        if durable {
+            sync_dir(dir)?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -112,10 +119,14 @@ pub fn write_new(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     sync_dir(dir)
 }
 
-/// Rename and sync the directory, so the rename survives a power cut.
-pub fn rename(dir: &Path, from: &Path, to: &Path) -> io::Result<()> {
-    fs::rename(from, to)?;
-    sync_dir(dir)
+/// Rename (not yet durable: see [`sync_dir`]).
+pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)
+}
+
+/// fsync a file's data.
+pub fn sync_file(path: &Path) -> io::Result<()> {
+    open_private(path, false)?.sync_data()
 }
 
 /// Remove a file if it is there, and sync the directory.
@@ -127,7 +138,8 @@ pub fn remove(dir: &Path, path: &Path) -> io::Result<()> {
     }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+/// fsync a directory, so the renames in it survive a power cut.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

@@ -291,13 +291,15 @@ impl Store {
             Origin::Read
         };
         let text = cache::file_text(&loaded.source.toml, body, origin);
-        let _ = files::write_atomic(&self.dir, &self.cache_path(), text.as_bytes());
+        let _ = files::write_atomic(&self.dir, &self.cache_path(), text.as_bytes(), false);
     }
 
-    /// First step of a change: write the new policy (and its cache) as pending.
+    /// First step of a change: write the new policy (and its cache) as pending. Not
+    /// yet durable: a killed process loses nothing; [`Store::sync_pending`] makes the
+    /// data durable (while nft works), [`Store::commit_pending`] the rename.
     pub fn write_pending(&self, policy: &Serialized) -> Result<(), StoreError> {
         let write = |path: PathBuf, bytes: &[u8]| {
-            files::write_atomic(&self.dir, &path, bytes)
+            files::write_atomic(&self.dir, &path, bytes, false)
                 .map_err(|source| StoreError::Write { path, source })
         };
         // The cache first: the pending TOML is the mark of a change in progress.
@@ -305,14 +307,24 @@ impl Store {
         write(self.pending_path(), policy.toml.as_bytes())
     }
 
-    /// Last step of a change: the pending policy becomes the policy.
+    /// fsync the pending policy's data, so the policy file is never torn by a power
+    /// cut. (The cache needs none: it is checked against hashes when read.)
+    pub fn sync_pending(&self) -> Result<(), StoreError> {
+        let path = self.pending_path();
+        files::sync_file(&path).map_err(|source| StoreError::Write { path, source })
+    }
+
+    /// Last step of a change: the pending policy becomes the policy (durably).
     pub fn commit_pending(&self) -> Result<(), StoreError> {
         let path = self.policy_path();
-        files::rename(&self.dir, &self.pending_path(), &path)
-            .map_err(|source| StoreError::Write { path, source })?;
+        let err = |source| StoreError::Write {
+            path: path.clone(),
+            source,
+        };
+        files::rename(&self.pending_path(), &path).map_err(err)?;
         // A cache that fails to move is only a slower next command.
-        let _ = files::rename(&self.dir, &self.pending_cache_path(), &self.cache_path());
-        Ok(())
+        let _ = files::rename(&self.pending_cache_path(), &self.cache_path());
+        files::sync_dir(&self.dir).map_err(err)
     }
 
     /// Drop the pending policy (the change did not happen).
@@ -348,6 +360,7 @@ impl Store {
     pub fn save(&self, policy: &Policy) -> Result<(), StoreError> {
         let s = Serialized::of(policy);
         self.write_pending(&s)?;
+        self.sync_pending()?;
         self.commit_pending()
     }
 }

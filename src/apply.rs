@@ -241,7 +241,9 @@ impl<'b> Firewall<'b> {
         }
         // The pending file's data is made durable while nft works.
         let (applied, synced) = std::thread::scope(|s| {
-            let synced = serialized.is_some().then(|| s.spawn(|| self.store.sync_pending()));
+            let synced = serialized
+                .is_some()
+                .then(|| s.spawn(|| self.store.sync_pending()));
             let applied = match (&after, &before) {
                 (Some(plan), Some(prev)) => self.backend.update(&self.kernel, prev, plan, &stamp),
                 (Some(plan), None) => self.backend.apply(plan, &stamp),

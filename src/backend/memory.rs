@@ -19,19 +19,17 @@ pub enum Fault {
     Verify,
 }
 
-/// The table "the kernel" holds: a plan and its stamp, with a stamp rule handle.
+/// The table "the kernel" holds: a plan and its stamp.
 #[derive(Debug, Clone)]
 struct Held {
     plan: Plan,
     stamp: Stamp,
-    handle: u32,
 }
 
 /// An in-memory stand-in for the kernel.
 #[derive(Debug, Default)]
 pub struct MemoryBackend {
     held: Mutex<Option<Held>>,
-    next_handle: Mutex<u32>,
     faults: Mutex<Vec<Fault>>,
     applies: Mutex<usize>,
 }
@@ -73,15 +71,7 @@ impl MemoryBackend {
             return Err(BackendError::Refused("injected refusal".into()));
         }
         *self.applies.lock().unwrap() += 1;
-        *self.held.lock().unwrap() = new.map(|(plan, stamp)| {
-            let mut h = self.next_handle.lock().unwrap();
-            *h += 1;
-            Held {
-                plan,
-                stamp,
-                handle: *h,
-            }
-        });
+        *self.held.lock().unwrap() = new.map(|(plan, stamp)| Held { plan, stamp });
         match fault {
             Some(Fault::FailAfterApplying) => Err(BackendError::Timeout(0.0)),
             Some(Fault::Verify) => Err(BackendError::Verify("injected".into())),
@@ -96,7 +86,6 @@ impl Backend for MemoryBackend {
             None => KernelState::Absent,
             Some(h) => KernelState::Loaded {
                 stamp: Some(h.stamp.clone()),
-                handle: Some(h.handle),
             },
         })
     }
@@ -114,8 +103,8 @@ impl Backend for MemoryBackend {
     ) -> Result<(), BackendError> {
         // As the kernel would: the diff applies only to the table it was computed for.
         let same = match (&*self.held.lock().unwrap(), current) {
-            (Some(h), KernelState::Loaded { handle, .. }) => {
-                *handle == Some(h.handle) && h.plan == *previous
+            (Some(h), KernelState::Loaded { stamp }) => {
+                stamp.as_ref() == Some(&h.stamp) && h.plan == *previous
             }
             _ => false,
         };

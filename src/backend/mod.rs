@@ -4,7 +4,9 @@
 //! (or cannot) touch a kernel.
 //!
 //! Every table rampart loads is stamped with the id of the policy it was compiled from
-//! (a rule's comment in the `stamp` chain), so a command can tell whether the kernel
+//! (the one element of the set `stamp`: its key is the id's first 128 bits as an IPv6
+//! address, its comment the whole stamp; listing one small set, and swapping its
+//! element, cost the same at any table size), so a command can tell whether the kernel
 //! holds what the policy file says before it changes anything.
 
 use std::time::Instant;
@@ -25,8 +27,8 @@ pub use nft::{
     nft_timeout, transaction, KernelTable, NftBackend, DEFAULT_NFT_TIMEOUT, NFT_TIMEOUT_ENV,
 };
 
-/// The chain whose one rule carries the stamp (its comment). Not a name `compile` uses.
-pub const STAMP_CHAIN: &str = "stamp";
+/// The set whose one element is the stamp. Not a name `compile` uses.
+pub const STAMP_SET: &str = "stamp";
 
 /// What a kernel table is stamped with: the id of the policy it was compiled from and
 /// the version of rampart that compiled it (a plan is only diffed against a plan of the
@@ -48,20 +50,27 @@ impl Stamp {
         }
     }
 
-    /// The stamp's text (the stamp rule's comment).
+    /// The stamp's text (its element's comment).
     pub fn text(&self) -> String {
         format!("rampart {} policy {}", self.version, self.policy)
     }
 
-    /// Read a stamp rule's comment.
+    /// Read a stamp's text.
     pub fn parse(text: &str) -> Option<Stamp> {
         let rest = text.strip_prefix("rampart ")?;
         let (version, id) = rest.split_once(" policy ")?;
-        let hex = !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit());
-        hex.then(|| Stamp {
+        let hex = id.len() >= 32 && id.chars().all(|c| c.is_ascii_hexdigit());
+        (hex && !version.is_empty()).then(|| Stamp {
             policy: id.to_string(),
             version: version.to_string(),
         })
+    }
+
+    /// The stamp element's key: the id's first 128 bits, as an IPv6 address. A swap of
+    /// stamps deletes the old key, so it fails if the kernel's stamp is another.
+    pub fn key(&self) -> String {
+        let bits = u128::from_str_radix(&self.policy[..32], 16).unwrap_or(0);
+        std::net::Ipv6Addr::from(bits).to_string()
     }
 
     /// Whether this program compiled it (so its plan can be rebuilt and diffed).
@@ -76,12 +85,10 @@ pub enum KernelState {
     /// Not loaded.
     Absent,
     /// Loaded; `stamp` is None when the table carries no readable stamp (made by hand
-    /// or changed outside rampart). `handle` is the stamp rule's.
+    /// or changed outside rampart).
     Loaded {
         /// The stamp, if any.
         stamp: Option<Stamp>,
-        /// The stamp rule's handle (for a transaction that must find it unchanged).
-        handle: Option<u32>,
     },
 }
 
@@ -94,16 +101,14 @@ impl KernelState {
     /// The id of the policy the kernel holds, if it is stamped.
     pub fn policy_id(&self) -> Option<&str> {
         match self {
-            KernelState::Loaded {
-                stamp: Some(stamp), ..
-            } => Some(&stamp.policy),
+            KernelState::Loaded { stamp: Some(stamp) } => Some(&stamp.policy),
             _ => None,
         }
     }
 
     /// Whether the kernel holds exactly the table this program compiles for `id`.
     pub fn holds(&self, id: &str) -> bool {
-        matches!(self, KernelState::Loaded { stamp: Some(s), .. } if s.policy == id && s.is_ours())
+        matches!(self, KernelState::Loaded { stamp: Some(s) } if s.policy == id && s.is_ours())
     }
 }
 
@@ -134,7 +139,7 @@ pub trait Backend: Sync {
     fn apply(&self, plan: &Plan, stamp: &Stamp) -> Result<(), BackendError>;
     /// Bring the kernel from `previous`, which it holds as `current` says, to `plan`:
     /// when only map elements differ, one small transaction that also replaces the
-    /// stamp and fails unless the kernel's stamp rule is still `current`'s (so it never
+    /// stamp and fails unless the kernel's stamp is still `current`'s (so it never
     /// applies a diff to something else); otherwise, or if that fails, [`apply`].
     ///
     /// [`apply`]: Backend::apply
@@ -174,17 +179,20 @@ mod tests {
 
     #[test]
     fn stamps_read_back() {
-        let s = Stamp::new("00ff");
+        let id = format!("{}00ff", "0".repeat(60));
+        let s = Stamp::new(&id);
         assert_eq!(Stamp::parse(&s.text()), Some(s.clone()));
+        assert_eq!(s.key(), "::");
+        assert_eq!(
+            Stamp::new(&"f".repeat(64)).key(),
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+        );
         assert!(s.is_ours());
-        assert_eq!(Stamp::parse("rampart 0.1.0 policy "), None);
+        assert_eq!(Stamp::parse("rampart 0.1.0 policy 00ff"), None);
         assert_eq!(Stamp::parse("something else"), None);
-        let state = KernelState::Loaded {
-            stamp: Some(s),
-            handle: Some(3),
-        };
-        assert!(state.holds("00ff"));
-        assert!(!state.holds("00fe"));
-        assert!(!KernelState::Absent.holds("00ff"));
+        let state = KernelState::Loaded { stamp: Some(s) };
+        assert!(state.holds(&id));
+        assert!(!state.holds(&"0".repeat(64)));
+        assert!(!KernelState::Absent.holds(&id));
     }
 }

@@ -6,15 +6,17 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use nftables::batch::Batch;
-use nftables::schema::{Chain, FlushObject, Map, NfCmd, NfListObject, Rule, Set, Table};
-use nftables::stmt::Statement;
+use nftables::expr::{Elem, Expression, NamedExpression};
+use nftables::schema::{
+    Chain, Element, FlushObject, Map, NfCmd, NfListObject, Set, SetType, SetTypeValue, Table,
+};
 use serde_json::Value;
 use wait_timeout::ChildExt;
 
 use crate::compile::{Plan, FAMILY, STATE_SET_PREFIX, TABLE};
 
 use super::{
-    element_batch, payload_with, Backend, BackendError, KernelState, Stamp, Timer, STAMP_CHAIN,
+    element_batch, payload_with, Backend, BackendError, KernelState, Stamp, Timer, STAMP_SET,
 };
 
 /// The `nft` program (found on `PATH`).
@@ -146,26 +148,50 @@ fn table() -> Table<'static> {
     }
 }
 
-/// `chain stamp { }`: holds the stamp rule; nothing jumps to it.
-fn stamp_chain() -> Chain<'static> {
-    Chain {
+/// `set stamp { type ipv6_addr; }` (its element is added apart, see [`stamp_element`]).
+fn stamp_set() -> Set<'static> {
+    Set {
         family: FAMILY,
         table: TABLE.into(),
-        name: STAMP_CHAIN.into(),
-        ..Chain::default()
+        name: STAMP_SET.into(),
+        set_type: SetTypeValue::Single(SetType::Ipv6Addr),
+        ..Set::default()
     }
 }
 
-/// `return comment "rampart VERSION policy ID"`
-fn stamp_rule(stamp: &Stamp) -> Rule<'static> {
-    Rule {
+/// `element inet rampart stamp { KEY comment "rampart VERSION policy ID" }`
+fn stamp_element(stamp: &Stamp, with_comment: bool) -> Element<'static> {
+    let key = Expression::String(stamp.key().into());
+    let elem = if with_comment {
+        Expression::Named(NamedExpression::Elem(Elem {
+            val: Box::new(key),
+            timeout: None,
+            expires: None,
+            comment: Some(stamp.text().into()),
+            counter: None,
+        }))
+    } else {
+        key
+    };
+    Element {
         family: FAMILY,
         table: TABLE.into(),
-        chain: STAMP_CHAIN.into(),
-        expr: vec![Statement::Return(None)].into(),
-        comment: Some(stamp.text().into()),
-        ..Rule::default()
+        name: STAMP_SET.into(),
+        elem: vec![elem].into(),
     }
+}
+
+/// The stamp in a listing of the stamp set (None unless it holds exactly one element
+/// that reads as a stamp and has its key).
+fn stamp_in(listing: Result<Output, BackendError>) -> Option<Stamp> {
+    let v = NftBackend::listing(listing.ok()?).ok()?;
+    let set = ours(&v, "set").find(|s| s.get("name").and_then(Value::as_str) == Some(STAMP_SET))?;
+    let [elem] = set.get("elem")?.as_array()?.as_slice() else {
+        return None;
+    };
+    let inner = elem.get("elem")?;
+    let stamp = Stamp::parse(inner.get("comment")?.as_str()?)?;
+    (inner.get("val")?.as_str()? == stamp.key()).then_some(stamp)
 }
 
 impl NftBackend {
@@ -177,27 +203,6 @@ impl NftBackend {
         serde_json::from_slice(&out.stdout).map_err(|e| BackendError::Read(e.to_string()))
     }
 
-    /// The stamp from a listing of the stamp chain (an error listing: no stamp).
-    fn stamp_of(out: Output) -> (Option<Stamp>, Option<u32>) {
-        let Ok(v) = NftBackend::listing(out) else {
-            return (None, None);
-        };
-        let found = ours(&v, "rule")
-            .find(|r| r.get("chain").and_then(Value::as_str) == Some(STAMP_CHAIN))
-            .map(|r| {
-                let stamp = r
-                    .get("comment")
-                    .and_then(Value::as_str)
-                    .and_then(Stamp::parse);
-                let handle = r
-                    .get("handle")
-                    .and_then(Value::as_u64)
-                    .and_then(|h| u32::try_from(h).ok());
-                (stamp, handle)
-            });
-        found.unwrap_or((None, None))
-    }
-
     /// The names of rampart's chains, sets and maps, and its stamp (None if the table
     /// is absent). Listed per kind, tersely, side by side: listing the whole table
     /// costs time in proportion to its rules, these do not.
@@ -206,20 +211,20 @@ impl NftBackend {
             spawn(&["-j", "list", "chains", "inet"], None),
             spawn(&["-j", "-t", "list", "sets", "inet"], None),
             spawn(&["-j", "-t", "list", "maps", "inet"], None),
-            spawn(&["-j", "list", "chain", "inet", TABLE, STAMP_CHAIN], None),
+            spawn(&["-j", "list", "set", "inet", TABLE, STAMP_SET], None),
         ];
         let [chains, sets, maps, stamp] = running.map(|r| r.and_then(Running::finish));
         let chains = NftBackend::listing(chains?)?;
         let sets = NftBackend::listing(sets?)?;
         let maps = NftBackend::listing(maps?)?;
-        let (stamp, handle) = NftBackend::stamp_of(stamp?);
         let t = KernelTable {
             chains: names(&chains, "chain"),
             sets: names(&sets, "set"),
             maps: names(&maps, "map"),
         };
+        let stamp = stamp_in(stamp);
         let empty = t.chains.is_empty() && t.sets.is_empty() && t.maps.is_empty();
-        Ok((!empty).then_some((t, KernelState::Loaded { stamp, handle })))
+        Ok((!empty).then_some((t, KernelState::Loaded { stamp })))
     }
 
     /// Run `nft -j -f -` with the batch (and the plan objects `adds`) as one
@@ -255,17 +260,17 @@ impl NftBackend {
         let names = |pick: fn(&NfListObject) -> Option<String>| {
             sorted(plan.objects.iter().filter_map(pick).collect())
         };
-        let mut chains = names(|o| match o {
-            NfListObject::Chain(c) => Some(c.name.to_string()),
+        let mut sets = names(|o| match o {
+            NfListObject::Set(s) => Some(s.name.to_string()),
             _ => None,
         });
-        chains.push(STAMP_CHAIN.to_string());
+        sets.push(STAMP_SET.to_string());
         let want = (
-            sorted(chains),
             names(|o| match o {
-                NfListObject::Set(s) => Some(s.name.to_string()),
+                NfListObject::Chain(c) => Some(c.name.to_string()),
                 _ => None,
             }),
+            sorted(sets),
             names(|o| match o {
                 NfListObject::Map(m) => Some(m.name.to_string()),
                 _ => None,
@@ -337,8 +342,8 @@ pub fn transaction<'p>(
             })));
         }
     }
-    batch.add(NfListObject::Chain(stamp_chain()));
-    batch.add(NfListObject::Rule(stamp_rule(stamp)));
+    batch.add(NfListObject::Set(Box::new(stamp_set())));
+    batch.add(NfListObject::Element(stamp_element(stamp, true)));
     let adds = plan
         .objects
         .iter()
@@ -354,20 +359,16 @@ impl Backend for NftBackend {
     fn state(&self) -> Result<KernelState, BackendError> {
         let running = [
             spawn(&["-j", "list", "chains", "inet"], None),
-            spawn(&["-j", "list", "chain", "inet", TABLE, STAMP_CHAIN], None),
+            spawn(&["-j", "list", "set", "inet", TABLE, STAMP_SET], None),
         ];
         let [chains, stamp] = running.map(|r| r.and_then(Running::finish));
-        let chains = NftBackend::listing(chains?)?;
-        let (stamp, handle) = NftBackend::stamp_of(stamp?);
-        if names(&chains, "chain").is_empty() {
-            // A table with only sets and maps (or a stamp without chains) is still
-            // rampart's: `read` finds it, `apply` replaces it.
-            return Ok(match self.read()? {
-                Some((_, state)) => state,
-                None => KernelState::Absent,
-            });
+        let chains = names(&NftBackend::listing(chains?)?, "chain");
+        if chains.is_empty() {
+            return Ok(KernelState::Absent);
         }
-        Ok(KernelState::Loaded { stamp, handle })
+        Ok(KernelState::Loaded {
+            stamp: stamp_in(stamp),
+        })
     }
 
     fn apply(&self, plan: &Plan, stamp: &Stamp) -> Result<(), BackendError> {
@@ -390,22 +391,17 @@ impl Backend for NftBackend {
         stamp: &Stamp,
     ) -> Result<(), BackendError> {
         let t = Timer::start();
-        let handle = match current {
-            KernelState::Loaded {
-                handle: Some(h), ..
-            } => Some(*h),
+        let old = match current {
+            KernelState::Loaded { stamp: Some(old) } if old != stamp => Some(old),
             _ => None,
         };
-        let batch = handle.and_then(|h| element_batch(previous, plan).map(|b| (h, b)));
+        let batch = old.and_then(|old| element_batch(previous, plan).map(|b| (old, b)));
         t.lap("element diff");
-        if let Some((handle, mut batch)) = batch {
-            // The stamp rule is swapped in the same transaction, by handle: if the
-            // kernel's is not the one read before, nothing is applied.
-            batch.delete(NfListObject::Rule(Rule {
-                handle: Some(handle),
-                ..stamp_rule(stamp)
-            }));
-            batch.add(NfListObject::Rule(stamp_rule(stamp)));
+        if let Some((old, mut batch)) = batch {
+            // The stamp is swapped in the same transaction: if the kernel's is not the
+            // one read before, the delete fails and nothing is applied.
+            batch.delete(NfListObject::Element(stamp_element(old, false)));
+            batch.add(NfListObject::Element(stamp_element(stamp, true)));
             if self.run(batch, &[], Some(plan)).is_ok() {
                 t.lap("element transaction");
                 return Ok(());
@@ -446,7 +442,7 @@ mod tests {
     use crate::model::{Action, Policy};
 
     fn json(current: Option<&KernelTable>, plan: &Plan) -> Value {
-        let (batch, adds) = transaction(current, plan, &Stamp::new("00"));
+        let (batch, adds) = transaction(current, plan, &Stamp::new(&"0".repeat(64)));
         serde_json::from_str(&payload_with(batch, &adds, Some(plan))).unwrap()
     }
 
@@ -456,9 +452,13 @@ mod tests {
         let json = json(None, &plan);
         let cmds = json["nftables"].as_array().unwrap();
         assert!(cmds.iter().all(|c| c.get("add").is_some()));
-        // The table, the stamp chain and its rule, then the plan.
+        // The table, the stamp set and its element, then the plan.
         assert_eq!(cmds.len(), plan.objects.len() + 3);
-        assert_eq!(cmds[2]["add"]["rule"]["comment"], Stamp::new("00").text());
+        assert_eq!(cmds[1]["add"]["set"]["name"], STAMP_SET);
+        assert_eq!(
+            cmds[2]["add"]["element"]["elem"][0]["elem"]["comment"],
+            Stamp::new(&"0".repeat(64)).text()
+        );
     }
 
     #[test]
@@ -476,7 +476,7 @@ mod tests {
         assert_eq!(cmds[3]["delete"]["chain"]["name"], "old");
         // the state set is not in the plan, so it goes too
         assert_eq!(cmds[4]["delete"]["set"]["name"], "state_x");
-        assert_eq!(cmds[5]["add"]["chain"]["name"], STAMP_CHAIN);
+        assert_eq!(cmds[5]["add"]["set"]["name"], STAMP_SET);
     }
 
     #[test]

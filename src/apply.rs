@@ -14,10 +14,11 @@
 //!   to what it held, so kernel and disk agree, and the error says so.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::backend::{Backend, BackendError, KernelState, Stamp, Timer};
+use crate::backend::{Backend, BackendError, KernelState, Timer};
 use crate::compile::{compile, Plan};
 use crate::model::Policy;
 use crate::store::{Loaded, LockMode, Serialized, Store, StoreError};
@@ -114,45 +115,33 @@ fn load_and_read(
 impl<'b> Firewall<'b> {
     /// Open for reading (shared lock). An interrupted change is finished or undone
     /// first (that takes the exclusive lock for a moment).
-    pub fn open_read(dir: &std::path::Path, backend: &'b dyn Backend) -> Result<Self, ApplyError> {
-        let mut store = Store::open(dir, LockMode::Shared)?;
-        let mut recovered = None;
-        if store.has_pending() {
-            store.upgrade()?;
-            recovered = recover(&store, backend)?;
-        }
-        let (loaded, kernel) = load_and_read(&store, backend)?;
-        Ok(Firewall {
-            store,
-            backend,
-            loaded,
-            kernel,
-            recovered,
-        })
+    pub fn open_read(dir: &Path, backend: &'b dyn Backend) -> Result<Self, ApplyError> {
+        Firewall::open(dir, backend, LockMode::Shared, true)
     }
 
     /// Open to look only (a dry run): shared lock, nothing written, not even the
     /// finishing of an interrupted change.
-    pub fn open_peek(dir: &std::path::Path, backend: &'b dyn Backend) -> Result<Self, ApplyError> {
-        let store = Store::open(dir, LockMode::Shared)?;
-        let (loaded, kernel) = load_and_read(&store, backend)?;
-        Ok(Firewall {
-            store,
-            backend,
-            loaded,
-            kernel,
-            recovered: None,
-        })
+    pub fn open_peek(dir: &Path, backend: &'b dyn Backend) -> Result<Self, ApplyError> {
+        Firewall::open(dir, backend, LockMode::Shared, false)
     }
 
     /// Open for a change (exclusive lock, held until dropped).
-    pub fn open_write(dir: &std::path::Path, backend: &'b dyn Backend) -> Result<Self, ApplyError> {
-        let store = Store::open(dir, LockMode::Exclusive)?;
-        let recovered = if store.has_pending() {
-            recover(&store, backend)?
-        } else {
-            None
-        };
+    pub fn open_write(dir: &Path, backend: &'b dyn Backend) -> Result<Self, ApplyError> {
+        Firewall::open(dir, backend, LockMode::Exclusive, true)
+    }
+
+    fn open(
+        dir: &Path,
+        backend: &'b dyn Backend,
+        lock: LockMode,
+        settle: bool,
+    ) -> Result<Self, ApplyError> {
+        let mut store = Store::open(dir, lock)?;
+        let mut recovered = None;
+        if settle && store.has_pending() {
+            store.upgrade()?;
+            recovered = recover(&store, backend)?;
+        }
         let (loaded, kernel) = load_and_read(&store, backend)?;
         Ok(Firewall {
             store,
@@ -233,7 +222,6 @@ impl<'b> Firewall<'b> {
         let id = serialized
             .as_ref()
             .map_or(old.id.as_str(), |s| s.id.as_str());
-        let stamp = Stamp::new(id);
         // The new policy is on disk, as pending, before the kernel changes.
         if let Some(s) = &serialized {
             self.store.write_pending(s)?;
@@ -245,8 +233,8 @@ impl<'b> Firewall<'b> {
                 .is_some()
                 .then(|| s.spawn(|| self.store.sync_pending()));
             let applied = match (&after, &before) {
-                (Some(plan), Some(prev)) => self.backend.update(&self.kernel, prev, plan, &stamp),
-                (Some(plan), None) => self.backend.apply(plan, &stamp),
+                (Some(plan), Some(prev)) => self.backend.update(&self.kernel, prev, plan, id),
+                (Some(plan), None) => self.backend.apply(plan, id),
                 (None, _) if self.kernel.is_loaded() => self.backend.remove(),
                 (None, _) => Ok(()),
             };
@@ -312,15 +300,13 @@ impl<'b> Firewall<'b> {
             }
         };
         match held {
-            Some((policy, id)) if policy.enabled => {
-                self.backend.apply(&compile(&policy), &Stamp::new(&id))
-            }
+            Some((policy, id)) if policy.enabled => self.backend.apply(&compile(&policy), &id),
             _ => self.backend.remove(),
         }
     }
 
     /// The config directory's policy file.
-    pub fn policy_path(&self) -> std::path::PathBuf {
+    pub fn policy_path(&self) -> PathBuf {
         self.store.policy_path()
     }
 }
@@ -328,10 +314,7 @@ impl<'b> Firewall<'b> {
 /// `reset`: back up the policy file, whatever it holds (also one that does not load:
 /// reset is the way out of a broken hand edit), replace it with the defaults and
 /// unload the firewall. Returns the policy file and its backup.
-pub fn reset(
-    dir: &std::path::Path,
-    backend: &dyn Backend,
-) -> Result<(std::path::PathBuf, Option<std::path::PathBuf>), ApplyError> {
+pub fn reset(dir: &Path, backend: &dyn Backend) -> Result<(PathBuf, Option<PathBuf>), ApplyError> {
     let store = Store::open(dir, LockMode::Exclusive)?;
     if store.has_pending() && recover(&store, backend).is_err() {
         // The policy file does not load: the reset replaces it anyway.
@@ -378,7 +361,7 @@ fn recover(store: &Store, backend: &dyn Backend) -> Result<Option<&'static str>,
     }
     // Neither: the kernel was changed outside rampart meanwhile. Load the file's policy.
     if file.policy.enabled {
-        backend.apply(&compile(&file.policy), &Stamp::new(&file.id))?;
+        backend.apply(&compile(&file.policy), &file.id)?;
     } else {
         backend.remove()?;
     }

@@ -9,22 +9,10 @@ use std::time::{Duration, Instant};
 use rampart::grammar::parse_rule;
 use rampart::model::{Action, Policy, Position};
 use rampart::store::{LockMode, Store};
+use rampart_sandbox::Lcg;
 
 /// Trials, each one kill.
 const TRIALS: usize = 200;
-
-/// A small deterministic generator (the trials are the same on every run).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
 
 fn words(text: &str) -> Vec<String> {
     text.split_whitespace().map(String::from).collect()

@@ -11,7 +11,7 @@ use rampart::model::{
     RuleLog,
 };
 use rampart::store::{LockMode, Store};
-use rampart_sandbox::{Conn, Sandbox, Udp};
+use rampart_sandbox::{Conn, Lcg, Sandbox, Udp};
 
 /// First port the server listens on; it listens on PORTS of them.
 const BASE: u16 = 7000;
@@ -20,18 +20,6 @@ const PORTS: u16 = 12;
 const RULES: usize = 300;
 /// Long enough for an answer inside one machine; a drop is called after this.
 const WAIT: Duration = Duration::from_millis(400);
-
-/// A small deterministic generator (no seed files, same rules every run).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
 
 fn net(text: &str) -> IpNet {
     text.parse().unwrap()
@@ -227,21 +215,6 @@ fn generated_rules_on_the_kernel_agree_with_the_model() {
     );
 }
 
-fn normalize(v: &mut serde_json::Value) {
-    use serde_json::Value;
-    match v {
-        Value::Object(map) => {
-            map.remove("handle");
-            if let Some(Value::Array(elems)) = map.get_mut("elem") {
-                elems.sort_by_key(|e| e.to_string());
-            }
-            map.values_mut().for_each(normalize);
-        }
-        Value::Array(items) => items.iter_mut().for_each(normalize),
-        _ => {}
-    }
-}
-
 /// Adding or deleting a rule that only changes a map's elements changes just those
 /// elements (the map keeps its kernel handle), and the table is then identical to a
 /// full rebuild of the same policy.
@@ -278,17 +251,9 @@ fn element_changes_are_incremental_and_equal_a_rebuild() {
             .and_then(|t| t.split_whitespace().next())
             .map(String::from)
     };
-    // The table as nft's JSON, without handles and with map elements sorted (the
-    // kernel lists elements in the order they were added).
-    let table = || {
-        let out = sb.exec(
-            &sb.srv.ns,
-            &["nft", "-j", "list", "table", "inet", "rampart"],
-        );
-        let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        normalize(&mut v);
-        v
-    };
+    // The table as nft's JSON, normalized (no handles, elements sorted, the current
+    // stamp only).
+    let table = || sb.table_json(&sb.srv.ns);
     let h0 = handle().expect("map exists");
     assert!(!sb.tcp(0, false, 22).is_open(), "client not allowed yet");
 

@@ -476,6 +476,7 @@ case "$fault" in
   fail-after) "$REAL_NFT" "$@"; echo "Error: injected failure after the transaction" >&2; exit 1 ;;
   verify) "$REAL_NFT" "$@" || exit $?; touch "$FAULTS.lie"; exit 0 ;;
   hang) exec sleep 30 ;;
+  slow) sleep 2; exec "$REAL_NFT" "$@" ;;
   ro-after) "$REAL_NFT" "$@"; rc=$?; mount -o remount,ro,bind "$RO_DIR"; exit $rc ;;
 esac
 exec "$REAL_NFT" "$@"
@@ -573,6 +574,40 @@ fn faults_leave_kernel_and_disk_agreeing() {
         assert_agree(&sb, &kernel, &text, &format!("{list:?}"));
     }
 
+    // rampart killed while its nft works: the next command waits for that nft (it
+    // holds rampart's lock), then finds the change in the kernel and completes it.
+    fs::write(&faults, "slow\n").unwrap();
+    let mut child = sb
+        .rampart_command(&["allow", "7001/tcp"])
+        .env("PATH", &path)
+        .env("REAL_NFT", &real)
+        .env("FAULTS", &faults)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while fs::metadata(&faults).unwrap().len() > 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "nft never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let status = sb.rampart(&["status"]);
+    let err = stderr(&status);
+    assert!(
+        err.starts_with("Waiting for another rampart command"),
+        "{err}"
+    );
+    assert!(
+        err.contains("interrupted change was found applied"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&status.stdout).contains("7001/tcp"));
+    let _ = fs::remove_file(&faults);
+    sb.rampart_ok(&["--force", "delete", "allow", "7001/tcp"]);
+
     // Applied, then restoring is refused: the next command finds the change in the
     // kernel and completes it (file and kernel both have it).
     let out = with_faults(&["fail-after", "refuse"], &["default", "reject"]);
@@ -633,4 +668,27 @@ fn faults_leave_kernel_and_disk_agreeing() {
     }
     let _ = fs::remove_dir_all(&copy);
     let _ = fs::remove_dir_all(&bin);
+}
+
+/// Each element-only change creates the next stamp in its own transaction; superseded
+/// stamps are pruned, so the stamp set stays small, and the kernel keeps agreeing.
+#[test]
+fn stamps_follow_element_changes_and_are_pruned() {
+    let Some(sb) = sandbox(0) else { return };
+    sb.rampart_ok(&["--force", "enable"]);
+    for port in 0..40 {
+        sb.rampart_ok(&["allow", &format!("{}/tcp", 5000 + port)]);
+        let set = sb.exec(
+            &sb.srv.ns,
+            &["nft", "-j", "list", "set", "inet", "rampart", "stamp"],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&set.stdout).unwrap();
+        let elems = v["nftables"][1]["set"]["elem"].as_array().unwrap().len();
+        assert!(
+            (1..=rampart::backend::STAMP_PRUNE_AT).contains(&elems),
+            "{elems} stamps"
+        );
+        let status = sb.rampart(&["status"]);
+        assert!(!stderr(&status).contains("WARN"), "{}", stderr(&status));
+    }
 }

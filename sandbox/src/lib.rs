@@ -23,6 +23,20 @@ use nix::sched::{setns, CloneFlags};
 
 pub mod demo;
 
+/// A small deterministic generator for tests (no seed files: the same draws every run).
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// A number in `0..n`.
+    pub fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
 /// Set this to `required` (as `scripts/test.sh` does) to make kernel tests fail, not
 /// skip, where they cannot run.
 pub const KERNEL_TESTS_ENV: &str = "RAMPART_KERNEL_TESTS";
@@ -495,20 +509,40 @@ impl Sandbox {
     }
 }
 
-/// Strip what differs between equal tables: handles, metainfo, element order, and the
-/// elements of limit state sets.
+/// Strip what differs between equal tables: handles, metainfo, element order, the
+/// elements of limit state sets, and stamps but the current one.
 fn normalize(v: &mut serde_json::Value) {
     use serde_json::Value;
     match v {
         Value::Object(map) => {
             map.remove("handle");
             map.remove("metainfo");
-            let state = map
+            let name = map
                 .get("name")
                 .and_then(Value::as_str)
-                .is_some_and(|n| n.starts_with("state_"));
-            if state {
+                .unwrap_or_default()
+                .to_string();
+            if name.starts_with("state_") {
                 map.remove("elem");
+            }
+            // rampart's stamps: only the current one (the highest sequence number, in
+            // the key's high bits) says what the table holds.
+            if name == "stamp" {
+                let current = map
+                    .get("elem")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| {
+                        let key = e["elem"]["val"].as_str()?.parse::<Ipv6Addr>().ok()?;
+                        Some((u128::from(key) >> 64, e["elem"]["comment"].clone()))
+                    })
+                    .max_by_key(|(seq, _)| *seq)
+                    .map(|(_, comment)| comment);
+                map.insert(
+                    "elem".into(),
+                    Value::from(current.into_iter().collect::<Vec<_>>()),
+                );
             }
             for child in map.values_mut() {
                 normalize(child);

@@ -60,6 +60,15 @@ impl MemoryBackend {
         *self.applies.lock().unwrap()
     }
 
+    /// The sequence number the next stamp gets.
+    fn next_seq(&self) -> u64 {
+        self.held
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map_or(1, |h| h.stamp.seq + 1)
+    }
+
     /// Replace the table with a plan and a stamp, as a transaction would (subject to
     /// the next fault).
     fn transact(&self, new: Option<(Plan, Stamp)>) -> Result<(), BackendError> {
@@ -86,12 +95,14 @@ impl Backend for MemoryBackend {
             None => KernelState::Absent,
             Some(h) => KernelState::Loaded {
                 stamp: Some(h.stamp.clone()),
+                superseded: Vec::new(),
             },
         })
     }
 
-    fn apply(&self, plan: &Plan, stamp: &Stamp) -> Result<(), BackendError> {
-        self.transact(Some((plan.clone(), stamp.clone())))
+    fn apply(&self, plan: &Plan, policy: &str) -> Result<(), BackendError> {
+        let stamp = Stamp::new(policy, self.next_seq());
+        self.transact(Some((plan.clone(), stamp)))
     }
 
     fn update(
@@ -99,11 +110,11 @@ impl Backend for MemoryBackend {
         current: &KernelState,
         previous: &Plan,
         plan: &Plan,
-        stamp: &Stamp,
+        policy: &str,
     ) -> Result<(), BackendError> {
         // As the kernel would: the diff applies only to the table it was computed for.
         let same = match (&*self.held.lock().unwrap(), current) {
-            (Some(h), KernelState::Loaded { stamp }) => {
+            (Some(h), KernelState::Loaded { stamp, .. }) => {
                 stamp.as_ref() == Some(&h.stamp) && h.plan == *previous
             }
             _ => false,
@@ -112,7 +123,8 @@ impl Backend for MemoryBackend {
             same || !previous.same_skeleton(plan),
             "a diff was computed against a plan the kernel does not hold"
         );
-        self.transact(Some((plan.clone(), stamp.clone())))
+        let stamp = Stamp::new(policy, self.next_seq());
+        self.transact(Some((plan.clone(), stamp)))
     }
 
     fn remove(&self) -> Result<(), BackendError> {

@@ -16,7 +16,8 @@ use wait_timeout::ChildExt;
 use crate::compile::{Plan, FAMILY, STATE_SET_PREFIX, TABLE};
 
 use super::{
-    element_batch, payload_with, Backend, BackendError, KernelState, Stamp, Timer, STAMP_SET,
+    element_batch, payload_with, Backend, BackendError, KernelState, Stamp, Timer, STAMP_PRUNE_AT,
+    STAMP_SET,
 };
 
 /// The `nft` program (found on `PATH`).
@@ -160,19 +161,14 @@ fn stamp_set() -> Set<'static> {
 }
 
 /// `element inet rampart stamp { KEY comment "rampart VERSION policy ID" }`
-fn stamp_element(stamp: &Stamp, with_comment: bool) -> Element<'static> {
-    let key = Expression::String(stamp.key().into());
-    let elem = if with_comment {
-        Expression::Named(NamedExpression::Elem(Elem {
-            val: Box::new(key),
-            timeout: None,
-            expires: None,
-            comment: Some(stamp.text().into()),
-            counter: None,
-        }))
-    } else {
-        key
-    };
+fn stamp_element(stamp: &Stamp) -> Element<'static> {
+    let elem = Expression::Named(NamedExpression::Elem(Elem {
+        val: Box::new(Expression::String(stamp.key().into())),
+        timeout: None,
+        expires: None,
+        comment: Some(stamp.text().into()),
+        counter: None,
+    }));
     Element {
         family: FAMILY,
         table: TABLE.into(),
@@ -181,17 +177,68 @@ fn stamp_element(stamp: &Stamp, with_comment: bool) -> Element<'static> {
     }
 }
 
-/// The stamp in a listing of the stamp set (None unless it holds exactly one element
-/// that reads as a stamp and has its key).
-fn stamp_in(listing: Result<Output, BackendError>) -> Option<Stamp> {
-    let v = NftBackend::listing(listing.ok()?).ok()?;
-    let set = ours(&v, "set").find(|s| s.get("name").and_then(Value::as_str) == Some(STAMP_SET))?;
-    let [elem] = set.get("elem")?.as_array()?.as_slice() else {
-        return None;
+/// The stamp set's elements of these keys (to delete them).
+fn stamp_keys(keys: &[String]) -> Element<'static> {
+    Element {
+        family: FAMILY,
+        table: TABLE.into(),
+        name: STAMP_SET.into(),
+        elem: keys
+            .iter()
+            .map(|k| Expression::String(k.clone().into()))
+            .collect::<Vec<_>>()
+            .into(),
+    }
+}
+
+/// The stamps in a listing of the stamp set: the current one (the highest sequence
+/// number) and the keys of the others. No current stamp if an element does not read as
+/// a stamp (the set was changed outside rampart).
+fn stamps_in(listing: Result<Output, BackendError>) -> KernelState {
+    let unknown = KernelState::Loaded {
+        stamp: None,
+        superseded: Vec::new(),
     };
-    let inner = elem.get("elem")?;
-    let stamp = Stamp::parse(inner.get("comment")?.as_str()?)?;
-    (inner.get("val")?.as_str()? == stamp.key()).then_some(stamp)
+    let Some(v) = listing.ok().and_then(|out| NftBackend::listing(out).ok()) else {
+        return unknown;
+    };
+    let Some(set) =
+        ours(&v, "set").find(|s| s.get("name").and_then(Value::as_str) == Some(STAMP_SET))
+    else {
+        return unknown;
+    };
+    let elems = set
+        .get("elem")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut stamps = Vec::new();
+    for elem in &elems {
+        let inner = elem.get("elem");
+        let key = inner.and_then(|e| e.get("val")).and_then(Value::as_str);
+        let text = inner.and_then(|e| e.get("comment")).and_then(Value::as_str);
+        match key
+            .zip(text)
+            .and_then(|(k, t)| Stamp::parse(k, t).map(|s| (k, s)))
+        {
+            Some((key, stamp)) => stamps.push((key.to_string(), stamp)),
+            None => return unknown,
+        }
+    }
+    stamps.sort_by_key(|(_, s)| s.seq);
+    let current = stamps.pop().map(|(_, s)| s);
+    KernelState::Loaded {
+        stamp: current,
+        superseded: stamps.into_iter().map(|(k, _)| k).collect(),
+    }
+}
+
+/// The sequence number after the current stamp's.
+fn next_seq(state: &KernelState) -> u64 {
+    match state {
+        KernelState::Loaded { stamp: Some(s), .. } => s.seq + 1,
+        _ => 1,
+    }
 }
 
 impl NftBackend {
@@ -222,9 +269,8 @@ impl NftBackend {
             sets: names(&sets, "set"),
             maps: names(&maps, "map"),
         };
-        let stamp = stamp_in(stamp);
         let empty = t.chains.is_empty() && t.sets.is_empty() && t.maps.is_empty();
-        Ok((!empty).then_some((t, KernelState::Loaded { stamp })))
+        Ok((!empty).then_some((t, stamps_in(stamp))))
     }
 
     /// Run `nft -j -f -` with the batch (and the plan objects `adds`) as one
@@ -282,7 +328,8 @@ impl NftBackend {
                 "expected chains, sets, maps {want:?}, found {have:?}"
             )));
         }
-        if !state.holds(&stamp.policy) {
+        let stamped = matches!(&state, KernelState::Loaded { stamp: Some(s), .. } if s == stamp);
+        if !stamped {
             return Err(BackendError::Verify(format!(
                 "expected the stamp '{}', found {state:?}",
                 stamp.text()
@@ -343,7 +390,7 @@ pub fn transaction<'p>(
         }
     }
     batch.add(NfListObject::Set(Box::new(stamp_set())));
-    batch.add(NfListObject::Element(stamp_element(stamp, true)));
+    batch.add(NfListObject::Element(stamp_element(stamp)));
     let adds = plan
         .objects
         .iter()
@@ -366,19 +413,19 @@ impl Backend for NftBackend {
         if chains.is_empty() {
             return Ok(KernelState::Absent);
         }
-        Ok(KernelState::Loaded {
-            stamp: stamp_in(stamp),
-        })
+        Ok(stamps_in(stamp))
     }
 
-    fn apply(&self, plan: &Plan, stamp: &Stamp) -> Result<(), BackendError> {
+    fn apply(&self, plan: &Plan, policy: &str) -> Result<(), BackendError> {
         let t = Timer::start();
         let current = self.read()?;
         t.lap("read table");
-        let (batch, adds) = transaction(current.as_ref().map(|(t, _)| t), plan, stamp);
+        let seq = current.as_ref().map_or(1, |(_, state)| next_seq(state));
+        let stamp = Stamp::new(policy, seq);
+        let (batch, adds) = transaction(current.as_ref().map(|(t, _)| t), plan, &stamp);
         self.run(batch, &adds, Some(plan))?;
         t.lap("nft transaction");
-        self.verify(plan, stamp)?;
+        self.verify(plan, &stamp)?;
         t.lap("verify");
         Ok(())
     }
@@ -388,26 +435,33 @@ impl Backend for NftBackend {
         current: &KernelState,
         previous: &Plan,
         plan: &Plan,
-        stamp: &Stamp,
+        policy: &str,
     ) -> Result<(), BackendError> {
         let t = Timer::start();
-        let old = match current {
-            KernelState::Loaded { stamp: Some(old) } if old != stamp => Some(old),
+        let batch = match current {
+            KernelState::Loaded {
+                stamp: Some(old),
+                superseded,
+            } => element_batch(previous, plan).map(|b| (old, superseded, b)),
             _ => None,
         };
-        let batch = old.and_then(|old| element_batch(previous, plan).map(|b| (old, b)));
         t.lap("element diff");
-        if let Some((old, mut batch)) = batch {
-            // The stamp is swapped in the same transaction: if the kernel's is not the
-            // one read before, the delete fails and nothing is applied.
-            batch.delete(NfListObject::Element(stamp_element(old, false)));
-            batch.add(NfListObject::Element(stamp_element(stamp, true)));
+        if let Some((old, superseded, mut batch)) = batch {
+            // The next stamp is created in the same transaction: if that number is
+            // taken (the table changed since it was read), nothing is applied.
+            let stamp = Stamp::new(policy, old.seq + 1);
+            if superseded.len() + 1 >= STAMP_PRUNE_AT {
+                let mut keys = superseded.clone();
+                keys.push(old.key());
+                batch.delete(NfListObject::Element(stamp_keys(&keys)));
+            }
+            batch.add_cmd(NfCmd::Create(NfListObject::Element(stamp_element(&stamp))));
             if self.run(batch, &[], Some(plan)).is_ok() {
                 t.lap("element transaction");
                 return Ok(());
             }
         }
-        self.apply(plan, stamp)
+        self.apply(plan, policy)
     }
 
     fn remove(&self) -> Result<(), BackendError> {
@@ -442,8 +496,29 @@ mod tests {
     use crate::model::{Action, Policy};
 
     fn json(current: Option<&KernelTable>, plan: &Plan) -> Value {
-        let (batch, adds) = transaction(current, plan, &Stamp::new(&"0".repeat(64)));
+        let (batch, adds) = transaction(current, plan, &Stamp::new(&"0".repeat(64), 1));
         serde_json::from_str(&payload_with(batch, &adds, Some(plan))).unwrap()
+    }
+
+    #[test]
+    fn the_stamp_set_is_no_name_compile_uses() {
+        let mut p = Policy::default();
+        for (action, text) in [
+            (Action::Limit, "22/tcp"),
+            (Action::Limit, "3128/tcp conn 2"),
+            (Action::Limit, "80/tcp rate 20/30s per any"),
+            (Action::Allow, "53"),
+        ] {
+            let words: Vec<String> = text.split_whitespace().map(String::from).collect();
+            p.rules.extend(parse_rule(action, &words).unwrap().rules);
+        }
+        p.rules.sort_by_key(|r| r.family);
+        let plan = compile(&p);
+        assert!(plan.objects.iter().all(|o| match o {
+            NfListObject::Set(s) => s.name != STAMP_SET,
+            NfListObject::Map(m) => m.name != STAMP_SET,
+            _ => true,
+        }));
     }
 
     #[test]
@@ -457,7 +532,7 @@ mod tests {
         assert_eq!(cmds[1]["add"]["set"]["name"], STAMP_SET);
         assert_eq!(
             cmds[2]["add"]["element"]["elem"][0]["elem"]["comment"],
-            Stamp::new(&"0".repeat(64)).text()
+            Stamp::new(&"0".repeat(64), 1).text()
         );
     }
 

@@ -9,6 +9,10 @@ need=()
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+# The fault-injection and lock tests use unshare, flock and su.
+for tool in unshare flock su; do
+  command -v "$tool" >/dev/null 2>&1 || need+=(util-linux)
+done
 [ -e /etc/services ] || need+=(netbase)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

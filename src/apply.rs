@@ -196,15 +196,21 @@ impl<'b> Firewall<'b> {
             let mut new = old.clone();
             let out = f(&mut new, old.enabled)?;
             t.lap("edit");
-            let before = before.map(|h| h.join().expect("compile does not panic"));
+            // Joined only once the new policy has compiled: the two compile side by side.
+            let before = || before.map(|h| h.join().expect("compile does not panic"));
             self.commit(new, mode, before).map_err(E::from)?;
             Ok(out)
         })
     }
 
-    /// Apply `new` as `mode` says (`before`: the loaded policy's plan, when the kernel
-    /// holds it and a diff may be applied).
-    fn commit(&self, new: Policy, mode: Mode, before: Option<Plan>) -> Result<(), ApplyError> {
+    /// Apply `new` as `mode` says (`before` gives the loaded policy's plan, when the
+    /// kernel holds it and a diff may be applied).
+    fn commit(
+        &self,
+        new: Policy,
+        mode: Mode,
+        before: impl FnOnce() -> Option<Plan>,
+    ) -> Result<(), ApplyError> {
         let t = Timer::start();
         let old = &self.loaded;
         let same = new == old.policy;
@@ -218,6 +224,7 @@ impl<'b> Firewall<'b> {
             let serialized = serialized.map(|h| h.join().expect("serializing does not panic"));
             (serialized, after)
         });
+        let before = before();
         t.lap("compile and serialize");
         let id = serialized
             .as_ref()

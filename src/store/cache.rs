@@ -9,8 +9,12 @@
 //!
 //! The body is the policy's canonical JSON; its hash is the policy's id, which the
 //! kernel table is stamped with.
+//!
+//! The hash is XXH3-128: stable across builds and versions, and ~10 GB/s (a change at
+//! 10,000 rules hashes ~5 MB). It guards against torn writes and edits, not against
+//! someone who can write the config directory (who is root anyway).
 
-use sha2::{Digest, Sha256};
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::model::{Policy, Rule};
 
@@ -44,14 +48,9 @@ impl Origin {
     }
 }
 
-/// SHA-256 of some bytes, in hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+/// The hash of some bytes (XXH3-128), in hex.
+pub fn hash_hex(bytes: &[u8]) -> String {
+    format!("{:032x}", xxh3_128(bytes))
 }
 
 /// One value as compact JSON (the form of every cache line).
@@ -79,19 +78,14 @@ pub fn body(policy: &Policy) -> String {
     text
 }
 
-/// The cache file for a body made from this TOML text.
-pub fn file_text(toml: &[u8], body: &str, origin: Origin) -> String {
-    format!("{}\n{body}", header(toml, body.as_bytes(), origin))
-}
-
-fn header(toml: &[u8], body: &[u8], origin: Origin) -> String {
+/// The cache file for a body (whose hash is `id`) made from this TOML text.
+pub fn file_text(toml: &[u8], body: &str, id: &str, origin: Origin) -> String {
     format!(
-        "rampart {} policy cache {LAYOUT} {} {} {} {}",
+        "rampart {} policy cache {LAYOUT} {} {} {} {id}\n{body}",
         env!("CARGO_PKG_VERSION"),
         origin.word(),
         toml.len(),
-        sha256_hex(toml),
-        sha256_hex(body)
+        hash_hex(toml),
     )
 }
 
@@ -125,7 +119,7 @@ impl Cache {
         let origin = Origin::from_word(origin)?;
         let len: usize = len.parse().ok()?;
         let body_start = nl + 1;
-        if sha256_hex(&bytes[body_start..]) != id {
+        if hash_hex(&bytes[body_start..]) != id {
             return None;
         }
         Some(Cache {
@@ -175,12 +169,12 @@ mod tests {
     fn a_cache_is_checked_against_itself() {
         let policy = Policy::default();
         let body = body(&policy);
-        let text = file_text(b"toml", &body, Origin::Written);
+        let text = file_text(b"toml", &body, &hash_hex(body.as_bytes()), Origin::Written);
         let cache = Cache::check(text.clone().into_bytes()).unwrap();
-        assert!(cache.made_from(b"toml", &sha256_hex(b"toml")));
-        assert!(!cache.made_from(b"tomm", &sha256_hex(b"tomm")));
+        assert!(cache.made_from(b"toml", &hash_hex(b"toml")));
+        assert!(!cache.made_from(b"tomm", &hash_hex(b"tomm")));
         assert_eq!(cache.policy().unwrap(), policy);
-        assert_eq!(cache.id, sha256_hex(body.as_bytes()));
+        assert_eq!(cache.id, hash_hex(body.as_bytes()));
         // Any change of the body, or a torn file, fails the check.
         let edited = text.replace("\"low\"", "\"off\"");
         assert_ne!(edited, text);

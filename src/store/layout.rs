@@ -29,9 +29,10 @@ impl Serialized {
 
     /// The TOML text with the cache of a body.
     pub fn with_body(toml: String, body: &str, origin: Origin) -> Serialized {
+        let id = cache::hash_hex(body.as_bytes());
         Serialized {
-            cache: cache::file_text(toml.as_bytes(), body, origin),
-            id: cache::sha256_hex(body.as_bytes()),
+            cache: cache::file_text(toml.as_bytes(), body, &id, origin),
+            id,
             toml,
         }
     }

@@ -104,12 +104,10 @@ fn load_and_read(
     store: &Store,
     backend: &dyn Backend,
 ) -> Result<(Loaded, KernelState), ApplyError> {
-    std::thread::scope(|s| {
-        let kernel = s.spawn(|| backend.state());
-        let loaded = store.load();
-        let kernel = kernel.join().expect("reading the kernel does not panic");
-        Ok((loaded?, kernel?))
-    })
+    let reading = backend.start_state();
+    let loaded = store.load();
+    let kernel = reading();
+    Ok((loaded?, kernel?))
 }
 
 impl<'b> Firewall<'b> {
@@ -241,7 +239,7 @@ impl<'b> Firewall<'b> {
                 .then(|| s.spawn(|| self.store.sync_pending()));
             let applied = match (&after, &before) {
                 (Some(plan), Some(prev)) => self.backend.update(&self.kernel, prev, plan, id),
-                (Some(plan), None) => self.backend.apply(plan, id),
+                (Some(plan), None) => self.backend.apply(&self.kernel, plan, id),
                 (None, _) if self.kernel.is_loaded() => self.backend.remove(),
                 (None, _) => Ok(()),
             };
@@ -307,7 +305,10 @@ impl<'b> Firewall<'b> {
             }
         };
         match held {
-            Some((policy, id)) if policy.enabled => self.backend.apply(&compile(&policy), &id),
+            Some((policy, id)) if policy.enabled => {
+                let now = self.backend.state()?;
+                self.backend.apply(&now, &compile(&policy), &id)
+            }
             _ => self.backend.remove(),
         }
     }
@@ -368,7 +369,7 @@ fn recover(store: &Store, backend: &dyn Backend) -> Result<Option<&'static str>,
     }
     // Neither: the kernel was changed outside rampart meanwhile. Load the file's policy.
     if file.policy.enabled {
-        backend.apply(&compile(&file.policy), &file.id)?;
+        backend.apply(&kernel, &compile(&file.policy), &file.id)?;
     } else {
         backend.remove()?;
     }

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use crate::compile::Plan;
 use crate::render::plan_text;
 
-use super::{Backend, BackendError, KernelState, Stamp};
+use super::{Backend, BackendError, KernelState, Stamp, StateReading};
 
 /// A step at which [`MemoryBackend`] can be told to fail, once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,17 +90,18 @@ impl MemoryBackend {
 }
 
 impl Backend for MemoryBackend {
-    fn state(&self) -> Result<KernelState, BackendError> {
-        Ok(match &*self.held.lock().unwrap() {
+    fn start_state(&self) -> StateReading {
+        let state = Ok(match &*self.held.lock().unwrap() {
             None => KernelState::Absent,
             Some(h) => KernelState::Loaded {
                 stamp: Some(h.stamp.clone()),
                 superseded: Vec::new(),
             },
-        })
+        });
+        Box::new(move || state)
     }
 
-    fn apply(&self, plan: &Plan, policy: &str) -> Result<(), BackendError> {
+    fn apply(&self, _: &KernelState, plan: &Plan, policy: &str) -> Result<(), BackendError> {
         let stamp = Stamp::new(policy, self.next_seq());
         self.transact(Some((plan.clone(), stamp)))
     }

@@ -16,8 +16,8 @@ use wait_timeout::ChildExt;
 use crate::compile::{Plan, FAMILY, STATE_SET_PREFIX, TABLE};
 
 use super::{
-    element_batch, payload_with, Backend, BackendError, KernelState, Stamp, Timer, STAMP_PRUNE_AT,
-    STAMP_SET,
+    element_batch, payload_with, Backend, BackendError, KernelState, Stamp, StateReading, Timer,
+    STAMP_PRUNE_AT, STAMP_SET,
 };
 
 /// The `nft` program (found on `PATH`).
@@ -250,17 +250,16 @@ impl NftBackend {
         serde_json::from_slice(&out.stdout).map_err(|e| BackendError::Read(e.to_string()))
     }
 
-    /// The names of rampart's chains, sets and maps, and its stamp (None if the table
-    /// is absent). Listed per kind, tersely, side by side: listing the whole table
-    /// costs time in proportion to its rules, these do not.
-    pub fn read(&self) -> Result<Option<(KernelTable, KernelState)>, BackendError> {
+    /// The names of rampart's chains, sets and maps (None if the table is absent).
+    /// Listed per kind, tersely, side by side: listing the whole table costs time in
+    /// proportion to its rules, these do not.
+    pub fn read(&self) -> Result<Option<KernelTable>, BackendError> {
         let running = [
             spawn(&["-j", "list", "chains", "inet"], None),
             spawn(&["-j", "-t", "list", "sets", "inet"], None),
             spawn(&["-j", "-t", "list", "maps", "inet"], None),
-            spawn(&["-j", "list", "set", "inet", TABLE, STAMP_SET], None),
         ];
-        let [chains, sets, maps, stamp] = running.map(|r| r.and_then(Running::finish));
+        let [chains, sets, maps] = running.map(|r| r.and_then(Running::finish));
         let chains = NftBackend::listing(chains?)?;
         let sets = NftBackend::listing(sets?)?;
         let maps = NftBackend::listing(maps?)?;
@@ -270,7 +269,7 @@ impl NftBackend {
             maps: names(&maps, "map"),
         };
         let empty = t.chains.is_empty() && t.sets.is_empty() && t.maps.is_empty();
-        Ok((!empty).then_some((t, stamps_in(stamp))))
+        Ok((!empty).then_some(t))
     }
 
     /// Run `nft -j -f -` with the batch (and the plan objects `adds`) as one
@@ -292,11 +291,12 @@ impl NftBackend {
         }
     }
 
-    /// Check that the kernel holds the plan's chains, sets and maps, stamped.
-    fn verify(&self, plan: &Plan, stamp: &Stamp) -> Result<(), BackendError> {
-        // The transaction is atomic, so the rules are there; listing rules back costs
-        // time in proportion to the whole table.
-        let (now, state) = self
+    /// Check that the kernel holds the plan's chains, sets and maps (and the stamp
+    /// set).
+    fn verify(&self, plan: &Plan) -> Result<(), BackendError> {
+        // The transaction is atomic, so the rules and elements (the stamp's too) are
+        // there; listing them back costs time in proportion to the whole table.
+        let now = self
             .read()?
             .ok_or_else(|| BackendError::Verify("table is missing".into()))?;
         let sorted = |mut v: Vec<String>| {
@@ -326,13 +326,6 @@ impl NftBackend {
         if have != want {
             return Err(BackendError::Verify(format!(
                 "expected chains, sets, maps {want:?}, found {have:?}"
-            )));
-        }
-        let stamped = matches!(&state, KernelState::Loaded { stamp: Some(s), .. } if s == stamp);
-        if !stamped {
-            return Err(BackendError::Verify(format!(
-                "expected the stamp '{}', found {state:?}",
-                stamp.text()
             )));
         }
         Ok(())
@@ -403,33 +396,35 @@ pub fn transaction<'p>(
 }
 
 impl Backend for NftBackend {
-    fn state(&self) -> Result<KernelState, BackendError> {
+    fn start_state(&self) -> StateReading {
         // The stamp set is there in every table rampart loads: one listing says both
         // that the table is loaded and what it holds.
-        let stamp = spawn(&["-j", "list", "set", "inet", TABLE, STAMP_SET], None)?.finish()?;
-        if stamp.status.success() {
-            return Ok(stamps_in(Ok(stamp)));
-        }
-        let chains = spawn(&["-j", "list", "chains", "inet"], None)?.finish()?;
-        if names(&NftBackend::listing(chains)?, "chain").is_empty() {
-            return Ok(KernelState::Absent);
-        }
-        Ok(KernelState::Loaded {
-            stamp: None,
-            superseded: Vec::new(),
+        let stamp = spawn(&["-j", "list", "set", "inet", TABLE, STAMP_SET], None);
+        Box::new(move || {
+            let stamp = stamp?.finish()?;
+            if stamp.status.success() {
+                return Ok(stamps_in(Ok(stamp)));
+            }
+            let chains = spawn(&["-j", "list", "chains", "inet"], None)?.finish()?;
+            if names(&NftBackend::listing(chains)?, "chain").is_empty() {
+                return Ok(KernelState::Absent);
+            }
+            Ok(KernelState::Loaded {
+                stamp: None,
+                superseded: Vec::new(),
+            })
         })
     }
 
-    fn apply(&self, plan: &Plan, policy: &str) -> Result<(), BackendError> {
+    fn apply(&self, current: &KernelState, plan: &Plan, policy: &str) -> Result<(), BackendError> {
         let t = Timer::start();
-        let current = self.read()?;
+        let table = self.read()?;
         t.lap("read table");
-        let seq = current.as_ref().map_or(1, |(_, state)| next_seq(state));
-        let stamp = Stamp::new(policy, seq);
-        let (batch, adds) = transaction(current.as_ref().map(|(t, _)| t), plan, &stamp);
+        let stamp = Stamp::new(policy, next_seq(current));
+        let (batch, adds) = transaction(table.as_ref(), plan, &stamp);
         self.run(batch, &adds, Some(plan))?;
         t.lap("nft transaction");
-        self.verify(plan, &stamp)?;
+        self.verify(plan)?;
         t.lap("verify");
         Ok(())
     }
@@ -465,7 +460,7 @@ impl Backend for NftBackend {
                 return Ok(());
             }
         }
-        self.apply(plan, policy)
+        self.apply(current, plan, policy)
     }
 
     fn remove(&self) -> Result<(), BackendError> {

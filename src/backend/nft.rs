@@ -149,31 +149,38 @@ fn table() -> Table<'static> {
     }
 }
 
-/// `set stamp { type ipv6_addr; }` (its element is added apart, see [`stamp_element`]).
-fn stamp_set() -> Set<'static> {
+/// `set stamp { type ipv6_addr; elements = { KEY comment "rampart VERSION policy ID" } }`
+/// (the element inside the set: a separate element command makes nft fetch every
+/// set's elements first, ~20 ms at 10k rules).
+fn stamp_set(stamp: &Stamp) -> Set<'static> {
     Set {
         family: FAMILY,
         table: TABLE.into(),
         name: STAMP_SET.into(),
         set_type: SetTypeValue::Single(SetType::Ipv6Addr),
+        elem: Some(vec![stamp_elem(stamp)].into()),
         ..Set::default()
     }
 }
 
-/// `element inet rampart stamp { KEY comment "rampart VERSION policy ID" }`
-fn stamp_element(stamp: &Stamp) -> Element<'static> {
-    let elem = Expression::Named(NamedExpression::Elem(Elem {
+/// `KEY comment "rampart VERSION policy ID"`
+fn stamp_elem(stamp: &Stamp) -> Expression<'static> {
+    Expression::Named(NamedExpression::Elem(Elem {
         val: Box::new(Expression::String(stamp.key().into())),
         timeout: None,
         expires: None,
         comment: Some(stamp.text().into()),
         counter: None,
-    }));
+    }))
+}
+
+/// `element inet rampart stamp { KEY comment "rampart VERSION policy ID" }`
+fn stamp_element(stamp: &Stamp) -> Element<'static> {
     Element {
         family: FAMILY,
         table: TABLE.into(),
         name: STAMP_SET.into(),
-        elem: vec![elem].into(),
+        elem: vec![stamp_elem(stamp)].into(),
     }
 }
 
@@ -382,8 +389,7 @@ pub fn transaction<'p>(
             })));
         }
     }
-    batch.add(NfListObject::Set(Box::new(stamp_set())));
-    batch.add(NfListObject::Element(stamp_element(stamp)));
+    batch.add(NfListObject::Set(Box::new(stamp_set(stamp))));
     let adds = plan
         .objects
         .iter()
@@ -526,11 +532,11 @@ mod tests {
         let json = json(None, &plan);
         let cmds = json["nftables"].as_array().unwrap();
         assert!(cmds.iter().all(|c| c.get("add").is_some()));
-        // The table, the stamp set and its element, then the plan.
-        assert_eq!(cmds.len(), plan.objects.len() + 3);
+        // The table, the stamp set with its element, then the plan.
+        assert_eq!(cmds.len(), plan.objects.len() + 2);
         assert_eq!(cmds[1]["add"]["set"]["name"], STAMP_SET);
         assert_eq!(
-            cmds[2]["add"]["element"]["elem"][0]["elem"]["comment"],
+            cmds[1]["add"]["set"]["elem"][0]["elem"]["comment"],
             Stamp::new(&"0".repeat(64), 1).text()
         );
     }

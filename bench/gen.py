@@ -99,7 +99,7 @@ logging = "low"
 [defaults]
 incoming = "deny"
 outgoing = "allow"
-routed = "deny"
+routed = "disabled"
 """
 
 

@@ -14,6 +14,8 @@ for tool in unshare flock su; do
   command -v "$tool" >/dev/null 2>&1 || need+=(util-linux)
 done
 [ -e /etc/services ] || need+=(netbase)
+# The boot unit's test runs systemd-analyze verify.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

@@ -319,6 +319,81 @@ impl<'b> Firewall<'b> {
     }
 }
 
+/// What `rampart boot` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Boot {
+    /// The policy is enabled and was loaded.
+    Loaded,
+    /// The policy is disabled: nothing loaded.
+    Disabled,
+}
+
+/// `rampart boot`: load the policy if it is enabled (whole), nothing otherwise. If the
+/// policy file does not load, the last policy rampart wrote (its cache) is loaded
+/// instead, if it is enabled, and the error is returned all the same: the host is not
+/// left open, and the failure is said.
+pub fn boot(dir: &Path, backend: &dyn Backend) -> Result<Boot, BootError> {
+    let opened = Firewall::open_write(dir, backend);
+    match opened {
+        Ok(fw) => {
+            let enabled = fw.policy().enabled;
+            fw.edit(Mode::Full, |_, _| Ok::<_, ApplyError>(()))?;
+            Ok(if enabled {
+                Boot::Loaded
+            } else {
+                Boot::Disabled
+            })
+        }
+        Err(ApplyError::Store(e)) => {
+            let store = Store::open(dir, LockMode::Exclusive)?;
+            let fallback = store.load_last_good().filter(|p| p.enabled);
+            let loaded = match &fallback {
+                Some(policy) => {
+                    let kernel = backend.state()?;
+                    backend.apply(&kernel, &compile(policy), &crate::store::policy_id(policy))?;
+                    true
+                }
+                None => false,
+            };
+            Err(BootError::BadPolicy { source: e, loaded })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Why `rampart boot` failed.
+#[derive(Debug, Error)]
+pub enum BootError {
+    #[error("{0}")]
+    Apply(#[from] ApplyError),
+    #[error("{source}; {}", if *loaded { "loaded the last policy rampart applied instead (its cache)" } else { "no earlier policy to load instead: nothing was loaded" })]
+    BadPolicy {
+        #[source]
+        source: StoreError,
+        /// Whether the last good policy was loaded instead.
+        loaded: bool,
+    },
+}
+
+impl From<StoreError> for BootError {
+    fn from(e: StoreError) -> BootError {
+        BootError::Apply(e.into())
+    }
+}
+
+impl From<BackendError> for BootError {
+    fn from(e: BackendError) -> BootError {
+        BootError::Apply(e.into())
+    }
+}
+
+/// `rampart unload`: remove rampart's table, leaving the policy as it is (the boot
+/// unit's stop).
+pub fn unload(dir: &Path, backend: &dyn Backend) -> Result<(), ApplyError> {
+    let _store = Store::open(dir, LockMode::Exclusive)?;
+    Ok(backend.remove()?)
+}
+
 /// `reset`: back up the policy file, whatever it holds (also one that does not load:
 /// reset is the way out of a broken hand edit), replace it with the defaults and
 /// unload the firewall. Returns the policy file and its backup.

@@ -573,6 +573,11 @@ fn build(b: Built) -> Result<ParsedRule, GrammarError> {
     if matches!(b.proto, Proto::Ipv6 | Proto::Igmp) && families == [Family::V6] {
         return Err(GrammarError::V4OnlyProto(b.proto.word().to_string()));
     }
+    // `0.0.0.0/0` and `::/0` are "anywhere" of one family, as in UFW: the same rule as
+    // one typed without an address (so `deny from 0.0.0.0/0 to any port 22` updates
+    // the IPv4 copy of `allow 22`).
+    let anywhere = |n: Option<IpNet>| n.filter(|n| n.prefix_len() > 0);
+    let (src, dst) = (anywhere(src), anywhere(dst));
     let o = &b.opts;
     if b.action != Action::Limit {
         if let Some(word) = o.any_limit_word() {

@@ -23,6 +23,8 @@ enum Val {
     Addr(IpAddr),
     Num(u32),
     Str(String),
+    /// An interface name (matched by name, or by `prefix*`).
+    Iface(String),
 }
 
 /// Run the packet through the user chain of its direction. An error means the plan is
@@ -227,8 +229,8 @@ fn value(e: &Expression, p: &Packet) -> Result<Option<Val>, String> {
                 .into(),
             )),
             MetaKey::L4proto => Some(Val::Str(p.proto.word().into())),
-            MetaKey::Iifname if p.direction == Direction::In => Some(Val::Str(p.iface.clone())),
-            MetaKey::Oifname if p.direction == Direction::Out => Some(Val::Str(p.iface.clone())),
+            MetaKey::Iifname if p.direction == Direction::In => Some(Val::Iface(p.iface.clone())),
+            MetaKey::Oifname if p.direction == Direction::Out => Some(Val::Iface(p.iface.clone())),
             MetaKey::Iifname | MetaKey::Oifname => None,
             _ => return unknown(),
         },
@@ -264,6 +266,11 @@ fn matches(right: &Expression, v: &Val) -> Result<bool, String> {
     Ok(match (right, v) {
         (Expression::String(s), Val::Addr(a)) => s.parse::<IpAddr>().is_ok_and(|x| x == *a),
         (Expression::String(s), Val::Str(x)) => s == x,
+        // An interface name: `eth*` is every name starting with `eth`.
+        (Expression::String(s), Val::Iface(x)) => match s.strip_suffix('*') {
+            Some(stem) => x.starts_with(stem),
+            None => s == x,
+        },
         (Expression::String(s), Val::Num(n)) => s.parse::<u32>().is_ok_and(|x| x == *n),
         (Expression::Number(x), Val::Num(n)) => x == n,
         (Expression::Range(r), Val::Num(n)) => match (&r.range[0], &r.range[1]) {

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::Parser;
-use rampart::cli::{run, Cli};
+use rampart::cli::{exit, run, Cli};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -14,21 +14,25 @@ fn main() -> ExitCode {
             }
             if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                 let _ = e.print();
-                return ExitCode::from(1);
+                return ExitCode::from(exit::USAGE);
             }
             // One line: clap's first line, without its "error: " prefix.
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid command line");
             let first = first.strip_prefix("error: ").unwrap_or(first);
             eprintln!("ERROR: {first} (see 'rampart --help')");
-            return ExitCode::from(1);
+            return ExitCode::from(exit::USAGE);
         }
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ERROR: {e}");
-            ExitCode::from(1)
+            // A plain refusal has said `Aborted` already.
+            let text = e.to_string();
+            if !text.is_empty() {
+                eprintln!("ERROR: {text}");
+            }
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -42,7 +42,7 @@ pub fn status(policy: &Policy, active: bool, view: StatusView) -> String {
             "Default: {} (incoming), {} (outgoing), {} (routed)",
             d.incoming.word(),
             d.outgoing.word(),
-            routed_word(policy)
+            d.routed.word()
         );
         out.push_str("New profiles: skip\n");
     }
@@ -77,14 +77,6 @@ pub fn status(policy: &Policy, active: bool, view: StatusView) -> String {
         }
     }
     out
-}
-
-fn routed_word(policy: &Policy) -> &'static str {
-    // rampart does not turn forwarding on; "routed" deny is UFW's "disabled".
-    match policy.defaults.routed {
-        crate::model::Verdict::Deny => "disabled",
-        v => v.word(),
-    }
 }
 
 /// One row of the status table (without the number). `show_in` adds `IN` to incoming

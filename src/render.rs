@@ -15,7 +15,17 @@ pub fn plan_text(plan: &Plan) -> String {
     let family = family_word();
     let _ = writeln!(out, "table {family} {TABLE} {{");
     let mut first = true;
-    for obj in &plan.objects {
+    // Sets and maps first: nft reads the text in order, and rules name them.
+    let declared = plan
+        .objects
+        .iter()
+        .filter(|o| matches!(o, NfListObject::Set(_) | NfListObject::Map(_)))
+        .chain(
+            plan.objects
+                .iter()
+                .filter(|o| matches!(o, NfListObject::Chain(_))),
+        );
+    for obj in declared {
         match obj {
             NfListObject::Set(set) => {
                 if !first {
@@ -171,7 +181,7 @@ fn statement(st: &Statement) -> String {
             );
             let right = if quote {
                 match &m.right {
-                    Expression::String(s) => format!("\"{s}\""),
+                    Expression::String(s) => quoted(s),
                     other => expr(other),
                 }
             } else {
@@ -197,7 +207,7 @@ fn statement(st: &Statement) -> String {
             format!("limit rate {over}{}/{per}{burst}", l.rate)
         }
         Statement::Log(Some(log)) => match &log.prefix {
-            Some(p) => format!("log prefix \"{p}\""),
+            Some(p) => format!("log prefix {}", quoted(p)),
             None => "log".into(),
         },
         Statement::Log(None) => "log".into(),
@@ -214,8 +224,30 @@ fn statement(st: &Statement) -> String {
         }
         Statement::Set(s) => format!("{} @{} {{ {} }}", word(&s.op), s.set, expr(&s.elem)),
         Statement::VerdictMap(v) => format!("{} vmap {}", expr(&v.key), expr(&v.data)),
-        other => serde_json::to_string(other).unwrap_or_default(),
+        other => unrenderable(other),
     }
+}
+
+/// A string in double quotes, with the characters that would end it escaped.
+fn quoted(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// What `compile` does not emit: rendering it would not be nft text.
+fn unrenderable(what: &impl std::fmt::Debug) -> String {
+    panic!("the renderer does not know {what:?}: teach it before compile emits it")
 }
 
 fn expr(e: &Expression) -> String {
@@ -238,7 +270,10 @@ fn expr(e: &Expression) -> String {
         },
         Expression::BinaryOperation(b) => match b.as_ref() {
             nftables::expr::BinaryOperation::AND(l, r) => format!("{} & {}", expr(l), expr(r)),
-            other => serde_json::to_string(other).unwrap_or_default(),
+            nftables::expr::BinaryOperation::OR(parts) => {
+                parts.iter().map(expr).collect::<Vec<_>>().join(" | ")
+            }
+            other => unrenderable(other),
         },
         Expression::Named(n) => match n {
             NamedExpression::Concat(items) => {
@@ -268,9 +303,12 @@ fn expr(e: &Expression) -> String {
                 if let Some(t) = el.timeout {
                     let _ = write!(s, " timeout {t}s");
                 }
+                if let Some(c) = &el.comment {
+                    let _ = write!(s, " comment {}", quoted(c));
+                }
                 s
             }
-            other => serde_json::to_string(other).unwrap_or_default(),
+            other => unrenderable(other),
         },
     }
 }

@@ -1,7 +1,7 @@
 //! The config directory and the kernel kept in agreement: hand edits, a tampered or
 //! torn cache, invalid files, the lock, file modes, backups. Real nftables in
 //! throwaway namespaces. Docs: README "Editing the policy by hand", "The lock",
-//! "Files".
+//! "Files". Exit statuses: 2 for the config directory, 3 for the kernel.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -199,7 +199,7 @@ fn invalid_hand_edits_are_refused_with_file_and_line() {
         for cmd in [&["status"][..], &["reload"], &["allow", "7000/tcp"]] {
             let out = sb.rampart(cmd);
             let err = stderr(&out);
-            assert_eq!(out.status.code(), Some(1), "{to}: {cmd:?}: {err}");
+            assert_eq!(out.status.code(), Some(2), "{to}: {cmd:?}: {err}");
             assert_eq!(err.lines().count(), 1, "one line: {err}");
             let path = sb.config_dir().join("policy.toml");
             let at = [edited_line, header_line].map(|l| format!("{} line {l}:", path.display()));
@@ -325,7 +325,7 @@ fn readers_share_the_lock_and_writers_wait_then_give_up() {
     for args in [&["allow", "7000/tcp"][..], &["status"]] {
         let (out, took) = timed(args);
         let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(
             err.starts_with("Waiting for another rampart command to finish"),
             "{err}"
@@ -345,7 +345,7 @@ fn readers_share_the_lock_and_writers_wait_then_give_up() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("Waiting"));
     let (out, _) = timed(&["allow", "7000/tcp"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     holder.kill().unwrap();
     holder.wait().unwrap();
     sb.rampart_ok(&["allow", "7000/tcp"]);
@@ -418,7 +418,7 @@ fn files_are_private_links_are_not_followed_and_backups_stay() {
         for args in ["status", "allow 8080/tcp"] {
             let out = run(args);
             let err = stderr(&out);
-            assert_eq!(out.status.code(), Some(1), "{err}");
+            assert_eq!(out.status.code(), Some(2), "{err}");
             assert!(err.contains("group or others may write to it"), "{err}");
         }
         fs::set_permissions(&path, fs::Permissions::from_mode(good)).unwrap();
@@ -565,7 +565,7 @@ fn faults_leave_kernel_and_disk_agreeing() {
         let (kernel, text) = (sb.table_json(&sb.srv.ns), policy_text(&sb));
         let out = with_faults(list, args);
         let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{list:?}: {err}");
+        assert_eq!(out.status.code(), Some(3), "{list:?}: {err}");
         assert!(
             err.starts_with("ERROR: ") && err.contains(want),
             "{list:?}: {err}"
@@ -662,7 +662,7 @@ fn faults_leave_kernel_and_disk_agreeing() {
     ] {
         let out = in_mount_ns(setup, fault);
         let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{setup}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{setup}: {err}");
         assert!(err.contains(want), "{setup}: {err}");
         assert_agree(&sb, &kernel, &text, setup);
     }

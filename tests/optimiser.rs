@@ -69,7 +69,11 @@ fn rule() -> impl Strategy<Value = Rule> {
                 1 => Just(Action::Limit),
             ],
             prop_oneof![5 => Just(Direction::In), 1 => Just(Direction::Out)],
-            prop_oneof![6 => Just(None), 1 => Just(Some("eth0".to_string()))],
+            prop_oneof![
+                12 => Just(None),
+                1 => Just(Some("eth0".to_string())),
+                1 => Just(Some("eth+".to_string()))
+            ],
             prop_oneof![
                 Just(Proto::Any),
                 Just(Proto::Tcp),
@@ -140,7 +144,11 @@ fn packet() -> impl Strategy<Value = Packet> {
     family.prop_flat_map(|family| {
         (
             prop_oneof![5 => Just(Direction::In), 1 => Just(Direction::Out)],
-            prop_oneof![Just("eth0".to_string()), Just("eth1".to_string())],
+            prop_oneof![
+                Just("eth0".to_string()),
+                Just("eth1".to_string()),
+                Just("wg0".to_string())
+            ],
             prop_oneof![
                 Just(Proto::Tcp),
                 Just(Proto::Udp),

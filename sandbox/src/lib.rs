@@ -187,6 +187,9 @@ pub struct Sandbox {
     pub srv: Host,
     /// The client hosts.
     pub clients: Vec<Host>,
+    /// In a routed sandbox ([`Sandbox::routed`]): the host behind the server, which
+    /// then routes between its client and this one.
+    pub far: Option<Host>,
     switch: String,
     namespaces: Vec<String>,
     config_dir: PathBuf,
@@ -242,6 +245,7 @@ impl Sandbox {
             clients: (0..clients)
                 .map(|i| Host::new(format!("{id}-c{i}"), FIRST_CLIENT_HOST + i as u8))
                 .collect(),
+            far: None,
             switch: format!("{id}-sw"),
             namespaces: Vec::new(),
             config_dir,
@@ -249,6 +253,89 @@ impl Sandbox {
             servers: Vec::new(),
         };
         sb.build()?;
+        Ok(sb)
+    }
+
+    /// A router between two links: client 0 (198.18.1.11, 2001:db8:1::11) on the
+    /// server's `eth0` (198.18.1.1, 2001:db8:1::1), the far host (198.18.2.22,
+    /// 2001:db8:2::22) on its `eth1` (198.18.2.1, 2001:db8:2::1); the server forwards
+    /// IPv4 and IPv6, and rampart runs there.
+    pub fn routed(bin: &Path) -> io::Result<Sandbox> {
+        let id = format!(
+            "rp{}x{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let host = |ns: String, net: u8, n: u8| Host {
+            ns,
+            v4: Ipv4Addr::new(198, 18, net, n),
+            v6: Ipv6Addr::new(0x2001, 0xdb8, u16::from(net), 0, 0, 0, 0, u16::from(n)),
+        };
+        let mut sb = Sandbox {
+            srv: host(format!("{id}-srv"), 1, 1),
+            clients: vec![host(format!("{id}-c0"), 1, 11)],
+            far: Some(host(format!("{id}-far"), 2, 22)),
+            switch: format!("{id}-sw"),
+            namespaces: Vec::new(),
+            config_dir: std::env::temp_dir().join(format!("{id}-config")),
+            bin: bin.to_path_buf(),
+            servers: Vec::new(),
+        };
+        let (srv, client) = (sb.srv.clone(), sb.clients[0].clone());
+        let far = sb.far.clone().expect("a routed sandbox has a far host");
+        for ns in [&srv.ns, &client.ns, &far.ns] {
+            ip(&["netns", "add", ns])?;
+            sb.namespaces.push(ns.clone());
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            // No duplicate address detection, on link-local addresses too: until it
+            // ends, neighbour discovery (and so IPv6 routing) waits.
+            for key in [
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ] {
+                sb.exec(ns, &["sysctl", "-qw", key]);
+            }
+        }
+        let router_far = host(String::new(), 2, 1);
+        for (peer, near, far_if) in [(&client, &srv, "eth0"), (&far, &router_far, "eth1")] {
+            ip(&[
+                "-n", &srv.ns, "link", "add", far_if, "type", "veth", "peer", "name", "eth0",
+                "netns", &peer.ns,
+            ])?;
+            for (ns, dev, h) in [(&srv.ns, far_if, near), (&peer.ns, "eth0", peer)] {
+                ip(&["-n", ns, "link", "set", dev, "up"])?;
+                ip(&["-n", ns, "addr", "add", &format!("{}/24", h.v4), "dev", dev])?;
+                let v6 = format!("{}/64", h.v6);
+                ip(&["-n", ns, "addr", "add", &v6, "dev", dev, "nodad"])?;
+            }
+            let gw = if far_if == "eth0" { near } else { &router_far };
+            ip(&[
+                "-n",
+                &peer.ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &gw.v4.to_string(),
+            ])?;
+            ip(&[
+                "-n",
+                &peer.ns,
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &gw.v6.to_string(),
+            ])?;
+        }
+        for key in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+            let out = sb.exec(&srv.ns, &["sysctl", "-qw", key]);
+            if !out.status.success() {
+                return Err(io::Error::other(format!("sysctl {key} failed")));
+            }
+        }
+        std::fs::create_dir_all(&sb.config_dir)?;
         Ok(sb)
     }
 
@@ -401,7 +488,13 @@ impl Sandbox {
     /// Start a TCP server on `port` (IPv4 and IPv6) in the server namespace. Accepted
     /// connections echo what they read and are held until the client closes them.
     pub fn serve_tcp(&mut self, port: u16) -> io::Result<()> {
-        let listener = in_netns(&self.srv.ns, move || {
+        let ns = self.srv.ns.clone();
+        self.serve_tcp_in(&ns, port)
+    }
+
+    /// As [`Sandbox::serve_tcp`], in another namespace of the sandbox.
+    pub fn serve_tcp_in(&mut self, ns: &str, port: u16) -> io::Result<()> {
+        let listener = in_netns(ns, move || {
             TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
         })??;
         listener.set_nonblocking(true)?;
@@ -459,7 +552,11 @@ impl Sandbox {
 
     /// As [`Sandbox::tcp`], with a timeout.
     pub fn tcp_timeout(&self, c: usize, v6: bool, port: u16, timeout: Duration) -> Conn {
-        let dst = SocketAddr::new(self.srv.addr(v6), port);
+        self.tcp_to(c, SocketAddr::new(self.srv.addr(v6), port), timeout)
+    }
+
+    /// Open a TCP connection from client `c` to any address.
+    pub fn tcp_to(&self, c: usize, dst: SocketAddr, timeout: Duration) -> Conn {
         in_netns(
             &self.clients[c].ns,
             move || match TcpStream::connect_timeout(&dst, timeout) {

@@ -135,6 +135,10 @@ impl Backend for MemoryBackend {
         self.transact(None)
     }
 
+    fn others_forwarding(&self) -> Result<Vec<String>, BackendError> {
+        Ok(Vec::new())
+    }
+
     fn list_text(&self) -> Result<String, BackendError> {
         Ok(self
             .held

@@ -185,6 +185,10 @@ pub trait Backend: Sync {
     ) -> Result<(), BackendError>;
     /// Remove rampart's table, if present.
     fn remove(&self) -> Result<(), BackendError>;
+    /// The other tables (`family name`) with a chain on the forward hook: Docker's,
+    /// libvirt's… A drop in any base chain is final, so rampart's filtering of
+    /// forwarded traffic overrides what they accept.
+    fn others_forwarding(&self) -> Result<Vec<String>, BackendError>;
     /// rampart's table as nft text (empty if not loaded).
     fn list_text(&self) -> Result<String, BackendError>;
 }

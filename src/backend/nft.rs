@@ -482,13 +482,37 @@ impl Backend for NftBackend {
         }
     }
 
+    fn others_forwarding(&self) -> Result<Vec<String>, BackendError> {
+        let out = spawn(&["-j", "list", "chains"], None)?.finish()?;
+        let v = NftBackend::listing(out)?;
+        let mut tables: Vec<String> = v
+            .get("nftables")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item.get("chain"))
+            .filter(|c| c.get("hook").and_then(Value::as_str) == Some("forward"))
+            .filter_map(|c| {
+                let family = c.get("family")?.as_str()?;
+                let table = c.get("table")?.as_str()?;
+                let ours = family == "inet" && table == TABLE;
+                (!ours).then(|| format!("{family} {table}"))
+            })
+            .collect();
+        tables.dedup();
+        Ok(tables)
+    }
+
     fn list_text(&self) -> Result<String, BackendError> {
         let out = spawn(&["list", "table", "inet", TABLE], None)?.finish()?;
         if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Ok(String::new())
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
+        // Not an error when there is no table to list; anything else is.
+        if self.state()? == KernelState::Absent {
+            return Ok(String::new());
+        }
+        Err(BackendError::Read(one_line(&out.stderr)))
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use thiserror::Error;
 
-use crate::apply::{ApplyError, Firewall, Mode};
+use crate::apply::{ApplyError, BootError, Firewall, Mode};
 use crate::backend::{Backend, BackendError, NftBackend};
 use crate::compile::compile;
 use crate::grammar::GrammarError;
@@ -50,6 +50,13 @@ pub enum Command {
     Reload,
     /// Disable the firewall and reset the policy to the defaults (keeps a backup).
     Reset,
+    /// Load the policy if it is enabled, nothing otherwise; no questions (the boot
+    /// unit's start and reload). A policy file that does not load: the last policy
+    /// rampart wrote is loaded instead, and the exit status says it failed.
+    Boot,
+    /// Remove rampart's table from the kernel, leaving the policy as it is (the boot
+    /// unit's stop).
+    Unload,
     /// Show the firewall status: `status [verbose|numbered]`.
     Status {
         /// verbose or numbered
@@ -106,7 +113,44 @@ pub enum CliError {
     #[error("{0}")]
     Apply(#[from] ApplyError),
     #[error("{0}")]
+    Boot(#[from] BootError),
+    #[error("{0}")]
     Usage(String),
+    /// The user said no (`Aborted` is printed with the prompt), or no answer could come.
+    #[error("{0}")]
+    Declined(String),
+}
+
+/// Exit statuses (README "Exit status").
+pub mod exit {
+    /// A bad command line or rule.
+    pub const USAGE: u8 = 1;
+    /// The config directory or policy file: unreadable, invalid, unsafe, locked, unwritable.
+    pub const CONFIG: u8 = 2;
+    /// The kernel: nft missing, refusing, failing, timing out.
+    pub const KERNEL: u8 = 3;
+    /// A question was answered no, or could not be answered.
+    pub const DECLINED: u8 = 4;
+}
+
+impl CliError {
+    fn from_apply(e: &ApplyError) -> u8 {
+        match e {
+            ApplyError::Store(_) | ApplyError::Commit { .. } => exit::CONFIG,
+            ApplyError::Backend(_) | ApplyError::Kernel { .. } => exit::KERNEL,
+        }
+    }
+
+    /// The exit status for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Grammar(_) | CliError::Usage(_) => exit::USAGE,
+            CliError::Declined(_) => exit::DECLINED,
+            CliError::Apply(e) => CliError::from_apply(e),
+            CliError::Boot(BootError::BadPolicy { .. }) => exit::CONFIG,
+            CliError::Boot(BootError::Apply(e)) => CliError::from_apply(e),
+        }
+    }
 }
 
 impl From<StoreError> for CliError {
@@ -155,6 +199,8 @@ pub fn run_with(cli: Cli, backend: &dyn Backend) -> Result<Out, CliError> {
         Command::Disable => ctx.disable()?,
         Command::Reload => ctx.reload()?,
         Command::Reset => ctx.reset()?,
+        Command::Boot => ctx.boot()?,
+        Command::Unload => ctx.unload()?,
         Command::Default { policy, direction } => ctx.default(&policy, direction.as_deref())?,
         Command::Logging { level } => ctx.logging(&level)?,
         Command::Allow(w) => ctx.add(Action::Allow, &w.words)?,
@@ -208,21 +254,29 @@ impl Ctx<'_> {
         self.open_write()?.edit(mode, f)
     }
 
-    /// Ask unless forced. A refusal prints `Aborted` (on the prompt's line) and is
-    /// not an error, as in UFW.
-    fn confirm(&self, question: &str) -> bool {
+    /// Ask unless forced. A refusal prints `Aborted`, as in UFW, and is
+    /// [`CliError::Declined`]; so is a question no answer can come to (stdin closed).
+    fn confirm(&self, question: &str) -> Result<(), CliError> {
         if self.force || self.dry_run {
-            return true;
+            return Ok(());
         }
         print!("{question} (y|n)? ");
         let _ = io::stdout().flush();
         let mut answer = String::new();
-        let _ = io::stdin().lock().read_line(&mut answer);
-        let yes = matches!(answer.trim().to_lowercase().as_str(), "y" | "yes");
-        if !yes {
-            println!("Aborted");
+        let read = io::stdin().lock().read_line(&mut answer);
+        if !matches!(read, Ok(n) if n > 0) {
+            println!();
+            return Err(CliError::Declined(
+                "no answer could come (stdin is closed): run with --force to go on without asking"
+                    .into(),
+            ));
         }
-        yes
+        if matches!(answer.trim().to_lowercase().as_str(), "y" | "yes") {
+            Ok(())
+        } else {
+            println!("Aborted");
+            Err(CliError::Declined(String::new()))
+        }
     }
 }
 

@@ -55,7 +55,14 @@ impl Ctx<'_> {
                     .trim_end()
                     .to_string()])
             }
-            "raw" => Ok(vec![self.backend.list_text()?.trim_end().to_string()]),
+            "raw" => {
+                let text = self.backend.list_text()?;
+                Ok(vec![if text.is_empty() {
+                    "(rampart's table is not loaded)".to_string()
+                } else {
+                    text.trim_end().to_string()
+                }])
+            }
             other => Err(usage(format!(
                 "Invalid report '{other}': use 'show added' or 'show raw'"
             ))),

@@ -144,9 +144,7 @@ impl Ctx<'_> {
             if !self.force && !self.dry_run {
                 println!("Deleting:\n {}", observe::rule_command(&rule));
             }
-            if !self.confirm("Proceed with operation") {
-                return Ok(vec![]);
-            }
+            self.confirm("Proceed with operation")?;
             p.remove_number(n);
             let msg = if live {
                 "Rule deleted"

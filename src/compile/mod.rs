@@ -161,7 +161,11 @@ pub fn compile(policy: &Policy) -> Plan {
     let d = policy.defaults;
     b.base_chain(CHAIN_INPUT, NfHook::Input, d.incoming);
     b.base_chain(CHAIN_OUTPUT, NfHook::Output, d.outgoing);
-    b.base_chain(CHAIN_FORWARD, NfHook::Forward, d.routed);
+    // No forward chain at all unless forwarded traffic is filtered: a drop in any base
+    // chain is final, so even an accepting chain could only cost, never help.
+    if let Some(routed) = d.routed.verdict() {
+        b.base_chain(CHAIN_FORWARD, NfHook::Forward, routed);
+    }
     b.chain(CHAIN_USER_INPUT);
     b.chain(CHAIN_USER_OUTPUT);
     b.add_reject_chain();
@@ -175,8 +179,10 @@ pub fn compile(policy: &Policy) -> Plan {
     b.rule(CHAIN_OUTPUT, vec![jump(CHAIN_USER_OUTPUT)]);
     b.policy_tail(CHAIN_OUTPUT, d.outgoing, policy.logging);
 
-    b.forward_before();
-    b.policy_tail(CHAIN_FORWARD, d.routed, policy.logging);
+    if let Some(routed) = d.routed.verdict() {
+        b.forward_before();
+        b.policy_tail(CHAIN_FORWARD, routed, policy.logging);
+    }
 
     for (direction, chain) in [
         (Direction::In, CHAIN_USER_INPUT),
@@ -257,7 +263,6 @@ mod tests {
             vec![
                 CHAIN_INPUT,
                 CHAIN_OUTPUT,
-                CHAIN_FORWARD,
                 CHAIN_USER_INPUT,
                 CHAIN_USER_OUTPUT,
                 CHAIN_REJECT,

@@ -53,7 +53,12 @@ pub fn rule_matches(rule: &Rule, family: bool) -> Vec<Statement<'static>> {
             Direction::In => MetaKey::Iifname,
             Direction::Out => MetaKey::Oifname,
         };
-        m.push(m_eq(meta(key), s(iface.as_str())));
+        // UFW's `eth+` is nft's `eth*`.
+        let name = match iface.prefix() {
+            Some(p) => format!("{p}*"),
+            None => iface.as_str().to_string(),
+        };
+        m.push(m_eq(meta(key), s(&name)));
     }
     let ip = match rule.family {
         Family::V4 => "ip",

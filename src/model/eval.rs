@@ -109,7 +109,7 @@ impl Rule {
             |ports: &Option<Ports>, port: u16| ports.as_ref().is_none_or(|x| x.contains(port));
         self.direction == p.direction
             && self.family == p.family
-            && self.iface.as_ref().is_none_or(|i| i.as_str() == p.iface)
+            && self.iface.as_ref().is_none_or(|i| i.matches(&p.iface))
             && proto_ok
             && net_ok(&self.from.addr, &p.src)
             && net_ok(&self.to.addr, &p.dst)

@@ -55,8 +55,9 @@ pub struct Defaults {
     pub incoming: Verdict,
     /// Traffic from this host (default: allow).
     pub outgoing: Verdict,
-    /// Forwarded traffic (default: deny, shown as "disabled" when forwarding is off).
-    pub routed: Verdict,
+    /// Forwarded traffic (default: disabled, rampart filters none of it).
+    #[serde(default)]
+    pub routed: Routed,
 }
 
 impl Default for Defaults {
@@ -64,7 +65,54 @@ impl Default for Defaults {
         Defaults {
             incoming: Verdict::Deny,
             outgoing: Verdict::Allow,
-            routed: Verdict::Deny,
+            routed: Routed::Disabled,
+        }
+    }
+}
+
+/// The default for forwarded traffic. `Disabled` (the default) means rampart does not
+/// look at forwarded traffic at all, so the tables of Docker, Podman or libvirt that
+/// route for containers and VMs decide alone; the others filter it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Routed {
+    /// rampart filters no forwarded traffic.
+    #[default]
+    Disabled,
+    /// Filtered, and what no rule decides is accepted.
+    Allow,
+    /// Filtered, and what no rule decides is dropped.
+    Deny,
+    /// Filtered, and what no rule decides is refused.
+    Reject,
+}
+
+impl Routed {
+    /// The verdict for what no rule decides, when rampart filters forwarded traffic.
+    pub fn verdict(self) -> Option<Verdict> {
+        match self {
+            Routed::Disabled => None,
+            Routed::Allow => Some(Verdict::Allow),
+            Routed::Deny => Some(Verdict::Deny),
+            Routed::Reject => Some(Verdict::Reject),
+        }
+    }
+
+    /// The word shown by `status verbose`.
+    pub fn word(self) -> &'static str {
+        match self.verdict() {
+            None => "disabled",
+            Some(v) => v.word(),
+        }
+    }
+}
+
+impl From<Verdict> for Routed {
+    fn from(v: Verdict) -> Routed {
+        match v {
+            Verdict::Allow => Routed::Allow,
+            Verdict::Deny => Routed::Deny,
+            Verdict::Reject => Routed::Reject,
         }
     }
 }

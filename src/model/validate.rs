@@ -67,6 +67,11 @@ impl Rule {
                     family_word(self.family)
                 ));
             }
+            if net.prefix_len() == 0 {
+                return Err(format!(
+                    "{side} address {net} is anywhere: leave {side}.addr out"
+                ));
+            }
             if net.trunc() != net {
                 return Err(format!(
                     "{side} address {net} has host bits set: write {}",

@@ -314,16 +314,30 @@ impl fmt::Display for LimitKey {
     }
 }
 
-/// A network interface name as Linux accepts it (`eth0`, `br-lan`, `wg0`; `eth+` is
-/// UFW's wildcard). Not an alias (`eth0:1`).
+/// A network interface name as Linux accepts it (`eth0`, `br-lan`, `wg0`), or UFW's
+/// (iptables') wildcard: a trailing `+` matches every name that starts with what comes
+/// before it (`eth+`). Not an alias (`eth0:1`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub struct Iface(String);
 
 impl Iface {
-    /// The name.
+    /// The name as typed.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// For a wildcard (`eth+`), what the names it matches start with.
+    pub fn prefix(&self) -> Option<&str> {
+        self.0.strip_suffix('+')
+    }
+
+    /// Whether an interface of this name matches.
+    pub fn matches(&self, name: &str) -> bool {
+        match self.prefix() {
+            Some(p) => name.starts_with(p),
+            None => self.0 == name,
+        }
     }
 }
 
@@ -337,11 +351,13 @@ impl FromStr for Iface {
         if name.len() > MAX_IFACE_LEN {
             return Err(ValueError::IfaceTooLong(name.to_string()));
         }
-        let ok = !name.is_empty()
-            && !matches!(name, "." | "..")
-            && name
+        // `+` only at the end (the wildcard), and not alone.
+        let stem = name.strip_suffix('+').unwrap_or(name);
+        let ok = !stem.is_empty()
+            && !matches!(stem, "." | "..")
+            && stem
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'));
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if ok {
             Ok(Iface(name.to_string()))
         } else {

@@ -226,6 +226,16 @@ impl Store {
             .unwrap_or_else(Loaded::default_policy))
     }
 
+    /// The last policy rampart wrote (and, when enabled, applied): the one its cache
+    /// holds, if the cache is intact and valid, whatever the TOML file says now. What
+    /// `rampart boot` loads when the policy file does not load.
+    pub fn load_last_good(&self) -> Option<Policy> {
+        let bytes = files::read(&self.cache_path()).ok()??;
+        Cache::check(bytes)?
+            .policy()
+            .filter(|p| p.validate().is_ok())
+    }
+
     /// Whether a change was interrupted (its pending policy is still there).
     pub fn has_pending(&self) -> bool {
         self.pending_path().exists()

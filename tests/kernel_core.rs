@@ -292,3 +292,42 @@ fn ping_passes_before_user_rules() {
     assert!(ping(V4), "IPv4 echo from a denied source");
     assert!(ping(V6), "IPv6 echo from a denied source");
 }
+
+/// UFW's before rules: a DHCP server's answer (UDP 67 -> 68) reaches the client under
+/// default deny, and a TCP segment conntrack calls invalid is dropped before any rule
+/// (here a stray ACK, with loose pickup off: the server's stack never sees it).
+#[test]
+fn dhcp_answers_pass_and_invalid_packets_are_dropped() {
+    let Some(mut sb) = sandbox(1) else {
+        return;
+    };
+    sb.serve_udp(68).unwrap();
+    sb.serve_tcp(7100).unwrap();
+    // Without rampart, the server's stack answers a stray ACK with a reset.
+    let before = sb.server_tcp_resets();
+    sb.send_stray_ack(A, 7100).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(sb.server_tcp_resets(), before + 1, "the stack answers");
+    sb.rampart_ok(&["--force", "enable"]);
+    sb.rampart_ok(&["allow", "7100/tcp"]);
+    assert_eq!(sb.udp_from(A, V4, 68, 67), Udp::Reply, "DHCP answer");
+    assert_eq!(
+        sb.udp_from(A, V4, 68, 68),
+        Udp::TimedOut,
+        "not from port 67"
+    );
+    let out = sb.exec(
+        &sb.srv.ns,
+        &["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = sb.server_tcp_resets();
+    sb.send_stray_ack(A, 7100).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(sb.server_tcp_resets(), before, "dropped as invalid");
+    assert!(sb.tcp(A, V4, 7100).is_open(), "the port itself is open");
+}

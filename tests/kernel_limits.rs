@@ -299,3 +299,75 @@ fn limit_state_survives_reload() {
         "a changed limit has fresh state"
     );
 }
+
+/// Loopback is accepted before any rule: a limit never applies to local connections.
+#[test]
+fn loopback_is_never_limited() {
+    let Some(mut sb) = sandbox(1) else {
+        return;
+    };
+    sb.serve_tcp(8003).unwrap();
+    sb.rampart_ok(&["--force", "enable"]);
+    sb.rampart_ok(&["limit", "8003/tcp", "rate", "1/30s"]);
+    let srv = sb.srv.ns.clone();
+    for addr in ["127.0.0.1:8003", "[::1]:8003"] {
+        let dst: std::net::SocketAddr = addr.parse().unwrap();
+        let open = (0..6)
+            .filter(|_| sb.tcp_in(&srv, dst, Duration::from_millis(800)).is_open())
+            .count();
+        assert_eq!(open, 6, "{addr}");
+    }
+    assert_eq!(burst(&sb, A, V4, 8003, 3).0, 1, "a client is limited");
+}
+
+/// A refused attempt takes no slot: a client that keeps trying gets in as soon as its
+/// oldest accepted connection is T old (UFW's `recent` counts the attempts too).
+#[test]
+fn refused_attempts_do_not_extend_the_block() {
+    let Some(mut sb) = sandbox(1) else {
+        return;
+    };
+    sb.serve_tcp(8004).unwrap();
+    sb.rampart_ok(&["--force", "enable"]);
+    sb.rampart_ok(&["limit", "8004/tcp", "rate", "2/2s"]);
+    let start = Instant::now();
+    assert_eq!(burst(&sb, A, V4, 8004, 2), (2, 0, 0));
+    // Keep trying through the window: all refused.
+    while start.elapsed() < Duration::from_millis(1600) {
+        assert_eq!(sb.tcp(A, V4, 8004).word(), "refused");
+        sleep(Duration::from_millis(100));
+    }
+    sleep(Duration::from_millis(2200).saturating_sub(start.elapsed()));
+    assert!(
+        sb.tcp(A, V4, 8004).is_open(),
+        "back in after T despite the attempts"
+    );
+}
+
+/// `per /M` counts a subnet together (the clients share 198.18.0.0/24), `per /M,/N` the
+/// IPv6 mask too, and by default IPv6 sources are counted per /64.
+#[test]
+fn per_masks_count_networks_together() {
+    let Some(mut sb) = sandbox(2) else {
+        return;
+    };
+    for port in [8005, 8006, 8007] {
+        sb.serve_tcp(port).unwrap();
+    }
+    sb.rampart_ok(&["--force", "enable"]);
+    sb.rampart_ok(&["limit", "8005/tcp", "rate", "3/30s", "per", "/24"]);
+    sb.rampart_ok(&["limit", "8006/tcp", "rate", "3/30s", "per", "/32,/120"]);
+    sb.rampart_ok(&["limit", "8007/tcp", "rate", "3/30s"]);
+    // IPv4 per /24: A and B share 3.
+    assert_eq!(burst(&sb, A, V4, 8005, 2).0, 2);
+    assert_eq!(burst(&sb, B, V4, 8005, 3).0, 1, "the /24's third");
+    // per /32,/120: IPv4 per address, IPv6 per /120 (A and B share).
+    assert_eq!(burst(&sb, A, V4, 8006, 3).0, 3);
+    assert_eq!(burst(&sb, B, V4, 8006, 3).0, 3, "another IPv4 address");
+    assert_eq!(burst(&sb, A, V6, 8006, 2).0, 2);
+    assert_eq!(burst(&sb, B, V6, 8006, 3).0, 1, "the /120's third");
+    // Default: IPv6 per /64 (A and B are in 2001:db8::/64), IPv4 per address.
+    assert_eq!(burst(&sb, A, V6, 8007, 2).0, 2);
+    assert_eq!(burst(&sb, B, V6, 8007, 3).0, 1, "one /64, one count");
+    assert_eq!(burst(&sb, B, V4, 8007, 3).0, 3);
+}

@@ -557,17 +557,22 @@ impl Sandbox {
 
     /// Open a TCP connection from client `c` to any address.
     pub fn tcp_to(&self, c: usize, dst: SocketAddr, timeout: Duration) -> Conn {
-        in_netns(
-            &self.clients[c].ns,
-            move || match TcpStream::connect_timeout(&dst, timeout) {
+        self.tcp_in(&self.clients[c].ns.clone(), dst, timeout)
+    }
+
+    /// Open a TCP connection from any namespace of the sandbox (the server's own, to
+    /// its loopback, say).
+    pub fn tcp_in(&self, ns: &str, dst: SocketAddr, timeout: Duration) -> Conn {
+        in_netns(ns, move || {
+            match TcpStream::connect_timeout(&dst, timeout) {
                 Ok(s) => Conn::Open(s),
                 Err(e) => match e.kind() {
                     io::ErrorKind::ConnectionRefused => Conn::Refused,
                     io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Conn::TimedOut,
                     k => Conn::Failed(k),
                 },
-            },
-        )
+            }
+        })
         .unwrap_or(Conn::Failed(io::ErrorKind::Other))
     }
 
@@ -654,6 +659,77 @@ fn normalize(v: &mut serde_json::Value) {
         }
         _ => {}
     }
+}
+
+impl Sandbox {
+    /// Send, from client `c` over IPv4, a bare TCP ACK to the server's `port` that
+    /// belongs to no connection (a raw socket; the kernel adds the IP header).
+    pub fn send_stray_ack(&self, c: usize, port: u16) -> io::Result<()> {
+        use nix::sys::socket::{
+            sendto, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn,
+        };
+        let (src, dst) = (self.clients[c].v4, self.srv.v4);
+        in_netns(&self.clients[c].ns, move || {
+            let fd = socket(
+                AddressFamily::Inet,
+                SockType::Raw,
+                SockFlag::empty(),
+                SockProtocol::Tcp,
+            )?;
+            let segment = tcp_ack(src, dst, 40_000, port);
+            let to = SockaddrIn::from(std::net::SocketAddrV4::new(dst, 0));
+            sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                &segment,
+                &to,
+                MsgFlags::empty(),
+            )?;
+            Ok::<_, nix::Error>(())
+        })?
+        .map_err(io::Error::from)
+    }
+
+    /// TCP resets the server's own stack has sent (its `/proc/net/snmp` OutRsts).
+    pub fn server_tcp_resets(&self) -> u64 {
+        let out = self.exec(&self.srv.ns, &["cat", "/proc/net/snmp"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+        let (names, values) = (tcp.next().unwrap_or(""), tcp.next().unwrap_or(""));
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == "OutRsts")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// A 20-byte TCP header with only ACK set, its checksum over the IPv4 pseudo-header.
+fn tcp_ack(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> [u8; 20] {
+    let mut h = [0u8; 20];
+    h[0..2].copy_from_slice(&sport.to_be_bytes());
+    h[2..4].copy_from_slice(&dport.to_be_bytes());
+    h[4..8].copy_from_slice(&1u32.to_be_bytes()); // sequence number
+    h[8..12].copy_from_slice(&1u32.to_be_bytes()); // acknowledgement number
+    h[12] = 5 << 4; // data offset: 5 words
+    h[13] = 0x10; // ACK
+    h[14..16].copy_from_slice(&64_240u16.to_be_bytes()); // window
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for pair in b.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+        }
+    };
+    add(&src.octets());
+    add(&dst.octets());
+    add(&[0, 6]); // protocol TCP
+    add(&20u16.to_be_bytes());
+    add(&h);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    h[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    h
 }
 
 /// Echo what arrives until the peer closes or the server stops.

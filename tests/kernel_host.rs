@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -198,26 +197,11 @@ fn enable_asks_only_over_ssh_and_never_without_an_answer() {
 
 /// A stand-in for an nft that refuses every transaction (first on PATH).
 fn refusing_nft(dir: &Path) -> String {
-    fs::create_dir_all(dir).unwrap();
-    let real = String::from_utf8(
-        Command::new("sh")
-            .args(["-c", "command -v nft"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
     let script = format!(
         "#!/bin/sh\ncase \" $* \" in *\" -f \"*|*\" list table \"*) echo 'Error: injected' >&2; exit 1 ;; esac\nexec {} \"$@\"\n",
-        real.trim()
+        rampart_sandbox::real_tool("nft")
     );
-    fs::write(dir.join("nft"), script).unwrap();
-    fs::set_permissions(dir.join("nft"), fs::Permissions::from_mode(0o755)).unwrap();
-    format!(
-        "{}:{}",
-        dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
+    rampart_sandbox::stand_in(dir, "nft", &script).unwrap()
 }
 
 /// Defect 6: the exit status says what failed (README "Exit status"), and `show raw`
@@ -353,20 +337,15 @@ fn enable_and_disable_use_the_unit_where_systemd_runs() {
     let dir = sb.config_dir().with_extension("systemctl");
     fs::create_dir_all(&dir).unwrap();
     let log = dir.join("log");
-    fs::write(
-        dir.join("systemctl"),
-        format!(
-            "#!/bin/sh\necho \"$*\" >> {}\n[ -e {}/fail ] && {{ echo 'Failed to enable unit' >&2; exit 1; }}\nexit 0\n",
-            log.display(),
-            dir.display()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(dir.join("systemctl"), fs::Permissions::from_mode(0o755)).unwrap();
+    let script = format!(
+        "#!/bin/sh\necho \"$*\" >> {}\n[ -e {}/fail ] && {{ echo 'Failed to enable unit' >&2; exit 1; }}\nexit 0\n",
+        log.display(),
+        dir.display()
+    );
+    let path = rampart_sandbox::stand_in(&dir, "systemctl", &script).unwrap();
     let run = |args: &str| {
         let script = format!(
-            "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system && PATH={}:$PATH exec ip netns exec {} {} --config-dir {} {args}",
-            dir.display(),
+            "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system && PATH={path} exec ip netns exec {} {} --config-dir {} {args}",
             sb.srv.ns,
             sb.bin().display(),
             sb.config_dir().display()

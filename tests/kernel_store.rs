@@ -491,25 +491,9 @@ fn faults_leave_kernel_and_disk_agreeing() {
     sb.rampart_ok(&["--force", "enable"]);
     sb.rampart_ok(&["allow", "22/tcp"]);
     let bin = sb.config_dir().with_extension("bin");
-    fs::create_dir_all(&bin).unwrap();
-    fs::write(bin.join("nft"), FAKE_NFT).unwrap();
-    fs::set_permissions(bin.join("nft"), fs::Permissions::from_mode(0o755)).unwrap();
+    let path = rampart_sandbox::stand_in(&bin, "nft", FAKE_NFT).unwrap();
     let faults = bin.join("faults");
-    let real = String::from_utf8(
-        Command::new("sh")
-            .args(["-c", "command -v nft"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_string();
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let real = rampart_sandbox::real_tool("nft");
     let with_faults = |list: &[&str], args: &[&str]| {
         fs::write(
             &faults,

@@ -23,6 +23,32 @@ use nix::sched::{setns, CloneFlags};
 
 pub mod demo;
 
+/// Where a tool is found on PATH (`command -v`), or the bare name.
+pub fn real_tool(name: &str) -> String {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| name.to_string())
+}
+
+/// Write an executable stand-in `dir/name` with `script`; returns a PATH with `dir`
+/// first, for the commands a test runs.
+pub fn stand_in(dir: &Path, name: &str, script: &str) -> io::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(name);
+    std::fs::write(&path, script)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    ))
+}
+
 /// A small deterministic generator for tests (no seed files: the same draws every run).
 pub struct Lcg(pub u64);
 

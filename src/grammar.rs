@@ -18,8 +18,9 @@ use ipnet::IpNet;
 use thiserror::Error;
 
 use crate::model::{
-    Action, Direction, Endpoint, Family, Iface, Limit, LimitKey, Over, PortRange, Ports, Proto,
-    Rate, Rule, RuleLog, Then, ValueError, MAX_CONN, MAX_PORTS, MAX_RATE,
+    check_comment, Action, Direction, Endpoint, Family, Iface, Limit, LimitKey, Over, PortRange,
+    Ports, Proto, Rate, Rule, RuleLog, Then, ValueError, MAX_COMMENT_LEN, MAX_CONN, MAX_PORTS,
+    MAX_RATE,
 };
 
 /// Where service names are looked up.
@@ -73,6 +74,10 @@ pub enum GrammarError {
     CommentMissing,
     #[error("Comments may not contain a single quote (')")]
     CommentQuote,
+    #[error("Comments may not contain control characters (newlines, tabs, escapes)")]
+    CommentControl,
+    #[error("Comments may be at most {MAX_COMMENT_LEN} bytes long")]
+    CommentTooLong,
     #[error("Could not find a profile matching '{0}'")]
     NoProfile(String),
     #[error("Improper rule syntax")]
@@ -192,9 +197,11 @@ impl<'a> Parser<'a> {
         }
         if end >= self.pos + 2 && self.words[end - 2] == "comment" {
             let text = &self.words[end - 1];
-            if text.contains('\'') {
-                return Err(GrammarError::CommentQuote);
-            }
+            check_comment(text).map_err(|e| match e {
+                ValueError::CommentTooLong => GrammarError::CommentTooLong,
+                ValueError::CommentControl => GrammarError::CommentControl,
+                _ => GrammarError::CommentQuote,
+            })?;
             // An empty comment is no comment (UFW stores nothing for it).
             comment = (!text.is_empty()).then(|| text.clone());
             end -= 2;

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::Parser;
 use rampart::cli::{exit, run, Cli};
+use rampart::model::inert;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -20,7 +21,7 @@ fn main() -> ExitCode {
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid command line");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("ERROR: {first} (see 'rampart --help')");
+            eprintln!("ERROR: {} (see 'rampart --help')", inert(first));
             return ExitCode::from(exit::USAGE);
         }
     };
@@ -30,7 +31,7 @@ fn main() -> ExitCode {
             // A plain refusal has said `Aborted` already.
             let text = e.to_string();
             if !text.is_empty() {
-                eprintln!("ERROR: {text}");
+                eprintln!("ERROR: {}", inert(&text));
             }
             ExitCode::from(e.exit_code())
         }

@@ -198,6 +198,69 @@ const BAD: &[(&str, &str)] = &[
     ("limit 1:65535/tcp except 0", "ERROR: Bad port"),
 ];
 
+/// Free text that must not reach `status`, `show added` or the terminal raw: words
+/// with spaces and control characters in them, which a shell passes as one word.
+fn hostile_words() -> Vec<(Vec<String>, &'static str)> {
+    let comment = |text: &str| {
+        ["allow", "80/tcp", "comment", text]
+            .map(String::from)
+            .to_vec()
+    };
+    let iface = |name: &str| {
+        [
+            "allow", "in", "on", name, "to", "any", "port", "80", "proto", "tcp",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    vec![
+        // A newline would forge a whole status line.
+        (
+            comment("x\n80/tcp                     ALLOW IN    Anywhere"),
+            "ERROR: Comments may not contain control characters",
+        ),
+        (
+            comment("a\rb"),
+            "ERROR: Comments may not contain control characters",
+        ),
+        (
+            comment("red \u{1b}[31m"),
+            "ERROR: Comments may not contain control characters",
+        ),
+        (
+            comment("bell\u{7}"),
+            "ERROR: Comments may not contain control characters",
+        ),
+        (
+            comment("tab\tx"),
+            "ERROR: Comments may not contain control characters",
+        ),
+        (
+            comment("rtl \u{202e}txet"),
+            "ERROR: Comments may not contain control characters",
+        ),
+        (
+            comment(&"x".repeat(10_240)),
+            "ERROR: Comments may be at most 512 bytes",
+        ),
+        (
+            comment("it's"),
+            "ERROR: Comments may not contain a single quote",
+        ),
+        (iface("eth0\n"), "ERROR: Bad interface name"),
+        (iface("eth\u{1b}[2J"), "ERROR: Bad interface name"),
+        (iface("eth{0}"), "ERROR: Bad interface name"),
+        (iface("eth\\0"), "ERROR: Bad interface name"),
+        (iface("eth\"0"), "ERROR: Bad interface name"),
+        (iface(&"e".repeat(10_240)), "ERROR: Bad interface name"),
+        // A profile name is echoed back inert.
+        (
+            ["allow", "ssh\u{1b}[2J\nx"].map(String::from).to_vec(),
+            "ERROR: Could not find a profile matching 'ssh\\u{1b}[2J\\nx'",
+        ),
+    ]
+}
+
 #[test]
 fn bad_commands_change_nothing() {
     let Some(sb) = rampart_sandbox::for_test(0, Path::new(env!("CARGO_BIN_EXE_rampart"))) else {
@@ -221,8 +284,17 @@ fn bad_commands_change_nothing() {
     let before = snapshot();
     assert!(BAD.len() >= 30);
     let mut failures = Vec::new();
-    for (cmd, want) in BAD {
-        let words: Vec<&str> = cmd.split(' ').collect();
+    let mut cases: Vec<(Vec<String>, &str)> = BAD
+        .iter()
+        .map(|(cmd, want)| (cmd.split(' ').map(String::from).collect(), *want))
+        .collect();
+    cases.extend(hostile_words());
+    for (words, want) in &cases {
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let mut cmd = words.join(" ");
+        if cmd.len() > 200 {
+            cmd = format!("{}... ({} bytes)", &cmd[..200], cmd.len());
+        }
         let out = sb.rampart(&words);
         let stderr = String::from_utf8_lossy(&out.stderr);
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -230,6 +302,7 @@ fn bad_commands_change_nothing() {
         let ok = !out.status.success()
             && lines.len() == 1
             && lines[0].starts_with(want)
+            && !stderr.chars().any(|c| c.is_control() && c != '\n')
             && stdout.is_empty();
         if !ok {
             failures.push(format!(
@@ -242,4 +315,74 @@ fn bad_commands_change_nothing() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// Bytes that are not UTF-8 are refused before anything is read or written.
+#[test]
+fn non_utf8_words_are_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(sb) = rampart_sandbox::for_test(0, Path::new(env!("CARGO_BIN_EXE_rampart"))) else {
+        return;
+    };
+    sb.rampart_ok(&["--force", "enable"]);
+    let before = sb.ruleset();
+    let policy = std::fs::read(sb.config_dir().join("policy.toml")).unwrap();
+    let out = sb
+        .rampart_command(&["allow", "80/tcp", "comment"])
+        .arg(std::ffi::OsStr::from_bytes(b"caf\xe9\x1b[2J"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("ERROR: "), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+    assert_eq!(sb.ruleset(), before);
+    assert_eq!(
+        std::fs::read(sb.config_dir().join("policy.toml")).unwrap(),
+        policy
+    );
+}
+
+/// Braces, backslashes, double quotes and letters beyond ASCII are stored and shown as
+/// typed (and survive a reload); a hand-edited file with a newline in a
+/// comment is refused with one line that names the file.
+#[test]
+fn odd_but_harmless_text_is_kept_inert() {
+    let Some(sb) = rampart_sandbox::for_test(0, Path::new(env!("CARGO_BIN_EXE_rampart"))) else {
+        return;
+    };
+    sb.rampart_ok(&["--force", "enable"]);
+    let text = r#"web {x} \ "y" ; } # ü"#;
+    sb.rampart_ok(&["allow", "80/tcp", "comment", text]);
+    let status = sb.rampart_ok(&["status"]);
+    assert!(status.contains(&format!("# {text}")), "{status}");
+    assert_eq!(
+        status.lines().filter(|l| l.contains("ALLOW")).count(),
+        2,
+        "{status}"
+    );
+    let added = sb.rampart_ok(&["show", "added"]);
+    assert!(added.contains(&format!("comment '{text}'")), "{added}");
+    let dry = sb.rampart_ok(&["--dry-run", "reload"]);
+    assert!(dry.contains("80"), "{dry}");
+    sb.rampart_ok(&["reload"]);
+    assert_eq!(sb.rampart_ok(&["status"]), status);
+    let path = sb.config_dir().join("policy.toml");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let stored = format!("comment = '{text}'");
+    assert!(good.contains(&stored), "{good}");
+    let forged = good.replace(&stored, r#"comment = "x\n80/tcp ALLOW IN Anywhere""#);
+    assert_ne!(forged, good);
+    std::fs::write(&path, &forged).unwrap();
+    let before = sb.ruleset();
+    let out = sb.rampart(&["reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("policy.toml") && stderr.contains("control characters"),
+        "{stderr}"
+    );
+    assert_eq!(sb.ruleset(), before);
 }

@@ -13,8 +13,9 @@ mod values;
 pub use eval::{Decision, Packet};
 pub use validate::ValidationError;
 pub use values::{
-    Iface, LimitKey, PortRange, Ports, Rate, ValueError, DEFAULT_V6_SOURCE_PREFIX, MAX_CONN,
-    MAX_IFACE_LEN, MAX_PORTS, MAX_RATE, MAX_RATE_SECONDS,
+    check_comment, inert, is_hazard, Iface, LimitKey, PortRange, Ports, Rate, ValueError,
+    DEFAULT_V6_SOURCE_PREFIX, MAX_COMMENT_LEN, MAX_CONN, MAX_IFACE_LEN, MAX_PORTS, MAX_RATE,
+    MAX_RATE_SECONDS,
 };
 
 /// The whole firewall policy kept in the config directory.

@@ -95,9 +95,7 @@ impl Rule {
             return Err("except needs destination ports to take the exceptions from".into());
         }
         if let Some(c) = &self.comment {
-            if c.contains('\'') {
-                return Err("comments may not contain a single quote (')".into());
-            }
+            super::check_comment(c).map_err(|e| e.to_string())?;
         }
         let Some(limit) = &self.limit else {
             return Ok(());

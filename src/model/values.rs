@@ -19,6 +19,9 @@ pub const MAX_RATE_SECONDS: u32 = 86_400;
 pub const MAX_CONN: u32 = 65_535;
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
 pub const MAX_IFACE_LEN: usize = 15;
+/// Longest comment, in bytes.
+pub const MAX_COMMENT_LEN: usize = 512;
+
 /// Default IPv6 prefix a "source" is counted by: one host can hold a whole /64.
 pub const DEFAULT_V6_SOURCE_PREFIX: u8 = 64;
 
@@ -41,6 +44,16 @@ pub enum ValueError {
     /// A limit key that is not `any`, `source`, `/M` or `/M,/N`.
     #[error("bad limit key '{0}': use 'any', 'source', '/M' (IPv4 mask 1-32) or '/M,/N' (IPv4 mask, IPv6 mask 1-128)")]
     BadPer(String),
+    /// A comment with a single quote (UFW refuses them).
+    #[error("comments may not contain a single quote (')")]
+    CommentQuote,
+    /// A comment with a control character (a newline would forge lines of `status`,
+    /// ESC or BEL would reach the terminal).
+    #[error("comments may not contain control characters (newlines, tabs, escapes)")]
+    CommentControl,
+    /// A comment longer than [`MAX_COMMENT_LEN`].
+    #[error("comments may be at most {MAX_COMMENT_LEN} bytes long")]
+    CommentTooLong,
     /// An interface alias such as `eth0:1`.
     #[error("bad interface name '{0}': can't use interface aliases")]
     IfaceAlias(String),
@@ -370,6 +383,44 @@ impl fmt::Display for Iface {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Check a rule's comment: no single quote, no control character, at most
+/// [`MAX_COMMENT_LEN`] bytes. (Shown by `status` and `show added` as typed, so it must
+/// not be able to forge lines or talk to the terminal.)
+pub fn check_comment(text: &str) -> Result<(), ValueError> {
+    if text.len() > MAX_COMMENT_LEN {
+        return Err(ValueError::CommentTooLong);
+    }
+    if text.contains('\'') {
+        return Err(ValueError::CommentQuote);
+    }
+    if text.chars().any(is_hazard) {
+        return Err(ValueError::CommentControl);
+    }
+    Ok(())
+}
+
+/// A character that must never reach a terminal raw: a control character (a newline
+/// forges lines, ESC and BEL talk to the terminal, CR overwrites) or a bidirectional
+/// override that reorders what is shown.
+pub fn is_hazard(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with every [`is_hazard`] character written as an escape (`\n`, `\u{1b}`), for
+/// messages that echo what was typed.
+pub fn inert(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if is_hazard(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// serde's string forms of the values above: the same `FromStr` and `Display`.

@@ -260,7 +260,7 @@ mod tests {
             (
                 Action::Allow,
                 "from any to any port 30000:30005 proto udp",
-                Some("a\n[[rule]]\nb"),
+                Some("a [[rule]] b"),
             ),
         ];
         commands

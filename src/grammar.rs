@@ -19,8 +19,8 @@ use thiserror::Error;
 
 use crate::model::{
     check_comment, Action, Direction, Endpoint, Family, Iface, Limit, LimitKey, Over, PortRange,
-    Ports, Proto, Rate, Rule, RuleLog, Then, ValueError, MAX_COMMENT_LEN, MAX_CONN, MAX_PORTS,
-    MAX_RATE,
+    Ports, Proto, Rate, Rule, RuleLog, Then, ValueError, MAX_CAPACITY, MAX_COMMENT_LEN, MAX_CONN,
+    MAX_PORTS, MAX_RATE,
 };
 
 /// Where service names are looked up.
@@ -94,6 +94,8 @@ pub enum GrammarError {
     BadRate(String),
     #[error("Bad connection count '{0}': use a number from 1 to {MAX_CONN}")]
     BadConn(String),
+    #[error("Bad capacity '{0}': use a number of sources from 1 to {MAX_CAPACITY}")]
+    BadCapacity(String),
     #[error("Bad limit key '{0}': use 'per any', 'per source' or 'per /M' (IPv4 mask 1-32) or 'per /M,/N' (IPv4 mask, IPv6 mask 1-128)")]
     BadPer(String),
     #[error("Bad over action '{0}': use 'over reject' or 'over drop'")]
@@ -265,6 +267,7 @@ struct LimitOptions {
     per: Option<String>,
     over: Option<String>,
     then: Option<String>,
+    capacity: Option<String>,
     except: Option<String>,
 }
 
@@ -276,6 +279,7 @@ impl LimitOptions {
             ("per", self.per.is_some()),
             ("over", self.over.is_some()),
             ("then", self.then.is_some()),
+            ("capacity", self.capacity.is_some()),
         ]
         .into_iter()
         .find(|(_, set)| *set)
@@ -295,6 +299,7 @@ fn limit_options(words: &[String]) -> Result<(Vec<String>, LimitOptions), Gramma
             "per" => &mut opts.per,
             "over" => &mut opts.over,
             "then" => &mut opts.then,
+            "capacity" => &mut opts.capacity,
             "except" => &mut opts.except,
             _ => {
                 rest.push(words[i].clone());
@@ -622,7 +627,14 @@ fn build(b: Built) -> Result<ParsedRule, GrammarError> {
             None => LimitKey::default(),
             Some(t) => parse_per(t, &families)?,
         };
-        // Only `per`, `over` or `then` given: the rate is UFW's.
+        let capacity = match &o.capacity {
+            None => None,
+            Some(t) => match t.parse::<u32>() {
+                Ok(n) if (1..=MAX_CAPACITY).contains(&n) => Some(n),
+                _ => return Err(GrammarError::BadCapacity(t.clone())),
+            },
+        };
+        // Only `per`, `over`, `then` or `capacity` given: the rate is UFW's.
         let rate = if rate.is_none() && conn.is_none() {
             Some(crate::model::UFW_LIMIT)
         } else {
@@ -634,6 +646,7 @@ fn build(b: Built) -> Result<ParsedRule, GrammarError> {
             per,
             over,
             then,
+            capacity,
         })
     } else {
         None

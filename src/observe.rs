@@ -226,6 +226,9 @@ fn limit_words(rule: &Rule) -> Vec<String> {
         if l.then == Then::Continue {
             out.push("then continue".into());
         }
+        if let Some(n) = l.capacity {
+            out.push(format!("capacity {n}"));
+        }
     }
     if let Some(e) = &rule.except {
         out.push(format!("except {e}"));
@@ -260,6 +263,10 @@ fn limit_options(rule: &Rule) -> Vec<String> {
         if l.then == Then::Continue {
             w.push("then".into());
             w.push("continue".into());
+        }
+        if let Some(n) = l.capacity {
+            w.push("capacity".into());
+            w.push(n.to_string());
         }
     }
     w

@@ -196,6 +196,13 @@ const BAD: &[(&str, &str)] = &[
         "ERROR: 'except' needs destination ports",
     ),
     ("limit 1:65535/tcp except 0", "ERROR: Bad port"),
+    ("limit 80/tcp capacity 0", "ERROR: Bad capacity '0'"),
+    ("limit 80/tcp capacity 1048577", "ERROR: Bad capacity"),
+    ("limit 80/tcp capacity lots", "ERROR: Bad capacity 'lots'"),
+    (
+        "allow 80/tcp capacity 5",
+        "ERROR: 'capacity' is only for limit rules",
+    ),
 ];
 
 /// Free text that must not reach `status`, `show added` or the terminal raw: words

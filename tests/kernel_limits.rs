@@ -371,3 +371,28 @@ fn per_masks_count_networks_together() {
     assert_eq!(burst(&sb, B, V6, 8007, 3).0, 1, "one /64, one count");
     assert_eq!(burst(&sb, B, V4, 8007, 3).0, 3);
 }
+
+/// Above 20 per window a rate is a token bucket per key: it holds N and refills N per
+/// T, so a burst gets N (plus what refilled while it ran), and B has its own bucket.
+#[test]
+fn rate_over_20_is_a_token_bucket() {
+    let Some(mut sb) = sandbox(2) else {
+        return;
+    };
+    sb.serve_tcp(80).unwrap();
+    sb.rampart_ok(&["--force", "enable"]);
+    sb.rampart_ok(&["limit", "80/tcp", "rate", "50/1h"]);
+    let start = Instant::now();
+    let (open, refused, other) = burst(&sb, A, V4, 80, 60);
+    // 50 per hour refills one every 72 s: none within a burst that takes seconds.
+    assert!(start.elapsed() < Duration::from_secs(60));
+    assert_eq!((open, refused, other), (50, 10, 0), "A: the bucket's 50");
+    assert_eq!(burst(&sb, B, V4, 80, 5), (5, 0, 0), "B has its own bucket");
+    assert_eq!(
+        burst(&sb, A, V6, 80, 55),
+        (50, 5, 0),
+        "IPv6 /64 has its own"
+    );
+    let dry = sb.rampart_ok(&["--dry-run", "reload"]);
+    assert!(dry.contains("limit rate over"), "{dry}");
+}

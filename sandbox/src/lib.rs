@@ -22,6 +22,7 @@ use std::time::Duration;
 use nix::sched::{setns, CloneFlags};
 
 pub mod demo;
+pub mod flood;
 
 /// Where a tool is found on PATH (`command -v`), or the bare name.
 pub fn real_tool(name: &str) -> String {

@@ -1,5 +1,6 @@
-//! Limits: `rate N/T` as N timed slots per key, `conn N` as `ct count`, each limit
-//! behind a chain of its own (or one shared by a class of simple port limits).
+//! Limits: `rate N/T` as N timed slots per key (a token bucket above
+//! [`EXACT_RATE_MAX`]), `conn N` as `ct count`, each limit behind a chain of its own
+//! with sets of its own, sized by its capacity.
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -21,8 +22,14 @@ pub const STATE_SET_PREFIX: &str = "state_";
 /// Prefix of the per-limit chains (`limit_<id>`, `limit_<id>_over`).
 pub const LIMIT_CHAIN_PREFIX: &str = "limit_";
 
-/// Size of each dynamic set that holds limit state (keys tracked at once).
-pub const LIMIT_SET_SIZE: u32 = 65_535;
+/// Rate limits up to this many connections per window are exact sliding windows (N
+/// slots per key, so a refused packet is N set lookups); above it, a token bucket per
+/// key (one lookup), which keeps a refused packet's cost flat at any N.
+pub const EXACT_RATE_MAX: u32 = 20;
+
+/// Spare elements in the small sets whose keys are fixed (a `per any` window, the
+/// overflow budget): expired elements still count until the kernel's collector runs.
+const SMALL_SET_SPARE: u32 = 64;
 
 /// A stable id for a limit's state: the same limit on the same match gets the same
 /// sets across reloads and unrelated edits; the IPv4 and IPv6 copies of a `per any`
@@ -48,15 +55,6 @@ pub fn limit_id(rule: &Rule) -> String {
         serde_json::to_string(&ident).unwrap_or_default()
     );
     format!("{:016x}{family}", fnv1a(&text))
-}
-
-/// Elements the shared rate-limit slot set of one family can hold (each key that is
-/// being limited takes up to N of them, for T seconds).
-pub const SLOT_SET_SIZE: u32 = 262_144;
-
-/// A 32-bit number naming a limit inside the shared slot sets (from its stable id).
-pub(super) fn limit_number(id: &str) -> u32 {
-    u32::from_str_radix(&id[..8], 16).unwrap_or(0)
 }
 
 /// A constant usable inside a concatenated key: `meta mark & 0x0 | N` (nft 1.0.6 takes
@@ -106,50 +104,6 @@ pub(super) fn limit_key(per: LimitKey, family: Family) -> (Expression<'static>, 
             (key, SetType::Ipv6Addr)
         }
     }
-}
-
-/// A class of rate-only limits on one port from anywhere; see
-/// `Builder::port_limit_chain`.
-pub(super) struct PortClass {
-    /// Chain name suffix (`p4_…`, `p6_…`, `pany_…`).
-    id: String,
-    /// The class's number in the slot keys, with the low 8 bits free for the slot.
-    number: u32,
-}
-
-/// The class of a limit that is rate-only, on exactly one TCP or UDP port, from any
-/// source to any address on any interface (the packet's protocol and port then name
-/// the rule), else None.
-pub(super) fn port_limit_class(rule: &Rule, spec: &Limit) -> Option<PortClass> {
-    let single_port =
-        matches!(&rule.to.ports, Some(p) if p.0.len() == 1 && p.0[0].first == p.0[0].last);
-    let simple = matches!(rule.proto, Proto::Tcp | Proto::Udp)
-        && single_port
-        && rule.from.addr.is_none()
-        && rule.from.ports.is_none()
-        && rule.to.addr.is_none()
-        && rule.iface.is_none()
-        && rule.except.is_none()
-        && spec.conn.is_none();
-    let rate = spec.rate.filter(|_| simple)?;
-    let family = match (spec.per, rule.family) {
-        (LimitKey::Any, _) => "any",
-        (_, Family::V4) => "4",
-        (_, Family::V6) => "6",
-    };
-    let text = format!(
-        "port|{family}|{:?}|{}|{rate}|{:?}|{:?}|{:?}",
-        rule.direction,
-        rule.proto.word(),
-        spec.per,
-        spec.over,
-        spec.then
-    );
-    let h = fnv1a(&text);
-    Some(PortClass {
-        id: format!("p{family}_{:08x}", h as u32),
-        number: (h as u32) & 0xffff_ff00,
-    })
 }
 
 /// FNV-1a, 64 bit: stable across builds, unlike std's hasher.
@@ -221,21 +175,21 @@ impl Builder {
         rules
     }
 
-    pub(super) fn has_set(&self, name: &str) -> bool {
-        self.objects
-            .iter()
-            .any(|o| matches!(o, NfListObject::Set(x) if x.name == name))
-    }
-
-    /// The set of rate-limit slots shared by all rate limits of one key family.
-    pub(super) fn slot_set(&mut self, name: &str, types: Vec<SetType>) {
+    /// A set of limit state with room for `size` elements (`timeout`: elements expire).
+    pub(super) fn state_set(
+        &mut self,
+        name: &str,
+        set_type: SetTypeValue<'static>,
+        size: u32,
+        timeout: bool,
+    ) {
         self.objects.push(NfListObject::Set(Box::new(Set {
             family: FAMILY,
             table: TABLE.into(),
             name: name.to_string().into(),
-            set_type: SetTypeValue::Concatenated(types.into()),
-            flags: Some(HashSet::from([SetFlag::Timeout])),
-            size: Some(SLOT_SET_SIZE),
+            set_type,
+            flags: timeout.then(|| HashSet::from([SetFlag::Timeout])),
+            size: Some(size),
             ..Set::default()
         })));
     }
@@ -246,36 +200,9 @@ impl Builder {
             .any(|o| matches!(o, NfListObject::Chain(c) if c.name == name))
     }
 
-    /// The per-key connection-count set of a `conn` limit. nft (1.0.6 and later)
-    /// marks it `dynamic` itself because a rule adds to it; its JSON parser does not
-    /// take that flag.
-    pub(super) fn conn_set(&mut self, name: &str, set_type: SetType) {
-        self.objects.push(NfListObject::Set(Box::new(Set {
-            family: FAMILY,
-            table: TABLE.into(),
-            name: name.to_string().into(),
-            set_type: SetTypeValue::Single(set_type),
-            size: Some(LIMIT_SET_SIZE),
-            ..Set::default()
-        })));
-    }
-
     /// A `limit` rule: the match jumps to the limit's chain, which refuses what is over
     /// and, under the limit, accepts (or, with `then continue`, returns so that the
     /// following rules decide).
-    ///
-    /// ```text
-    /// chain limit_ID {
-    ///     add @state_ID_c { KEY ct count over C } goto limit_ID_over      # conn C
-    ///     KEY . L . 0 != @state_slots4 add @state_slots4 { KEY . L . 0 timeout Ts } accept
-    ///     …                                                      # rate N/T: N slots
-    ///     KEY . L . N-1 != @state_slots4 add @state_slots4 { … timeout Ts } accept
-    ///     goto limit_ID_over            # (inline log + reject/drop when no conn check)
-    /// }
-    /// ```
-    /// L is the limit's number. A key is accepted iff one of its N slots is free, and it
-    /// then holds that slot for T seconds: so at most N connections per key are
-    /// accepted in any window of T.
     pub(super) fn limit_rule(&mut self, rule: &Rule, chain: &str) {
         let lchain = self.limit_chain(rule);
         let matches = rule_matches(rule, true);
@@ -289,135 +216,231 @@ impl Builder {
         }
     }
 
-    /// The chain (and state) of a limit, created once; returns its name. The chain
-    /// refuses what is over the limit and, under it, accepts (or with `then
-    /// continue` returns), so one `jump` to it is the whole limit rule.
+    /// The chain (and state) of a limit, created once; returns its name. Every limit
+    /// has sets of its own (a flood against one never fills another's), each with room
+    /// for the limit's capacity, and a key that finds no room is counted in the
+    /// limit's overflow budget, shared by every such key: a full set never lets a
+    /// packet through uncounted.
+    ///
+    /// ```text
+    /// chain limit_ID {                                   # conn C per source
+    ///     add @state_ID_c { KEY ct count over C } goto limit_ID_over
+    ///     KEY != @state_ID_c jump limit_ID_co            # no room: the overflow count
+    ///                                                    # rate N/T per source, N <= 20
+    ///     update @state_ID_k { KEY timeout Ts }          # the keys being tracked
+    ///     KEY != @state_ID_k goto limit_ID_ro            # no room: the overflow window
+    ///     KEY . 0 != @state_ID_s add @state_ID_s { KEY . 0 timeout Ts } accept
+    ///     …                                              # N slots
+    ///     goto limit_ID_over
+    /// }
+    /// chain limit_ID {                                   # rate N/T per source, N > 20
+    ///     update @state_ID_b { KEY timeout Ts limit rate over N/T burst N packets } goto limit_ID_over
+    ///     KEY != @state_ID_b goto limit_ID_ro
+    ///     accept
+    /// }
+    /// ```
+    /// A key is accepted by the window iff one of its N slots is free, and it then
+    /// holds that slot for T seconds: so at most N connections per key are accepted in
+    /// any window of T. The bucket holds N and refills N per T.
     pub(super) fn limit_chain(&mut self, rule: &Rule) -> String {
         let spec = rule.limit.clone().unwrap_or_else(Limit::ufw_default);
-        if let Some(class) = port_limit_class(rule, &spec) {
-            return self.port_limit_chain(rule, &spec, &class);
-        }
         let id = limit_id(rule);
         let lchain = format!("{LIMIT_CHAIN_PREFIX}{id}");
-        if !self.has_chain(&lchain) {
-            let over_chain = format!("{lchain}_over");
-            let (key, set_type) = limit_key(spec.per, rule.family);
-            let mut over_rules = self.over_rules(spec.over, rule.proto);
-            // A conn check must skip the rate slots, so it needs the over rules in a
-            // chain of their own; a rate-only limit falls through to them inline.
-            if spec.conn.is_some() {
-                self.chain(&over_chain);
-                for r in over_rules.drain(..) {
-                    self.rule(&over_chain, r);
-                }
-            }
-            let under = || under_limit(spec.then);
-            let to_over = || {
-                Statement::Goto(stmt::JumpTarget {
-                    target: over_chain.clone().into(),
-                })
-            };
-            let mut rules: Vec<Vec<Statement<'static>>> = Vec::new();
-            if let Some(n) = spec.conn {
-                let count = Statement::CTCount(stmt::CTCount {
-                    val: num(n),
-                    inv: Some(true),
-                });
-                match spec.per {
-                    LimitKey::Any => rules.push(vec![count, to_over()]),
-                    LimitKey::Source { .. } => {
-                        let set = format!("{STATE_SET_PREFIX}{id}_c");
-                        self.conn_set(&set, set_type);
-                        self.dynset_stmts.push((set.clone(), count));
-                        rules.push(vec![dynset_add(&set, key.clone()), to_over()]);
-                    }
-                }
-            }
-            if let Some(rate) = spec.rate {
-                // All rate limits of a key family share one slot set; an element is
-                // (key . limit . slot) and times out T after it was added.
-                let (set, slot_type) = match (spec.per, rule.family) {
-                    (LimitKey::Any, _) => (format!("{STATE_SET_PREFIX}slots_any"), None),
-                    (_, Family::V4) => (format!("{STATE_SET_PREFIX}slots4"), Some(set_type)),
-                    (_, Family::V6) => (format!("{STATE_SET_PREFIX}slots6"), Some(set_type)),
-                };
-                if !self.has_set(&set) {
-                    let mut types: Vec<SetType> = slot_type.into_iter().collect();
-                    types.extend([SetType::Mark, SetType::Mark]);
-                    self.slot_set(&set, types);
-                }
-                let limit_no = limit_number(&id);
-                let prefix: Vec<Expression<'static>> = if spec.per == LimitKey::Any {
-                    Vec::new()
-                } else {
-                    vec![key.clone()]
-                };
-                rules.extend(slot_rules(&set, rate, &under(), |k| {
-                    let mut parts = prefix.clone();
-                    parts.push(constant(limit_no));
-                    parts.push(constant(k));
-                    parts
-                }));
-                if spec.conn.is_some() {
-                    rules.push(vec![to_over()]);
-                } else {
-                    rules.extend(over_rules);
-                }
-            } else {
-                // conn only: under the limit.
-                rules.push(vec![under()]);
-            }
-            self.chain(&lchain);
-            for r in rules {
-                self.rule(&lchain, r);
-            }
-        }
-        lchain
-    }
-
-    /// The chain of a rate-only limit on one TCP or UDP port from anywhere (`limit
-    /// 22/tcp`, `limit 80/tcp rate 20/30s`): one chain per class of such limits (same
-    /// rate, key, over, then, protocol and direction), shared by all of them. The
-    /// packet's own protocol and port are part of the slot key, so each rule still has
-    /// its own budget, and a policy with hundreds of them loads a handful of rules
-    /// instead of a chain each. The key does not depend on where the rule sits, so its
-    /// state survives edits around it.
-    pub(super) fn port_limit_chain(
-        &mut self,
-        rule: &Rule,
-        spec: &Limit,
-        class: &PortClass,
-    ) -> String {
-        let lchain = format!("{LIMIT_CHAIN_PREFIX}{}", class.id);
         if self.has_chain(&lchain) {
             return lchain;
         }
-        let rate = spec.rate.expect("port limit classes have a rate");
-        let (key, addr_type) = limit_key(spec.per, rule.family);
-        let (set, mut types) = match (spec.per, rule.family) {
-            (LimitKey::Any, _) => (format!("{STATE_SET_PREFIX}pslots_any"), vec![]),
-            (_, Family::V4) => (format!("{STATE_SET_PREFIX}pslots4"), vec![addr_type]),
-            (_, Family::V6) => (format!("{STATE_SET_PREFIX}pslots6"), vec![addr_type]),
+        let over_chain = format!("{lchain}_over");
+        let capacity = spec.capacity();
+        let (key, key_type) = limit_key(spec.per, rule.family);
+        let keyed = spec.per != LimitKey::Any;
+        let under = under_limit(spec.then);
+        let to = |chain: &str| {
+            Statement::Goto(stmt::JumpTarget {
+                target: chain.to_string().into(),
+            })
         };
-        if !self.has_set(&set) {
-            types.extend([SetType::InetProto, SetType::InetService, SetType::Mark]);
-            self.slot_set(&set, types);
+        let absent = |set: &str| {
+            Statement::Match(Match {
+                left: key.clone(),
+                right: s(&format!("@{set}")),
+                op: Operator::NEQ,
+            })
+        };
+        self.chain(&over_chain);
+        for r in self.over_rules(spec.over, rule.proto) {
+            self.rule(&over_chain, r);
         }
-        let mut rules = slot_rules(&set, rate, &under_limit(spec.then), |k| {
-            let mut parts = Vec::new();
-            if spec.per != LimitKey::Any {
-                parts.push(key.clone());
+        let mut rules: Vec<Vec<Statement<'static>>> = Vec::new();
+        if let Some(n) = spec.conn {
+            let count = Statement::CTCount(stmt::CTCount {
+                val: num(n),
+                inv: Some(true),
+            });
+            if keyed {
+                let set = format!("{STATE_SET_PREFIX}{id}_c");
+                self.state_set(&set, SetTypeValue::Single(key_type), capacity, false);
+                self.dynset_stmts.push((set.clone(), count.clone()));
+                rules.push(vec![dynset_add(&set, key.clone()), to(&over_chain)]);
+                // No room for the key: one count shared by every such key.
+                let ochain = format!("{lchain}_co");
+                let oset = format!("{STATE_SET_PREFIX}{id}_co");
+                self.state_set(
+                    &oset,
+                    SetTypeValue::Single(SetType::Mark),
+                    SMALL_SET_SPARE,
+                    false,
+                );
+                self.dynset_stmts.push((oset.clone(), count));
+                self.chain(&ochain);
+                self.rule(&ochain, vec![dynset_add(&oset, zero()), to(&over_chain)]);
+                rules.push(vec![absent(&set), jump(&ochain)]);
+            } else {
+                rules.push(vec![count, to(&over_chain)]);
             }
-            parts.push(meta(MetaKey::L4proto));
-            parts.push(payload("th", "dport"));
-            parts.push(constant(class.number | k));
-            parts
-        });
-        rules.extend(self.over_rules(spec.over, rule.proto));
+        }
+        if let Some(rate) = spec.rate {
+            let ochain = format!("{lchain}_ro");
+            if rate.count <= EXACT_RATE_MAX {
+                if keyed {
+                    let kset = format!("{STATE_SET_PREFIX}{id}_k");
+                    let sset = format!("{STATE_SET_PREFIX}{id}_s");
+                    self.state_set(&kset, SetTypeValue::Single(key_type), capacity, true);
+                    // Room for every tracked key's N slots: a key that is tracked
+                    // always finds room for its slots.
+                    self.state_set(
+                        &sset,
+                        SetTypeValue::Concatenated(vec![key_type, SetType::Mark].into()),
+                        capacity
+                            .saturating_mul(rate.count)
+                            .saturating_add(SMALL_SET_SPARE),
+                        true,
+                    );
+                    rules.push(vec![dynset_timed(
+                        stmt::SetOp::Update,
+                        &kset,
+                        key.clone(),
+                        rate.seconds,
+                    )]);
+                    rules.push(vec![absent(&kset), to(&ochain)]);
+                    rules.extend(slot_rules(&sset, rate, &under, |k| {
+                        vec![key.clone(), constant(k)]
+                    }));
+                    rules.push(vec![to(&over_chain)]);
+                    self.window_chain(
+                        &ochain,
+                        &format!("{STATE_SET_PREFIX}{id}_o"),
+                        rate,
+                        &under,
+                        &over_chain,
+                    );
+                } else {
+                    let set = format!("{STATE_SET_PREFIX}{id}_s");
+                    rules.extend(self.window_rules(&set, rate, &under, &over_chain));
+                }
+            } else if keyed {
+                let bset = format!("{STATE_SET_PREFIX}{id}_b");
+                self.state_set(&bset, SetTypeValue::Single(key_type), capacity, true);
+                self.dynset_stmts.push((bset.clone(), bucket(rate)));
+                rules.push(vec![
+                    dynset_timed(stmt::SetOp::Update, &bset, key.clone(), rate.seconds),
+                    to(&over_chain),
+                ]);
+                rules.push(vec![absent(&bset), to(&ochain)]);
+                rules.push(vec![under.clone()]);
+                self.chain(&ochain);
+                self.rule(&ochain, vec![bucket(rate), to(&over_chain)]);
+                self.rule(&ochain, vec![under.clone()]);
+            } else {
+                rules.push(vec![bucket(rate), to(&over_chain)]);
+                rules.push(vec![under.clone()]);
+            }
+        } else {
+            // conn only: under the limit.
+            rules.push(vec![under]);
+        }
         self.chain(&lchain);
         for r in rules {
             self.rule(&lchain, r);
         }
         lchain
     }
+
+    /// A chain that is one exact window for one fixed key (the overflow budget of a
+    /// keyed rate limit).
+    fn window_chain(
+        &mut self,
+        chain: &str,
+        set: &str,
+        rate: crate::model::Rate,
+        under: &Statement<'static>,
+        over_chain: &str,
+    ) {
+        let rules = self.window_rules(set, rate, under, over_chain);
+        self.chain(chain);
+        for r in rules {
+            self.rule(chain, r);
+        }
+    }
+
+    /// One exact window for one fixed key: N slots in `set` (made here), then over.
+    fn window_rules(
+        &mut self,
+        set: &str,
+        rate: crate::model::Rate,
+        under: &Statement<'static>,
+        over_chain: &str,
+    ) -> Vec<Vec<Statement<'static>>> {
+        self.state_set(
+            set,
+            SetTypeValue::Single(SetType::Mark),
+            rate.count.saturating_mul(2).saturating_add(SMALL_SET_SPARE),
+            true,
+        );
+        let mut rules = slot_rules(set, rate, under, |k| vec![constant(k)]);
+        rules.push(vec![Statement::Goto(stmt::JumpTarget {
+            target: over_chain.to_string().into(),
+        })]);
+        rules
+    }
+}
+
+/// The fixed key `meta mark & 0` (0 for every packet).
+fn zero() -> Expression<'static> {
+    Expression::BinaryOperation(Box::new(BinaryOperation::AND(meta(MetaKey::Mark), num(0))))
+}
+
+/// `update|add @SET { KEY timeout Ts }`
+fn dynset_timed(
+    op: stmt::SetOp,
+    set: &str,
+    key: Expression<'static>,
+    seconds: u32,
+) -> Statement<'static> {
+    Statement::Set(stmt::Set {
+        op,
+        elem: Expression::Named(NamedExpression::Elem(Elem {
+            val: Box::new(key),
+            timeout: Some(seconds),
+            expires: None,
+            comment: None,
+            counter: None,
+        })),
+        set: format!("@{set}").into(),
+    })
+}
+
+/// A token bucket for `rate N/T`, matching what is over it: it holds N and refills N
+/// per T (nft's units are fixed, so N per T is written per week: exact to within 1 in
+/// 604800 / T * N).
+pub(super) fn bucket(rate: crate::model::Rate) -> Statement<'static> {
+    const WEEK: u64 = 604_800;
+    let per_week = (u64::from(rate.count) * WEEK).div_ceil(u64::from(rate.seconds));
+    Statement::Limit(stmt::Limit {
+        rate: u32::try_from(per_week).unwrap_or(u32::MAX),
+        rate_unit: None,
+        per: Some("week".into()),
+        burst: Some(rate.count),
+        burst_unit: None,
+        inv: Some(true),
+    })
 }

@@ -19,7 +19,7 @@ mod optimiser;
 mod rules;
 mod skeleton;
 
-pub use limits::{limit_id, LIMIT_CHAIN_PREFIX, LIMIT_SET_SIZE, SLOT_SET_SIZE, STATE_SET_PREFIX};
+pub use limits::{limit_id, EXACT_RATE_MAX, LIMIT_CHAIN_PREFIX, STATE_SET_PREFIX};
 use nft::*;
 pub use optimiser::{MapKind, MAP_PREFIX, MIN_MAP_RUN, PREFIX_HASH_MIN};
 pub use rules::{rule_matches, user_rule};
@@ -298,7 +298,7 @@ mod tests {
     }
 
     #[test]
-    fn port_limits_of_one_class_share_a_chain() {
+    fn every_limit_has_state_of_its_own() {
         let mut p = Policy::default();
         for text in ["22/tcp", "80/tcp", "443/tcp", "8000:8010/tcp", "53/udp"] {
             let words: Vec<String> = text.split_whitespace().map(String::from).collect();
@@ -307,16 +307,20 @@ mod tests {
         }
         p.rules.sort_by_key(|r| r.family);
         let plan = compile(&p);
-        let limits: Vec<&str> = plan
-            .chains()
-            .into_iter()
-            .filter(|c| c.starts_with(LIMIT_CHAIN_PREFIX))
+        let sets: Vec<String> = plan
+            .objects
+            .iter()
+            .filter_map(|o| match o {
+                NfListObject::Set(s) if s.name.starts_with(STATE_SET_PREFIX) => {
+                    Some(s.name.to_string())
+                }
+                _ => None,
+            })
             .collect();
-        // tcp v4, tcp v6, udp v4, udp v6, and the port range's own chain per family.
-        assert_eq!(limits.len(), 6, "{limits:?}");
-        assert_eq!(
-            limits.iter().filter(|c| c.starts_with("limit_p4_")).count(),
-            2
-        );
+        // Each of the 10 rules (5 per family) tracks keys and slots in sets of its own,
+        // and has an overflow window.
+        assert_eq!(sets.len(), 30, "{sets:?}");
+        let unique: std::collections::HashSet<&String> = sets.iter().collect();
+        assert_eq!(unique.len(), sets.len());
     }
 }

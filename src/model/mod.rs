@@ -389,7 +389,16 @@ pub struct Limit {
     /// What happens to connections under the limit.
     #[serde(default)]
     pub then: Then,
+    /// How many keys (sources, subnets) the limit tracks at once, per family; sources
+    /// beyond it share one overflow budget. None: [`DEFAULT_CAPACITY`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
 }
+
+/// Keys a limit tracks at once, per family, unless its `capacity` says otherwise.
+pub const DEFAULT_CAPACITY: u32 = 16_384;
+/// The largest `capacity` a limit takes.
+pub const MAX_CAPACITY: u32 = 1_048_576;
 
 /// UFW's plain `limit`: 6 attempts in 30 s per source, so 5 connections are accepted
 /// in any 30 s window and the 6th is refused (measured against ufw 0.36.2).
@@ -399,6 +408,11 @@ pub const UFW_LIMIT: Rate = Rate {
 };
 
 impl Limit {
+    /// Keys tracked at once, per family.
+    pub fn capacity(&self) -> u32 {
+        self.capacity.unwrap_or(DEFAULT_CAPACITY)
+    }
+
     /// The settings a plain `limit` (no options) stands for.
     pub fn ufw_default() -> Limit {
         Limit {
@@ -407,6 +421,7 @@ impl Limit {
             per: LimitKey::default(),
             over: Over::Reject,
             then: Then::Accept,
+            capacity: None,
         }
     }
 }

@@ -110,6 +110,14 @@ impl Rule {
             rate.check().map_err(|e| e.to_string())?;
         }
         limit.per.check().map_err(|e| e.to_string())?;
+        if let Some(n) = limit.capacity {
+            if !(1..=super::MAX_CAPACITY).contains(&n) {
+                return Err(format!(
+                    "capacity {n} is out of bounds: use 1 to {}",
+                    super::MAX_CAPACITY
+                ));
+            }
+        }
         match limit.conn {
             None if limit.rate.is_none() => {
                 Err("a limit needs a rate, a conn, or both (or no [rule.limit] for UFW's)".into())

@@ -99,7 +99,7 @@ impl Sandbox {
         within: Duration,
     ) -> io::Result<Flood> {
         let dst = self.srv.addr(v6);
-        self.syns(c, dst, port, within, count, move |i| {
+        self.syns_from(c, dst, port, count, within, move |i| {
             spoofed_source(v6, first + i)
         })
     }
@@ -115,16 +115,18 @@ impl Sandbox {
         within: Duration,
     ) -> io::Result<Flood> {
         let (src, dst) = (self.clients[c].addr(v6), self.srv.addr(v6));
-        self.syns(c, dst, port, within, count, move |_| src)
+        self.syns_from(c, dst, port, count, within, move |_| src)
     }
 
-    fn syns(
+    /// Send from client `c` `count` TCP SYNs to `dst:port`, the i-th from `source(i)`
+    /// (source ports vary); stops after `within`.
+    pub fn syns_from(
         &self,
         c: usize,
         dst: IpAddr,
         port: u16,
-        within: Duration,
         count: u32,
+        within: Duration,
         source: impl Fn(u32) -> IpAddr + Send,
     ) -> io::Result<Flood> {
         in_netns(&self.clients[c].ns, move || -> io::Result<Flood> {

@@ -21,7 +21,7 @@ use thiserror::Error;
 use crate::backend::{Backend, BackendError, KernelState, Timer};
 use crate::compile::{compile, Plan};
 use crate::model::Policy;
-use crate::store::{Loaded, LockMode, Serialized, Store, StoreError};
+use crate::store::{Loaded, LockMode, RollbackPoint, Serialized, Store, StoreError};
 
 /// How a change reaches the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +196,7 @@ impl<'b> Firewall<'b> {
             t.lap("edit");
             // Joined only once the new policy has compiled: the two compile side by side.
             let before = || before.map(|h| h.join().expect("compile does not panic"));
-            self.commit(new, mode, before).map_err(E::from)?;
+            self.commit(new, mode, before, None).map_err(E::from)?;
             Ok(out)
         })
     }
@@ -208,18 +208,21 @@ impl<'b> Firewall<'b> {
         new: Policy,
         mode: Mode,
         before: impl FnOnce() -> Option<Plan>,
+        given: Option<Serialized>,
     ) -> Result<(), ApplyError> {
         let t = Timer::start();
         let old = &self.loaded;
-        let same = new == old.policy;
+        let same = given.is_none() && new == old.policy;
         if same && mode == Mode::Auto && self.in_sync() {
             return Ok(());
         }
         let (serialized, after) = std::thread::scope(|s| {
-            let serialized =
-                (!same).then(|| s.spawn(|| Serialized::edit(&old.source, &old.policy, &new)));
+            let serialized = (!same && given.is_none())
+                .then(|| s.spawn(|| Serialized::edit(&old.source, &old.policy, &new)));
             let after = new.enabled.then(|| compile(&new));
-            let serialized = serialized.map(|h| h.join().expect("serializing does not panic"));
+            let serialized = serialized
+                .map(|h| h.join().expect("serializing does not panic"))
+                .or(given);
             (serialized, after)
         });
         let before = before();
@@ -311,6 +314,45 @@ impl<'b> Firewall<'b> {
             }
             _ => self.backend.remove(),
         }
+    }
+
+    /// The rollback point of a change waiting for `confirm`, if there is one.
+    pub fn rollback_point(&self) -> Result<Option<RollbackPoint>, ApplyError> {
+        Ok(self.store.rollback_point()?)
+    }
+
+    /// Save the policy file as it is now as the rollback point `point` (before a
+    /// change made with `--confirm`).
+    pub fn save_rollback(&self, point: &RollbackPoint) -> Result<(), ApplyError> {
+        Ok(self.store.save_rollback(point)?)
+    }
+
+    /// Remove the rollback point (`confirm`, or a `--confirm` change that failed).
+    pub fn clear_rollback(&self) -> Result<(), ApplyError> {
+        Ok(self.store.clear_rollback()?)
+    }
+
+    /// Roll back to the rollback point, if there is one (and, given `token`, only if
+    /// it is that point's): the policy file as it was, byte for byte (the defaults if
+    /// there was none), applied in full. Returns the point rolled back.
+    pub fn roll_back(self, token: Option<&str>) -> Result<Option<RollbackPoint>, ApplyError> {
+        let Some(point) = self.store.rollback_point()? else {
+            return Ok(None);
+        };
+        if token.is_some_and(|t| t != point.token) {
+            return Ok(None);
+        }
+        let (policy, file) = match self.store.load_rollback()? {
+            Some(saved) if point.had_file => (saved.policy.clone(), saved.serialized()),
+            _ => {
+                let policy = Policy::default();
+                let file = Serialized::of(&policy);
+                (policy, file)
+            }
+        };
+        self.commit(policy, Mode::Full, || None, Some(file))?;
+        self.store.clear_rollback()?;
+        Ok(Some(point))
     }
 
     /// The config directory's policy file.

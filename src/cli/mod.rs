@@ -18,9 +18,12 @@ use crate::model::Policy;
 use crate::render::plan_text;
 use crate::store::{StoreError, DEFAULT_CONFIG_DIR};
 
+mod confirm;
 mod report;
 mod rules;
 mod state;
+
+pub use confirm::{MAX_CONFIRM_SECONDS, ROLLBACK_LOG};
 
 /// rampart: an uncomplicated host firewall (UFW's command language, nftables underneath).
 #[derive(Debug, Parser)]
@@ -32,6 +35,11 @@ pub struct Cli {
     /// Do not ask for confirmation.
     #[arg(short, long, global = true)]
     pub force: bool,
+    /// Roll the change back after SECONDS unless `rampart confirm` runs first (for
+    /// commands that change the firewall).
+    #[arg(long, global = true, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONFIRM_SECONDS)))]
+    pub confirm: Option<u32>,
     /// Where the policy is kept.
     #[arg(long, global = true, env = "RAMPART_CONFIG_DIR", default_value = DEFAULT_CONFIG_DIR)]
     pub config_dir: PathBuf,
@@ -93,8 +101,35 @@ pub enum Command {
     Prepend(Words),
     /// Delete a rule: `delete N` or `delete allow|deny|reject|limit RULE`.
     Delete(Words),
+    /// Keep the change made with `--confirm` (cancels its rollback).
+    Confirm,
+    /// Roll the change made with `--confirm` back now.
+    Rollback,
+    /// Wait for a `--confirm` deadline and roll back (started by `--confirm`).
+    #[command(hide = true)]
+    RollbackWait {
+        /// The rollback point's token.
+        token: String,
+    },
     /// Print the version.
     Version,
+}
+
+impl Command {
+    /// Whether the command changes the firewall (what `--confirm` is for).
+    fn changes(&self) -> bool {
+        !matches!(
+            self,
+            Command::Status { .. }
+                | Command::Show { .. }
+                | Command::Version
+                | Command::Boot
+                | Command::Unload
+                | Command::Confirm
+                | Command::Rollback
+                | Command::RollbackWait { .. }
+        )
+    }
 }
 
 /// The unparsed words of a rule.
@@ -185,32 +220,85 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 
 /// Run one parsed command line against `backend`; returns what it prints.
 pub fn run_with(cli: Cli, backend: &dyn Backend) -> Result<Out, CliError> {
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         dry_run: cli.dry_run,
         force: cli.force,
         dir: cli.config_dir.clone(),
         backend,
+        own_rollback: None,
     };
-    Ok(match cli.command {
-        Command::Version => vec![format!("rampart {}", env!("CARGO_PKG_VERSION"))],
-        Command::Status { view } => ctx.status(view.as_deref())?,
-        Command::Show { report } => ctx.show(&report)?,
-        Command::Enable => ctx.enable()?,
-        Command::Disable => ctx.disable()?,
-        Command::Reload => ctx.reload()?,
-        Command::Reset => ctx.reset()?,
-        Command::Boot => ctx.boot()?,
-        Command::Unload => ctx.unload()?,
-        Command::Default { policy, direction } => ctx.default(&policy, direction.as_deref())?,
-        Command::Logging { level } => ctx.logging(&level)?,
-        Command::Allow(w) => ctx.add(Action::Allow, &w.words)?,
-        Command::Deny(w) => ctx.add(Action::Deny, &w.words)?,
-        Command::Reject(w) => ctx.add(Action::Reject, &w.words)?,
-        Command::Limit(w) => ctx.add(Action::Limit, &w.words)?,
-        Command::Insert(w) => ctx.insert(&w.words)?,
-        Command::Prepend(w) => ctx.prepend(&w.words)?,
-        Command::Delete(w) => ctx.delete(&w.words)?,
-    })
+    let Some(seconds) = cli.confirm else {
+        return ctx.dispatch(cli.command);
+    };
+    if !cli.command.changes() {
+        return Err(usage(
+            "--confirm is for commands that change the firewall (enable, allow, delete, default, …)",
+        ));
+    }
+    if cli.dry_run {
+        return Err(usage(
+            "--confirm and --dry-run do not go together: a dry run changes nothing",
+        ));
+    }
+    let point = ctx.save_rollback(seconds, &typed_command())?;
+    ctx.own_rollback = Some(point.token.clone());
+    match ctx.dispatch(cli.command) {
+        Ok(mut out) => {
+            out.extend(ctx.start_waiter(&point)?);
+            Ok(out)
+        }
+        Err(e) => {
+            ctx.drop_rollback();
+            Err(e)
+        }
+    }
+}
+
+/// The command as typed, without the program name and the global options (for
+/// messages).
+fn typed_command() -> String {
+    let mut words = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--confirm" | "--config-dir" => {
+                args.next();
+            }
+            "--force" | "-f" | "--dry-run" => {}
+            _ if a.starts_with("--confirm=") || a.starts_with("--config-dir=") => {}
+            _ => words.push(a),
+        }
+    }
+    words.join(" ")
+}
+
+impl Ctx<'_> {
+    fn dispatch(&self, command: Command) -> Result<Out, CliError> {
+        let ctx = self;
+        Ok(match command {
+            Command::Version => vec![format!("rampart {}", env!("CARGO_PKG_VERSION"))],
+            Command::Status { view } => ctx.status(view.as_deref())?,
+            Command::Show { report } => ctx.show(&report)?,
+            Command::Enable => ctx.enable()?,
+            Command::Disable => ctx.disable()?,
+            Command::Reload => ctx.reload()?,
+            Command::Reset => ctx.reset()?,
+            Command::Boot => ctx.boot()?,
+            Command::Unload => ctx.unload()?,
+            Command::Default { policy, direction } => ctx.default(&policy, direction.as_deref())?,
+            Command::Logging { level } => ctx.logging(&level)?,
+            Command::Allow(w) => ctx.add(Action::Allow, &w.words)?,
+            Command::Deny(w) => ctx.add(Action::Deny, &w.words)?,
+            Command::Reject(w) => ctx.add(Action::Reject, &w.words)?,
+            Command::Limit(w) => ctx.add(Action::Limit, &w.words)?,
+            Command::Insert(w) => ctx.insert(&w.words)?,
+            Command::Prepend(w) => ctx.prepend(&w.words)?,
+            Command::Delete(w) => ctx.delete(&w.words)?,
+            Command::Confirm => ctx.confirm_change()?,
+            Command::Rollback => ctx.rollback()?,
+            Command::RollbackWait { token } => ctx.rollback_wait(&token)?,
+        })
+    }
 }
 
 struct Ctx<'b> {
@@ -218,6 +306,8 @@ struct Ctx<'b> {
     force: bool,
     dir: PathBuf,
     backend: &'b dyn Backend,
+    /// The token of the rollback point this command saved (`--confirm`).
+    own_rollback: Option<String>,
 }
 
 impl Ctx<'_> {
@@ -226,6 +316,20 @@ impl Ctx<'_> {
     fn open_write(&self) -> Result<Firewall<'_>, CliError> {
         let fw = Firewall::open_write(&self.dir, self.backend)?;
         note_recovery(&fw);
+        Ok(fw)
+    }
+
+    /// [`Ctx::open_write`] for a change: warns when a change made with `--confirm`
+    /// waits (this one rolls back with it).
+    fn open_change(&self) -> Result<Firewall<'_>, CliError> {
+        let fw = self.open_write()?;
+        let point = fw.rollback_point().ok().flatten();
+        if let Some(p) = point.filter(|p| self.own_rollback.as_ref() != Some(&p.token)) {
+            eprintln!(
+                "WARN: a change is waiting for confirmation: {}; this change rolls back with it",
+                confirm::describe(&p)
+            );
+        }
         Ok(fw)
     }
 
@@ -251,7 +355,7 @@ impl Ctx<'_> {
             text.append(&mut out);
             return Ok(text);
         }
-        self.open_write()?.edit(mode, f)
+        self.open_change()?.edit(mode, f)
     }
 
     /// Ask unless forced. A refusal prints `Aborted`, as in UFW, and is

@@ -20,6 +20,12 @@ impl Ctx<'_> {
             }
         };
         let fw = self.open_read()?;
+        if let Ok(Some(p)) = fw.rollback_point() {
+            eprintln!(
+                "WARN: a change is waiting for confirmation: {}",
+                super::confirm::describe(&p)
+            );
+        }
         let active = fw.kernel().is_loaded();
         let path = fw.policy_path();
         let shown = if fw.in_sync() || (!active && !fw.policy().enabled) {

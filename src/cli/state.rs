@@ -134,8 +134,25 @@ impl Ctx<'_> {
         }])
     }
 
-    /// `boot`: see [`crate::apply::boot`].
+    /// `boot`: see [`crate::apply::boot`]. A change made with `--confirm` that was
+    /// never confirmed is rolled back first: its waiting process did not survive the
+    /// reboot, and a reboot is how a locked-out admin gets back in.
     pub(super) fn boot(&self) -> Result<Out, CliError> {
+        let waiting = self.dir.join(crate::store::ROLLBACK_FILE).exists();
+        let rolled = match waiting {
+            true => crate::apply::Firewall::open_write(&self.dir, self.backend)
+                .and_then(|fw| fw.roll_back(None)),
+            false => Ok(None),
+        };
+        match rolled {
+            Ok(Some(p)) => eprintln!(
+                "rampart: '{}' was never confirmed: rolled back",
+                crate::model::inert(&p.command)
+            ),
+            Ok(None) => {}
+            // The policy file may not load: boot has its own answer to that.
+            Err(e) => eprintln!("WARN: {e}"),
+        }
         Ok(vec![match crate::apply::boot(&self.dir, self.backend)? {
             crate::apply::Boot::Loaded => "Firewall loaded".into(),
             crate::apply::Boot::Disabled => "Firewall not enabled (nothing loaded)".into(),

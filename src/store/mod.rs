@@ -6,7 +6,8 @@
 //! - `lock`: shared for readers, exclusive for writers, with a timeout;
 //! - `cache`: the checked JSON cache, whose body hash is the policy's id;
 //! - `layout`: the TOML text and splicing;
-//! - `backup`: backups that never overwrite each other.
+//! - `backup`: backups that never overwrite each other;
+//! - `rollback`: the rollback point of a change made with `--confirm`.
 //!
 //! A change is written in two steps (see `apply`): the new policy goes to the pending
 //! files first, and replaces the policy only once the kernel holds it.
@@ -24,10 +25,12 @@ mod cache;
 mod files;
 mod layout;
 mod lock;
+mod rollback;
 
 pub use cache::Origin;
 pub use layout::{Serialized, Source};
 pub use lock::{lock_timeout, LockMode, DEFAULT_LOCK_TIMEOUT, LOCK_TIMEOUT_ENV};
+pub use rollback::{RollbackPoint, ROLLBACK_FILE};
 
 use cache::Cache;
 use lock::Lock;
@@ -100,6 +103,22 @@ pub struct Loaded {
     /// A cache of another policy (the TOML was edited since it was written): what the
     /// kernel may still hold.
     pub stale: Option<Stale>,
+}
+
+impl Loaded {
+    /// The bytes to write this policy back as it was loaded (its TOML text as it was).
+    pub fn serialized(&self) -> Serialized {
+        let toml = String::from_utf8_lossy(&self.source.toml).into_owned();
+        match (&self.source.cache, &self.body) {
+            (Some((_, cache, _)), _) => Serialized {
+                toml,
+                cache: String::from_utf8_lossy(cache).into_owned(),
+                id: self.id.clone(),
+            },
+            (None, Some(body)) => Serialized::with_body(toml, body, Origin::Read),
+            (None, None) => Serialized::with_body(toml, &cache::body(&self.policy), Origin::Read),
+        }
+    }
 }
 
 /// A cache that no longer matches the TOML file, but is intact.

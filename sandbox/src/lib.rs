@@ -432,7 +432,9 @@ impl Sandbox {
             .arg(&self.bin)
             .arg("--config-dir")
             .arg(&self.config_dir)
-            .args(args);
+            .args(args)
+            // The session the tests run in (maybe over SSH) is not the sandbox's.
+            .env_remove("SSH_CONNECTION");
         cmd
     }
 

@@ -19,6 +19,7 @@ use crate::render::plan_text;
 use crate::store::{StoreError, DEFAULT_CONFIG_DIR};
 
 mod confirm;
+mod guard;
 mod report;
 mod rules;
 mod state;
@@ -347,6 +348,23 @@ impl Ctx<'_> {
     where
         F: FnOnce(&mut Policy, bool) -> Result<Out, CliError>,
     {
+        // The lockout guard: the changed policy must still admit this SSH session's
+        // next connection (a dry run only warns).
+        let session = guard::Session::find();
+        let f = |p: &mut Policy, live: bool| {
+            let out = f(p, live)?;
+            if let Some(s) = &session {
+                if let Some(why) = guard::refusal(p, s) {
+                    let text = guard::message(s, &why);
+                    if self.dry_run {
+                        eprintln!("WARN: {text}");
+                    } else if !self.force {
+                        return Err(CliError::Declined(text));
+                    }
+                }
+            }
+            Ok(out)
+        };
         if self.dry_run {
             let fw = Firewall::open_peek(&self.dir, self.backend)?;
             let mut policy = fw.policy().clone();

@@ -115,8 +115,11 @@ fn established_socket_of(pid: u32) -> Option<(IpAddr, u16, IpAddr, u16)> {
     None
 }
 
+/// An address and port.
+type End = (IpAddr, u16);
+
 /// The established connections of a `/proc/net/tcp{,6}` table: (local, remote, inode).
-pub fn established(text: &str) -> Vec<((IpAddr, u16), (IpAddr, u16), u64)> {
+pub fn established(text: &str) -> Vec<(End, End, u64)> {
     text.lines()
         .skip(1)
         .filter_map(|line| {

@@ -165,7 +165,8 @@ pub mod exit {
     pub const CONFIG: u8 = 2;
     /// The kernel: nft missing, refusing, failing, timing out.
     pub const KERNEL: u8 = 3;
-    /// A question was answered no, or could not be answered.
+    /// A question was answered no, or could not be answered; or the change would
+    /// lock out the SSH session it is typed in.
     pub const DECLINED: u8 = 4;
 }
 

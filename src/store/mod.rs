@@ -405,6 +405,12 @@ fn cache_parts(cache: &Cache) -> ((Origin, Vec<u8>, usize), String) {
 }
 
 /// Parse and validate a policy file's TOML; errors name the line.
+/// Read a policy file's bytes as `rampart` reads `policy.toml` (for the fuzzer and
+/// tools): the same checks, the same one-line errors.
+pub fn parse_policy(toml: &[u8]) -> Result<Policy, StoreError> {
+    parse_toml(Path::new(POLICY_FILE), toml)
+}
+
 fn parse_toml(path: &Path, toml: &[u8]) -> Result<Policy, StoreError> {
     let invalid = |line: usize, message: String| StoreError::Invalid {
         path: path.to_path_buf(),

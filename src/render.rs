@@ -53,6 +53,9 @@ pub fn plan_text(plan: &Plan) -> String {
                 if let Some(size) = set.size {
                     let _ = writeln!(out, "\t\tsize {size}");
                 }
+                if let Some(policy) = &set.policy {
+                    let _ = writeln!(out, "\t\tpolicy {}", word(policy));
+                }
                 if let Some(elem) = &set.elem {
                     let items: Vec<String> = elem.iter().map(expr).collect();
                     let _ = writeln!(out, "\t\telements = {{ {} }}", items.join(", "));

@@ -117,7 +117,7 @@ fn a_flood_at_one_rate_limit_leaves_the_others_alone() {
         assert_eq!(
             burst(&sb, C, v6, 80, 3).0,
             0,
-            "{family}: C (untracked) shares the overflow window the flood used"
+            "{family}: C (untracked) shares the overflow budget the flood used"
         );
         assert_eq!(
             burst(&sb, C, v6, 443, 3).0,

@@ -13,7 +13,9 @@ use nftables::schema::{
 use serde_json::Value;
 use wait_timeout::ChildExt;
 
-use crate::compile::{Plan, FAMILY, STATE_SET_PREFIX, TABLE};
+use crate::compile::{
+    Plan, FAMILY, LIMIT_CHAIN_PREFIX, LIMIT_OVER_PREFIX, STATE_SET_PREFIX, TABLE,
+};
 
 use super::{
     element_batch, payload_with, Backend, BackendError, KernelState, Stamp, StateReading, Timer,
@@ -341,9 +343,13 @@ impl NftBackend {
 
 /// Build the transaction that turns `current` (what the kernel has) into `plan`.
 ///
-/// The table is flushed and its chains and sets deleted and re-added, all in one batch,
-/// except the sets the plan declares again: those are left in place with their
-/// elements, which is how limit state survives a reload. The new table is stamped.
+/// The table's chains are flushed and its chains and sets deleted and re-added, all in
+/// one batch, except what the plan declares again of a limit: its state sets are left
+/// in place with their elements (which is how limit state survives a reload) and its
+/// chain with its rules (a limit's chain is named after everything it holds, so the
+/// same name means the same rules; re-sending hundreds of them is most of a reload's
+/// time). The chains limits refuse through are flushed and filled again, not deleted
+/// (kept chains go to them). The new table is stamped.
 pub fn transaction<'p>(
     current: Option<&KernelTable>,
     plan: &'p Plan,
@@ -361,8 +367,30 @@ pub fn transaction<'p>(
         .collect();
     let kept_state =
         |name: &str| name.starts_with(STATE_SET_PREFIX) && planned_sets.contains(&name);
+    let planned_chains: std::collections::HashSet<&str> = plan
+        .objects
+        .iter()
+        .filter_map(|o| match o {
+            NfListObject::Chain(c) => Some(c.name.as_ref()),
+            _ => None,
+        })
+        .collect();
+    let current_chains: std::collections::HashSet<&str> = current
+        .map(|c| c.chains.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let kept_chain = |name: &str| {
+        is_limit_chain(name) && planned_chains.contains(name) && current_chains.contains(name)
+    };
+    let refill_chain = |name: &str| is_over_chain(name) && planned_chains.contains(name);
     if let Some(cur) = current {
-        batch.add_cmd(NfCmd::Flush(FlushObject::Table(table())));
+        for chain in cur.chains.iter().filter(|c| !kept_chain(c)) {
+            batch.add_cmd(NfCmd::Flush(FlushObject::Chain(Chain {
+                family: FAMILY,
+                table: TABLE.into(),
+                name: chain.clone().into(),
+                ..Chain::default()
+            })));
+        }
         // Maps first: their elements may jump to chains (goto reject_packet).
         for map in &cur.maps {
             batch.delete(NfListObject::Map(Box::new(Map {
@@ -372,7 +400,11 @@ pub fn transaction<'p>(
                 ..Map::default()
             })));
         }
-        for chain in &cur.chains {
+        for chain in cur
+            .chains
+            .iter()
+            .filter(|c| !kept_chain(c) && !refill_chain(c))
+        {
             batch.delete(NfListObject::Chain(Chain {
                 family: FAMILY,
                 table: TABLE.into(),
@@ -393,12 +425,27 @@ pub fn transaction<'p>(
     let adds = plan
         .objects
         .iter()
-        .filter(|obj| {
-            !matches!(obj, NfListObject::Set(s)
-            if current.is_some_and(|c| c.sets.iter().any(|n| n == &s.name)) && kept_state(&s.name))
+        .filter(|obj| match obj {
+            NfListObject::Set(s) => {
+                !(current.is_some_and(|c| c.sets.iter().any(|n| n == &s.name))
+                    && kept_state(&s.name))
+            }
+            NfListObject::Chain(c) => !kept_chain(&c.name),
+            NfListObject::Rule(r) => !kept_chain(&r.chain),
+            _ => true,
         })
         .collect();
     (batch, adds)
+}
+
+/// A limit's own chain (`limit_<id>`), which a reload may keep.
+fn is_limit_chain(name: &str) -> bool {
+    name.starts_with(LIMIT_CHAIN_PREFIX) && !is_over_chain(name)
+}
+
+/// A chain limits refuse through (`limit_over_…`).
+fn is_over_chain(name: &str) -> bool {
+    name.starts_with(LIMIT_OVER_PREFIX)
 }
 
 impl Backend for NftBackend {
@@ -575,12 +622,57 @@ mod tests {
         };
         let json = json(Some(&cur), &plan);
         let cmds = json["nftables"].as_array().unwrap();
-        assert!(cmds[1].get("flush").is_some());
-        assert_eq!(cmds[2]["delete"]["chain"]["name"], "input");
-        assert_eq!(cmds[3]["delete"]["chain"]["name"], "old");
+        assert_eq!(cmds[1]["flush"]["chain"]["name"], "input");
+        assert_eq!(cmds[2]["flush"]["chain"]["name"], "old");
+        assert_eq!(cmds[3]["delete"]["chain"]["name"], "input");
+        assert_eq!(cmds[4]["delete"]["chain"]["name"], "old");
         // the state set is not in the plan, so it goes too
-        assert_eq!(cmds[4]["delete"]["set"]["name"], "state_x");
-        assert_eq!(cmds[5]["add"]["set"]["name"], STAMP_SET);
+        assert_eq!(cmds[5]["delete"]["set"]["name"], "state_x");
+        assert_eq!(cmds[6]["add"]["set"]["name"], STAMP_SET);
+    }
+
+    #[test]
+    fn reapply_keeps_the_chains_of_unchanged_limits() {
+        let mut p = Policy::default();
+        let words: Vec<String> = ["22/tcp"].map(String::from).to_vec();
+        p.rules
+            .extend(parse_rule(Action::Limit, &words).unwrap().rules);
+        let plan = compile(&p);
+        let chains = plan.chains();
+        let limit = chains
+            .iter()
+            .find(|c| is_limit_chain(c))
+            .expect("a limit chain")
+            .to_string();
+        let over = chains
+            .iter()
+            .find(|c| is_over_chain(c))
+            .unwrap()
+            .to_string();
+        let cur = KernelTable {
+            chains: vec!["input".into(), limit.clone(), over.clone()],
+            sets: vec![],
+            maps: vec![],
+        };
+        let text = serde_json::to_string(&json(Some(&cur), &plan)).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let cmds = v["nftables"].as_array().unwrap();
+        let about = |verb: &str, name: &str| {
+            cmds.iter()
+                .filter(|c| c[verb]["chain"]["name"] == name || c[verb]["rule"]["chain"] == name)
+                .count()
+        };
+        // The limit's chain: neither flushed, deleted nor sent again.
+        assert_eq!(about("flush", &limit), 0);
+        assert_eq!(about("delete", &limit), 0);
+        assert_eq!(about("add", &limit), 0);
+        // The chain it refuses through: flushed and filled again, not deleted.
+        assert_eq!(about("flush", &over), 1);
+        assert_eq!(about("delete", &over), 0);
+        assert!(about("add", &over) >= 2);
+        // A fresh apply sends both.
+        let fresh = serde_json::to_string(&json(None, &plan)).unwrap();
+        assert!(fresh.contains(&limit));
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub struct Cli {
     /// Show what would change (the nft ruleset) without changing anything.
     #[arg(long, global = true)]
     pub dry_run: bool,
-    /// Do not ask for confirmation.
+    /// Do not ask for confirmation, and go on even if the change would lock out the
+    /// SSH session it is typed in.
     #[arg(short, long, global = true)]
     pub force: bool,
     /// Roll the change back after SECONDS unless `rampart confirm` runs first (for

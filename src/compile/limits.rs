@@ -19,8 +19,15 @@ use super::{Builder, FAMILY, LOG_PREFIX, TABLE};
 /// their elements, across re-applies that declare them again.
 pub const STATE_SET_PREFIX: &str = "state_";
 
-/// Prefix of the per-limit chains (`limit_<id>`, `limit_<id>_over`).
+/// Prefix of the per-limit chains (`limit_<id>`) and of the chains they refuse through.
 pub const LIMIT_CHAIN_PREFIX: &str = "limit_";
+
+/// Prefix of the chains limits refuse through (`limit_over_drop`, …), shared by limits.
+pub const LIMIT_OVER_PREFIX: &str = "limit_over_";
+
+/// The layout of a limit's chain, part of its id: a limit chain's name stands for its
+/// rules (a reload keeps a chain of the same name), so a new layout takes new names.
+const LIMIT_LAYOUT: &str = "2";
 
 /// Rate limits up to this many connections per window are exact sliding windows (N
 /// slots per key, so a refused packet is N set lookups); above it, a token bucket per
@@ -51,7 +58,7 @@ pub fn limit_id(rule: &Rule) -> String {
         ..rule.clone()
     };
     let text = format!(
-        "{}|{family}",
+        "{LIMIT_LAYOUT}|{}|{family}",
         serde_json::to_string(&ident).unwrap_or_default()
     );
     format!("{:016x}{family}", fnv1a(&text))
@@ -364,7 +371,7 @@ impl Builder {
             (Over::Reject, Proto::Tcp) => "reject_tcp",
             (Over::Reject, _) => "reject",
         };
-        let name = format!("{LIMIT_CHAIN_PREFIX}over_{how}");
+        let name = format!("{LIMIT_OVER_PREFIX}{how}");
         if !self.has_chain(&name) {
             self.chain(&name);
             for r in self.over_rules(over, proto) {

@@ -19,7 +19,9 @@ mod optimiser;
 mod rules;
 mod skeleton;
 
-pub use limits::{limit_id, EXACT_RATE_MAX, LIMIT_CHAIN_PREFIX, STATE_SET_PREFIX};
+pub use limits::{
+    limit_id, EXACT_RATE_MAX, LIMIT_CHAIN_PREFIX, LIMIT_OVER_PREFIX, STATE_SET_PREFIX,
+};
 use nft::*;
 pub use optimiser::{MapKind, MAP_PREFIX, MIN_MAP_RUN, PREFIX_HASH_MIN};
 pub use rules::{rule_matches, user_rule};

@@ -167,6 +167,17 @@ fn other_sessions_are_not_bothered() {
     let out = in_session(&sb, &ssh, &["deny", "80/tcp"]);
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).is_empty());
+    // A hand edit that would refuse it is refused at the reload that applies it.
+    let path = sb.config_dir().join("policy.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = text.replacen("action = \"allow\"", "action = \"deny\"", 1);
+    assert_ne!(edited, text);
+    std::fs::write(&path, edited).unwrap();
+    refused(
+        &in_session(&sb, &ssh, &["reload"]),
+        "rule 1 ('deny 22/tcp') would refuse it",
+    );
+    std::fs::write(&path, text).unwrap();
     // Over IPv6 the same: a deny of the client's address is refused.
     let Conn::Open(ssh6) = sb.tcp(A, true, 22) else {
         panic!("A's IPv6 session");

@@ -20,18 +20,6 @@ fn sandbox(clients: usize) -> Option<Sandbox> {
     rampart_sandbox::for_test(clients, Path::new(env!("CARGO_BIN_EXE_rampart")))
 }
 
-fn burst(sb: &Sandbox, c: usize, v6: bool, port: u16, n: usize) -> (usize, usize, usize) {
-    let (mut open, mut refused, mut other) = (0, 0, 0);
-    for _ in 0..n {
-        match sb.tcp(c, v6, port) {
-            Conn::Open(_) => open += 1,
-            Conn::Refused => refused += 1,
-            _ => other += 1,
-        }
-    }
-    (open, refused, other)
-}
-
 fn flood(sb: &Sandbox, v6: bool, port: u16) {
     let f = sb
         .spoof_syns(ATTACKER, v6, port, 0, SOURCES, WITHIN)
@@ -95,32 +83,32 @@ fn a_flood_at_one_rate_limit_leaves_the_others_alone() {
     sb.serve_tcp(443).unwrap();
     for v6 in [false, true] {
         let family = if v6 { "IPv6" } else { "IPv4" };
-        assert_eq!(burst(&sb, A, v6, 80, 5), (5, 0, 0), "{family}: A before");
-        assert_eq!(burst(&sb, A, v6, 443, 30), (30, 0, 0), "{family}: A before");
+        assert_eq!(sb.burst(A, v6, 80, 5), (5, 0, 0), "{family}: A before");
+        assert_eq!(sb.burst(A, v6, 443, 30), (30, 0, 0), "{family}: A before");
         flood(&sb, v6, 80);
         flood(&sb, v6, 443);
         assert_eq!(
-            burst(&sb, C, v6, 22, 7),
+            sb.burst(C, v6, 22, 7),
             (5, 2, 0),
             "{family}: C on the other limit gets UFW's 5"
         );
         assert_eq!(
-            burst(&sb, A, v6, 80, 17),
+            sb.burst(A, v6, 80, 17),
             (15, 2, 0),
             "{family}: A (tracked) gets the rest of its 20"
         );
-        let (open, _, _) = burst(&sb, A, v6, 443, 80);
+        let (open, _, _) = sb.burst(A, v6, 443, 80);
         assert!(
             (70..=72).contains(&open),
             "{family}: A's bucket had 70 left: {open}"
         );
         assert_eq!(
-            burst(&sb, C, v6, 80, 3).0,
+            sb.burst(C, v6, 80, 3).0,
             0,
             "{family}: C (untracked) shares the overflow budget the flood used"
         );
         assert_eq!(
-            burst(&sb, C, v6, 443, 3).0,
+            sb.burst(C, v6, 443, 3).0,
             0,
             "{family}: C (untracked) shares the overflow bucket the flood used"
         );
@@ -149,7 +137,7 @@ fn capacity_is_configurable_per_rule() {
     let keys: usize = sb.state_elements("_k").iter().sum();
     assert!((990..=1000).contains(&keys), "tracked {keys} of 1000");
     assert_eq!(
-        burst(&sb, C, false, 80, 2).0,
+        sb.burst(C, false, 80, 2).0,
         0,
         "C shares the used-up overflow"
     );

@@ -80,22 +80,12 @@ fn the_session_typed_in_is_protected() {
     );
     assert_eq!(files(&sb), before, "nothing changed");
     // The rule it names, then enable: fine, and the kernel enforces it.
-    ok(&in_session(
-        &sb,
-        &ssh,
-        &[
-            "prepend",
-            "allow",
-            "from",
-            &a.to_string(),
-            "to",
-            "any",
-            "port",
-            "22",
-            "proto",
-            "tcp",
-        ],
-    ));
+    let a_text = a.to_string();
+    let admit_a = [
+        "allow", "from", &a_text, "to", "any", "port", "22", "proto", "tcp",
+    ];
+    let with = |verb: &'static str| [&[verb][..], &admit_a[..]].concat();
+    ok(&in_session(&sb, &ssh, &with("prepend")));
     ok(&in_session(&sb, &ssh, &["--force", "enable"]));
     assert!(sb.tcp(A, false, 22).is_open(), "A's next session gets in");
     assert!(
@@ -108,25 +98,7 @@ fn the_session_typed_in_is_protected() {
         &in_session(&sb, &ssh, &["insert", "1", "deny", "22/tcp"]),
         "rule 1 ('deny 22/tcp') would refuse it",
     );
-    refused(
-        &in_session(
-            &sb,
-            &ssh,
-            &[
-                "delete",
-                "allow",
-                "from",
-                &a.to_string(),
-                "to",
-                "any",
-                "port",
-                "22",
-                "proto",
-                "tcp",
-            ],
-        ),
-        "no rule allows it",
-    );
+    refused(&in_session(&sb, &ssh, &with("delete")), "no rule allows it");
     refused(
         &in_session(&sb, &ssh, &["insert", "1", "limit", "22/tcp", "conn", "1"]),
         "allows 1 at a time and 1 are open",

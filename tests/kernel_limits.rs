@@ -17,19 +17,6 @@ fn sandbox(clients: usize) -> Option<Sandbox> {
     rampart_sandbox::for_test(clients, Path::new(env!("CARGO_BIN_EXE_rampart")))
 }
 
-/// Open `n` connections one after another (each closed at once); count the outcomes.
-fn burst(sb: &Sandbox, c: usize, v6: bool, port: u16, n: usize) -> (usize, usize, usize) {
-    let (mut open, mut refused, mut other) = (0, 0, 0);
-    for _ in 0..n {
-        match sb.tcp(c, v6, port) {
-            Conn::Open(_) => open += 1,
-            Conn::Refused => refused += 1,
-            _ => other += 1,
-        }
-    }
-    (open, refused, other)
-}
-
 /// Try to connect until accepted or `within` has passed (a closed connection may
 /// still count while it is closing; see README).
 fn connect_within(sb: &Sandbox, c: usize, v6: bool, port: u16, within: Duration) -> Conn {
@@ -121,22 +108,22 @@ fn rate_20_per_30s() {
     sb.rampart_ok(&["--force", "enable"]);
     sb.rampart_ok(&["limit", "80/tcp", "rate", "20/30s"]);
     assert_eq!(
-        burst(&sb, A, V4, 80, 25),
+        sb.burst(A, V4, 80, 25),
         (20, 5, 0),
         "A: 20 accepted, 5 refused"
     );
-    assert_eq!(burst(&sb, B, V4, 80, 3), (3, 0, 0), "B has its own budget");
+    assert_eq!(sb.burst(B, V4, 80, 3), (3, 0, 0), "B has its own budget");
     assert_eq!(
-        burst(&sb, A, V6, 80, 22),
+        sb.burst(A, V6, 80, 22),
         (20, 2, 0),
         "IPv6 /64 has its own budget"
     );
 
     sb.rampart_ok(&["--force", "delete", "limit", "80/tcp", "rate", "20/30s"]);
     sb.rampart_ok(&["limit", "80/tcp", "rate", "20/30s", "per", "any"]);
-    assert_eq!(burst(&sb, A, V4, 80, 15), (15, 0, 0));
+    assert_eq!(sb.burst(A, V4, 80, 15), (15, 0, 0));
     assert_eq!(
-        burst(&sb, B, V6, 80, 8),
+        sb.burst(B, V6, 80, 8),
         (5, 3, 0),
         "B (over IPv6) gets what A left"
     );
@@ -155,14 +142,14 @@ fn plain_limit_matches_ufw() {
     sb.rampart_ok(&["--force", "enable"]);
     sb.rampart_ok(&["limit", "22/tcp"]);
     sb.rampart_ok(&["limit", "80/tcp"]);
-    assert_eq!(burst(&sb, A, V4, 22, 8), (5, 3, 0));
+    assert_eq!(sb.burst(A, V4, 22, 8), (5, 3, 0));
     assert_eq!(
-        burst(&sb, A, V4, 80, 2),
+        sb.burst(A, V4, 80, 2),
         (2, 0, 0),
         "port 80 has its own count"
     );
     assert_eq!(
-        burst(&sb, A, V6, 22, 8),
+        sb.burst(A, V6, 22, 8),
         (5, 3, 0),
         "IPv6: refused, not timed out"
     );
@@ -187,19 +174,11 @@ fn except_exempts_a_range() {
         "30000:30005",
     ]);
     sb.rampart_ok(&["allow", "30000:30005/tcp"]);
-    assert_eq!(
-        burst(&sb, A, V4, 30000, 8),
-        (8, 0, 0),
-        "30000 never limited"
-    );
-    assert_eq!(
-        burst(&sb, A, V4, 30005, 8),
-        (8, 0, 0),
-        "30005 never limited"
-    );
+    assert_eq!(sb.burst(A, V4, 30000, 8), (8, 0, 0), "30000 never limited");
+    assert_eq!(sb.burst(A, V4, 30005, 8), (8, 0, 0), "30005 never limited");
     // 29999 and 30006 are limited, by one budget of 5.
-    let low = burst(&sb, A, V4, 29999, 3);
-    let high = burst(&sb, A, V4, 30006, 3);
+    let low = sb.burst(A, V4, 29999, 3);
+    let high = sb.burst(A, V4, 30006, 3);
     assert_eq!(low.0 + high.0, 5, "{low:?} {high:?}");
     assert_eq!(low.1 + high.1, 1, "{low:?} {high:?}");
 }
@@ -276,7 +255,7 @@ fn limit_state_survives_reload() {
     sb.serve_tcp(443).unwrap();
     sb.rampart_ok(&["--force", "enable"]);
     sb.rampart_ok(&["limit", "443/tcp", "rate", "3/30s"]);
-    assert_eq!(burst(&sb, A, V4, 443, 4), (3, 1, 0));
+    assert_eq!(sb.burst(A, V4, 443, 4), (3, 1, 0));
     sb.rampart_ok(&["reload"]);
     assert_eq!(
         sb.tcp(A, V4, 443).word(),
@@ -317,7 +296,7 @@ fn loopback_is_never_limited() {
             .count();
         assert_eq!(open, 6, "{addr}");
     }
-    assert_eq!(burst(&sb, A, V4, 8003, 3).0, 1, "a client is limited");
+    assert_eq!(sb.burst(A, V4, 8003, 3).0, 1, "a client is limited");
 }
 
 /// A refused attempt takes no slot: a client that keeps trying gets in as soon as its
@@ -331,7 +310,7 @@ fn refused_attempts_do_not_extend_the_block() {
     sb.rampart_ok(&["--force", "enable"]);
     sb.rampart_ok(&["limit", "8004/tcp", "rate", "2/2s"]);
     let start = Instant::now();
-    assert_eq!(burst(&sb, A, V4, 8004, 2), (2, 0, 0));
+    assert_eq!(sb.burst(A, V4, 8004, 2), (2, 0, 0));
     // Keep trying through the window: all refused.
     while start.elapsed() < Duration::from_millis(1600) {
         assert_eq!(sb.tcp(A, V4, 8004).word(), "refused");
@@ -359,17 +338,17 @@ fn per_masks_count_networks_together() {
     sb.rampart_ok(&["limit", "8006/tcp", "rate", "3/30s", "per", "/32,/120"]);
     sb.rampart_ok(&["limit", "8007/tcp", "rate", "3/30s"]);
     // IPv4 per /24: A and B share 3.
-    assert_eq!(burst(&sb, A, V4, 8005, 2).0, 2);
-    assert_eq!(burst(&sb, B, V4, 8005, 3).0, 1, "the /24's third");
+    assert_eq!(sb.burst(A, V4, 8005, 2).0, 2);
+    assert_eq!(sb.burst(B, V4, 8005, 3).0, 1, "the /24's third");
     // per /32,/120: IPv4 per address, IPv6 per /120 (A and B share).
-    assert_eq!(burst(&sb, A, V4, 8006, 3).0, 3);
-    assert_eq!(burst(&sb, B, V4, 8006, 3).0, 3, "another IPv4 address");
-    assert_eq!(burst(&sb, A, V6, 8006, 2).0, 2);
-    assert_eq!(burst(&sb, B, V6, 8006, 3).0, 1, "the /120's third");
+    assert_eq!(sb.burst(A, V4, 8006, 3).0, 3);
+    assert_eq!(sb.burst(B, V4, 8006, 3).0, 3, "another IPv4 address");
+    assert_eq!(sb.burst(A, V6, 8006, 2).0, 2);
+    assert_eq!(sb.burst(B, V6, 8006, 3).0, 1, "the /120's third");
     // Default: IPv6 per /64 (A and B are in 2001:db8::/64), IPv4 per address.
-    assert_eq!(burst(&sb, A, V6, 8007, 2).0, 2);
-    assert_eq!(burst(&sb, B, V6, 8007, 3).0, 1, "one /64, one count");
-    assert_eq!(burst(&sb, B, V4, 8007, 3).0, 3);
+    assert_eq!(sb.burst(A, V6, 8007, 2).0, 2);
+    assert_eq!(sb.burst(B, V6, 8007, 3).0, 1, "one /64, one count");
+    assert_eq!(sb.burst(B, V4, 8007, 3).0, 3);
 }
 
 /// Above 20 per window a rate is a token bucket per key: it holds N and refills N per
@@ -383,16 +362,12 @@ fn rate_over_20_is_a_token_bucket() {
     sb.rampart_ok(&["--force", "enable"]);
     sb.rampart_ok(&["limit", "80/tcp", "rate", "50/1h"]);
     let start = Instant::now();
-    let (open, refused, other) = burst(&sb, A, V4, 80, 60);
+    let (open, refused, other) = sb.burst(A, V4, 80, 60);
     // 50 per hour refills one every 72 s: none within a burst that takes seconds.
     assert!(start.elapsed() < Duration::from_secs(60));
     assert_eq!((open, refused, other), (50, 10, 0), "A: the bucket's 50");
-    assert_eq!(burst(&sb, B, V4, 80, 5), (5, 0, 0), "B has its own bucket");
-    assert_eq!(
-        burst(&sb, A, V6, 80, 55),
-        (50, 5, 0),
-        "IPv6 /64 has its own"
-    );
+    assert_eq!(sb.burst(B, V4, 80, 5), (5, 0, 0), "B has its own bucket");
+    assert_eq!(sb.burst(A, V6, 80, 55), (50, 5, 0), "IPv6 /64 has its own");
     let dry = sb.rampart_ok(&["--dry-run", "reload"]);
     assert!(dry.contains("limit rate over"), "{dry}");
 }

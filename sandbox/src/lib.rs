@@ -106,6 +106,16 @@ pub fn for_test(clients: usize, bin: &Path) -> Option<Sandbox> {
     Some(Sandbox::new(clients, bin).expect("build sandbox"))
 }
 
+/// The rampart binary a sandbox program runs: its first argument, or the one beside it.
+pub fn rampart_bin() -> Result<PathBuf, String> {
+    match std::env::args_os().nth(1) {
+        Some(path) => Ok(PathBuf::from(path)),
+        None => std::env::current_exe()
+            .map(|me| me.with_file_name("rampart"))
+            .map_err(|e| format!("cannot find the rampart binary: {e}")),
+    }
+}
+
 /// IPv4 network of the sandbox (inside 198.18.0.0/15).
 pub const NET4_PREFIX: [u8; 3] = [198, 18, 0];
 /// IPv6 network of the sandbox (inside 2001:db8::/32).
@@ -577,6 +587,20 @@ impl Sandbox {
     /// Open a TCP connection from client `c` to the server's address of one family.
     pub fn tcp(&self, c: usize, v6: bool, port: u16) -> Conn {
         self.tcp_timeout(c, v6, port, DEFAULT_TIMEOUT)
+    }
+
+    /// Open `n` connections from client `c` one after another (each closed at once);
+    /// count the outcomes: (accepted, refused, anything else).
+    pub fn burst(&self, c: usize, v6: bool, port: u16, n: usize) -> (usize, usize, usize) {
+        let (mut open, mut refused, mut other) = (0, 0, 0);
+        for _ in 0..n {
+            match self.tcp(c, v6, port) {
+                Conn::Open(_) => open += 1,
+                Conn::Refused => refused += 1,
+                _ => other += 1,
+            }
+        }
+        (open, refused, other)
     }
 
     /// As [`Sandbox::tcp`], with a timeout.

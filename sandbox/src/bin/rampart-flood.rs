@@ -249,15 +249,12 @@ fn report(b: &Bench) -> Result<String> {
 }
 
 fn main() -> ExitCode {
-    let rampart = match std::env::args_os().nth(1) {
-        Some(path) => PathBuf::from(path),
-        None => match std::env::current_exe() {
-            Ok(me) => me.with_file_name("rampart"),
-            Err(e) => {
-                eprintln!("ERROR: cannot find the rampart binary: {e}");
-                return ExitCode::from(1);
-            }
-        },
+    let rampart = match rampart_sandbox::rampart_bin() {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            return ExitCode::from(1);
+        }
     };
     if let Some(why) = rampart_sandbox::kernel_unavailable() {
         eprintln!("ERROR: the benchmark cannot run: {why}");

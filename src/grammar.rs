@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 use ipnet::IpNet;
 use thiserror::Error;
 
+use crate::model::profiles::{Profiles, UFW_PROFILE_DIR};
 use crate::model::{
     check_comment, Action, Direction, Endpoint, Family, Iface, Limit, LimitKey, Over, PortRange,
     Ports, Proto, Rate, Rule, RuleLog, Then, ValueError, MAX_CAPACITY, MAX_COMMENT_LEN, MAX_CONN,
@@ -124,6 +125,8 @@ struct Side {
     given: bool,
     addr: Option<IpNet>,
     ports: Option<PortSpec>,
+    /// An application profile's name (`app NAME`, or a profile as the simple form).
+    app: Option<String>,
 }
 
 /// Ports as typed, and the protocol they imply (a service name or `PORT/PROTO`).
@@ -225,18 +228,39 @@ impl<'a> Parser<'a> {
             [] => return Err(GrammarError::WrongArgs),
             // The simple form is not allowed with an interface (as in UFW).
             [_] if iface.is_some() => return Err(GrammarError::WrongArgs),
-            [word] => {
-                let spec = parse_port_spec(word, true)?;
-                let proto = spec.proto.unwrap_or(Proto::Any);
-                let to = Side {
-                    given: false,
-                    addr: None,
-                    ports: Some(spec),
-                };
-                (proto, Side::default(), to)
-            }
+            [word] => match parse_port_spec(word, true) {
+                Ok(spec) => {
+                    let proto = spec.proto.unwrap_or(Proto::Any);
+                    let to = Side {
+                        ports: Some(spec),
+                        ..Side::default()
+                    };
+                    (proto, Side::default(), to)
+                }
+                Err(GrammarError::NoProfile(_)) if profiles().get(word).is_some() => {
+                    let to = Side {
+                        app: Some(word.clone()),
+                        ..Side::default()
+                    };
+                    (Proto::Any, Side::default(), to)
+                }
+                Err(e) => return Err(e),
+            },
             _ => full_form(body)?,
         };
+        if from.app.is_some() || to.app.is_some() {
+            return with_app(Built {
+                opts,
+                action,
+                direction,
+                iface,
+                log,
+                proto,
+                from,
+                to,
+                comment,
+            });
+        }
         build(Built {
             opts,
             action,
@@ -260,7 +284,7 @@ fn parse_iface(name: &str) -> Result<Iface, GrammarError> {
 }
 
 /// The limit options as typed (values still unparsed where they depend on the rule).
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct LimitOptions {
     rate: Option<String>,
     conn: Option<String>,
@@ -391,6 +415,20 @@ fn full_form(body: &[String]) -> Result<(Proto, Side, Side), GrammarError> {
                     return Err(GrammarError::Duplicate("port".into()));
                 }
                 side.ports = Some(parse_port_spec(value, false)?);
+            }
+            "app" => {
+                let side = match last {
+                    Some(true) => &mut from,
+                    Some(false) => &mut to,
+                    None => return Err(GrammarError::Improper),
+                };
+                if side.app.is_some() {
+                    return Err(GrammarError::Duplicate("app".into()));
+                }
+                if profiles().get(value).is_none() {
+                    return Err(GrammarError::NoProfile(value.clone()));
+                }
+                side.app = Some(value.clone());
             }
             other => return Err(GrammarError::InvalidToken(other.to_string())),
         }
@@ -550,6 +588,75 @@ struct Built {
     comment: Option<String>,
 }
 
+/// A rule naming an application profile: one rule per group of the profile's ports
+/// (and per family), each carrying the profile's name.
+fn with_app(b: Built) -> Result<ParsedRule, GrammarError> {
+    if (b.from.app.is_some() && b.to.app.is_some())
+        || b.proto != Proto::Any
+        || [&b.from, &b.to]
+            .iter()
+            .any(|s| s.app.is_some() && s.ports.is_some())
+    {
+        // As UFW: an app is one side's ports and protocol.
+        return Err(GrammarError::Improper);
+    }
+    let on_from = b.from.app.is_some();
+    let name = b.from.app.clone().or(b.to.app.clone()).unwrap_or_default();
+    let profile = profiles()
+        .get(&name)
+        .ok_or_else(|| GrammarError::NoProfile(name.clone()))?;
+    let mut out = ParsedRule {
+        rules: Vec::new(),
+        normalized: false,
+    };
+    for (proto, ports) in &profile.groups {
+        let spec = PortSpec {
+            ports: ports.clone(),
+            proto: Some(*proto),
+        };
+        let mut one = Built {
+            opts: b.opts.clone(),
+            proto: *proto,
+            from: b.from.clone(),
+            to: b.to.clone(),
+            iface: b.iface.clone(),
+            comment: b.comment.clone(),
+            ..b
+        };
+        if on_from {
+            one.from.ports = Some(spec);
+        } else {
+            one.to.ports = Some(spec);
+        }
+        let parsed = build(one)?;
+        out.normalized |= parsed.normalized;
+        out.rules.extend(parsed.rules);
+    }
+    // IPv4 rules first, as for every rule.
+    out.rules.sort_by_key(|r| r.family);
+    Ok(out)
+}
+
+/// Where application profiles are read from: set once, before the first rule is
+/// parsed (the command line sets the config directory's own first).
+static PROFILE_DIRS: OnceLock<Vec<std::path::PathBuf>> = OnceLock::new();
+
+/// Read profiles from `dirs` (earlier first) instead of UFW's directory alone.
+pub fn use_profile_dirs(dirs: Vec<std::path::PathBuf>) {
+    let _ = PROFILE_DIRS.set(dirs);
+}
+
+/// The application profiles (read once per process).
+pub fn profiles() -> &'static Profiles {
+    static PROFILES: OnceLock<Profiles> = OnceLock::new();
+    PROFILES.get_or_init(|| {
+        let dirs = PROFILE_DIRS
+            .get_or_init(|| vec![std::path::PathBuf::from(UFW_PROFILE_DIR)])
+            .clone();
+        Profiles::load(&dirs)
+    })
+}
+
 /// Check the combination and split it into one rule per IP family.
 fn build(b: Built) -> Result<ParsedRule, GrammarError> {
     let sports = b.from.ports.map(|s| s.ports);
@@ -663,10 +770,12 @@ fn build(b: Built) -> Result<ParsedRule, GrammarError> {
             from: Endpoint {
                 addr: src,
                 ports: sports.clone(),
+                app: b.from.app.clone(),
             },
             to: Endpoint {
                 addr: dst,
                 ports: dports.clone(),
+                app: b.to.app.clone(),
             },
             except: except.clone(),
             limit: limit.clone(),

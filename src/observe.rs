@@ -128,6 +128,15 @@ fn location(end: &Endpoint, proto: Proto, v6: bool, rule_has_ports: bool) -> Str
         format!("/{}", proto.word())
     };
     let mut s = match (end.addr, &end.ports) {
+        // A profile's ports: its name, as UFW shows it.
+        (None, Some(_)) if end.app.is_some() => end.app.clone().unwrap_or_default(),
+        (Some(a), Some(_)) if end.app.is_some() => {
+            format!(
+                "{} {}",
+                addr_text(a),
+                end.app.as_deref().unwrap_or_default()
+            )
+        }
         (None, None) => "Anywhere".to_string(),
         (None, Some(p)) => format!("{p}{proto_suffix}"),
         (Some(a), None) if rule_has_ports => addr_text(a),
@@ -171,6 +180,12 @@ pub fn rule_command(rule: &Rule) -> String {
     let (from, to) = (&rule.from, &rule.to);
     let bare_from = from.addr.is_none() && from.ports.is_none();
     if bare_from && to.addr.is_none() && rule.iface.is_none() {
+        if let (Some(app), Some(_)) = (&to.app, &to.ports) {
+            // A profile as the simple form.
+            w.push(app_word(app));
+            push_comment(&mut w, rule);
+            return w.join(" ");
+        }
         if let Some(p) = &to.ports {
             // Simple form.
             if rule.proto == Proto::Any {
@@ -189,7 +204,10 @@ pub fn rule_command(rule: &Rule) -> String {
         }
         w.push(key.into());
         w.push(end.addr.map(addr_text).unwrap_or_else(|| "any".into()));
-        if let Some(p) = &end.ports {
+        if let Some(app) = &end.app {
+            w.push("app".into());
+            w.push(app_word(app));
+        } else if let Some(p) = &end.ports {
             w.push("port".into());
             w.push(p.to_string());
         }
@@ -198,12 +216,22 @@ pub fn rule_command(rule: &Rule) -> String {
         w.push("to".into());
         w.push("any".into());
     }
-    if rule.proto != Proto::Any {
+    let app = from.app.is_some() || to.app.is_some();
+    if rule.proto != Proto::Any && !app {
         w.push("proto".into());
         w.push(rule.proto.word().into());
     }
     push_comment(&mut w, rule);
     w.join(" ")
+}
+
+/// A profile name as one word of a command (quoted when it holds a space).
+fn app_word(name: &str) -> String {
+    if name.contains(' ') {
+        format!("'{name}'")
+    } else {
+        name.to_string()
+    }
 }
 
 /// The limit settings and port exceptions of a rule, for `status` notes: empty for a

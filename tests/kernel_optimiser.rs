@@ -102,10 +102,12 @@ fn generate(sb: &Sandbox) -> Policy {
             from: Endpoint {
                 addr: src,
                 ports: None,
+                app: None,
             },
             to: Endpoint {
                 addr: None,
                 ports: dports,
+                app: None,
             },
             except: None,
             limit: None,

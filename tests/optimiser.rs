@@ -125,10 +125,12 @@ fn rule() -> impl Strategy<Value = Rule> {
                         from: Endpoint {
                             addr: src,
                             ports: sports,
+                            app: None,
                         },
                         to: Endpoint {
                             addr: dst,
                             ports: dports,
+                            app: None,
                         },
                         except,
                         limit,
@@ -261,10 +263,12 @@ fn list_rule() -> impl Strategy<Value = Rule> {
                 from: Endpoint {
                     addr: Some(IpNet::new(a, max - shorter).unwrap().trunc()),
                     ports: None,
+                    app: None,
                 },
                 to: Endpoint {
                     addr: None,
                     ports: proto.map(|_| Ports(vec![PortRange::single(24)])),
+                    app: None,
                 },
                 except: None,
                 limit: None,
@@ -337,6 +341,7 @@ fn typical_rules_become_maps() {
             from: Endpoint {
                 addr: Some(IpNet::new(addr(Family::V4, 0, i), 24).unwrap()),
                 ports: None,
+                app: None,
             },
             to: Endpoint::default(),
             except: None,

@@ -18,6 +18,7 @@ use crate::model::Policy;
 use crate::render::plan_text;
 use crate::store::{StoreError, DEFAULT_CONFIG_DIR};
 
+mod app;
 mod confirm;
 mod guard;
 mod report;
@@ -103,6 +104,8 @@ pub enum Command {
     Prepend(Words),
     /// Delete a rule: `delete N` or `delete allow|deny|reject|limit RULE`.
     Delete(Words),
+    /// Application profiles: `app list`, `app info NAME|all`, `app update NAME`.
+    App(Words),
     /// Keep the change made with `--confirm` (cancels its rollback).
     Confirm,
     /// Roll the change made with `--confirm` back now.
@@ -130,7 +133,7 @@ impl Command {
                 | Command::Confirm
                 | Command::Rollback
                 | Command::RollbackWait { .. }
-        )
+        ) && !matches!(self, Command::App(w) if w.words.first().map(String::as_str) != Some("update"))
     }
 }
 
@@ -223,6 +226,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 
 /// Run one parsed command line against `backend`; returns what it prints.
 pub fn run_with(cli: Cli, backend: &dyn Backend) -> Result<Out, CliError> {
+    // Profiles: the config directory's own first, then UFW's.
+    crate::grammar::use_profile_dirs(vec![
+        cli.config_dir.join(crate::model::profiles::PROFILE_SUBDIR),
+        std::path::PathBuf::from(crate::model::profiles::UFW_PROFILE_DIR),
+    ]);
     let mut ctx = Ctx {
         dry_run: cli.dry_run,
         force: cli.force,
@@ -297,6 +305,7 @@ impl Ctx<'_> {
             Command::Insert(w) => ctx.insert(&w.words)?,
             Command::Prepend(w) => ctx.prepend(&w.words)?,
             Command::Delete(w) => ctx.delete(&w.words)?,
+            Command::App(w) => ctx.app(&w.words)?,
             Command::Confirm => ctx.confirm_change()?,
             Command::Rollback => ctx.rollback()?,
             Command::RollbackWait { token } => ctx.rollback_wait(&token)?,

@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 mod eval;
+pub mod profiles;
 mod validate;
 mod values;
 
@@ -331,6 +332,10 @@ pub struct Endpoint {
     /// Ports; `None` means any port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Ports>,
+    /// The application profile the ports come from (`allow OpenSSH`): `app update`
+    /// takes the ports from the profile again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
 }
 
 /// One user rule, for one IP family.

@@ -94,6 +94,23 @@ impl Rule {
         if self.except.is_some() && dports.is_none() {
             return Err("except needs destination ports to take the exceptions from".into());
         }
+        for end in [&self.from, &self.to] {
+            if let Some(app) = &end.app {
+                if !super::profiles::valid_name(app) {
+                    return Err(format!(
+                        "bad application name '{}': at most {} characters, not starting with a digit, no quotes, '/' or control characters",
+                        super::inert(app),
+                        super::profiles::MAX_PROFILE_NAME
+                    ));
+                }
+                if end.ports.is_none() {
+                    return Err(
+                        "an app needs the ports it stands for (run 'rampart app update NAME')"
+                            .into(),
+                    );
+                }
+            }
+        }
         if let Some(c) = &self.comment {
             super::check_comment(c).map_err(|e| e.to_string())?;
         }

@@ -1,0 +1,123 @@
+//! `app list|info|update`: UFW's application profiles.
+
+use crate::apply::Mode;
+use crate::grammar::profiles;
+use crate::model::profiles::Profile;
+use crate::model::{inert, Ports, Proto};
+
+use super::{usage, CliError, Ctx, Out};
+
+/// Report the profile files that were skipped (file and line), once per command.
+fn warn_problems() {
+    for p in &profiles().problems {
+        eprintln!("WARN: skipped a profile: {p}");
+    }
+}
+
+fn find(name: &str) -> Result<&'static Profile, CliError> {
+    profiles().get(name).ok_or_else(|| {
+        usage(format!(
+            "Could not find a profile matching '{}'",
+            inert(name)
+        ))
+    })
+}
+
+/// UFW's `app info` text of one profile.
+fn info(p: &Profile) -> Vec<String> {
+    let ports = p.group_texts();
+    let mut out = vec![
+        format!("Profile: {}", p.name),
+        format!("Title: {}", p.title),
+        format!("Description: {}", p.description),
+        String::new(),
+        if ports.len() == 1 { "Port:" } else { "Ports:" }.to_string(),
+    ];
+    out.extend(ports.iter().map(|g| format!("  {g}")));
+    out
+}
+
+impl Ctx<'_> {
+    pub(super) fn app(&self, words: &[String]) -> Result<Out, CliError> {
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            ["list"] => {
+                warn_problems();
+                let mut out = vec!["Available applications:".to_string()];
+                out.extend(profiles().by_name.keys().map(|n| format!("  {n}")));
+                Ok(out)
+            }
+            ["info", "all"] => {
+                warn_problems();
+                let mut out = Vec::new();
+                for (i, p) in profiles().by_name.values().enumerate() {
+                    if i > 0 {
+                        out.push(String::new());
+                        out.push("--".into());
+                        out.push(String::new());
+                    }
+                    out.extend(info(p));
+                }
+                Ok(out)
+            }
+            ["info", name] => {
+                warn_problems();
+                Ok(info(find(name)?))
+            }
+            ["update", name] => self.app_update(name),
+            _ => Err(usage(
+                "use 'app list', 'app info NAME|all' or 'app update NAME'",
+            )),
+        }
+    }
+
+    /// `app update NAME`: the rules naming the profile take its ports again.
+    fn app_update(&self, name: &str) -> Result<Out, CliError> {
+        warn_problems();
+        let profile = find(name)?;
+        let mut live = false;
+        self.change(Mode::Auto, |p, enabled| {
+            live = enabled;
+            let mut rules = Vec::with_capacity(p.rules.len());
+            let mut done: Vec<crate::model::Rule> = Vec::new();
+            for rule in p.rules.drain(..) {
+                let named = [&rule.from, &rule.to]
+                    .iter()
+                    .any(|e| e.app.as_deref() == Some(name));
+                if !named {
+                    rules.push(rule);
+                    continue;
+                }
+                // One rule per group of the profile's ports, where the first group's was.
+                let mut key = rule.clone();
+                for end in [&mut key.from, &mut key.to] {
+                    end.ports = None;
+                }
+                key.proto = Proto::Any;
+                if done.contains(&key) {
+                    continue;
+                }
+                done.push(key);
+                for (proto, ports) in &profile.groups {
+                    let mut r = rule.clone();
+                    r.proto = *proto;
+                    let set = |e: &mut crate::model::Endpoint, ports: &Ports| {
+                        if e.app.as_deref() == Some(name) {
+                            e.ports = Some(ports.clone());
+                        }
+                    };
+                    set(&mut r.from, ports);
+                    set(&mut r.to, ports);
+                    rules.push(r);
+                }
+            }
+            p.rules = rules;
+            Ok(Vec::new())
+        })?;
+        let mut out = vec![format!("Rules updated for profile '{}'", profile.name)];
+        if !live {
+            out.push("Skipped reloading firewall".into());
+        }
+        Ok(out)
+    }
+}

@@ -84,8 +84,10 @@ pub fn status(policy: &Policy, active: bool, view: StatusView) -> String {
 pub fn status_line(rule: &Rule, show_in: bool, numbered: bool) -> String {
     let v6 = rule.family == Family::V6;
     let ports = rule.to.ports.is_some() || rule.from.ports.is_some();
-    let mut to = location(&rule.to, rule.proto, v6, ports);
-    let mut from = location(&rule.from, rule.proto, v6, ports);
+    // As UFW: "(v6)" only when both ends are anywhere.
+    let both_any = rule.from.addr.is_none() && rule.to.addr.is_none();
+    let mut to = location(&rule.to, rule.proto, v6 && both_any, ports, both_any);
+    let mut from = location(&rule.from, rule.proto, v6 && both_any, ports, both_any);
     if let Some(iface) = &rule.iface {
         match rule.direction {
             Direction::In => to.push_str(&format!(" on {iface}")),
@@ -121,7 +123,13 @@ pub fn status_line(rule: &Rule, show_in: bool, numbered: bool) -> String {
 /// One end of a rule as UFW shows it: `Anywhere`, `198.18.0.5`, `22/tcp`,
 /// `198.18.0.1 22/tcp`, `198.18.0.7/esp` (the protocol goes on a bare address only when
 /// the rule has no ports at all); ` (v6)` on IPv6 rules without an address.
-fn location(end: &Endpoint, proto: Proto, v6: bool, rule_has_ports: bool) -> String {
+fn location(
+    end: &Endpoint,
+    proto: Proto,
+    v6: bool,
+    rule_has_ports: bool,
+    both_any: bool,
+) -> String {
     let proto_suffix = if proto == Proto::Any {
         String::new()
     } else {
@@ -137,6 +145,8 @@ fn location(end: &Endpoint, proto: Proto, v6: bool, rule_has_ports: bool) -> Str
                 end.app.as_deref().unwrap_or_default()
             )
         }
+        // As UFW: `Anywhere/udp` only when both ends are anywhere.
+        (None, None) if !rule_has_ports && both_any => format!("Anywhere{proto_suffix}"),
         (None, None) => "Anywhere".to_string(),
         (None, Some(p)) => format!("{p}{proto_suffix}"),
         (Some(a), None) if rule_has_ports => addr_text(a),

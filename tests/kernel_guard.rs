@@ -117,7 +117,7 @@ fn the_session_typed_in_is_protected() {
     ok(&in_session(
         &sb,
         &ssh,
-        &["--force", "insert", "1", "deny", "22/tcp"],
+        &["--force", "insert", "1", "deny", "from", &a_text],
     ));
     assert!(!sb.tcp(A, false, 22).is_open(), "forced: A is locked out");
     drop(ssh);

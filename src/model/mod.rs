@@ -547,7 +547,8 @@ impl Policy {
 
     fn add(&mut self, rule: Rule, position: Position, anchor: Option<&Rule>) -> AddOutcome {
         if let Some(i) = self.rules.iter().position(|r| r.same_match(&rule)) {
-            if self.rules[i] == rule {
+            // As UFW: an insert never replaces a rule that matches the same traffic.
+            if self.rules[i] == rule || position != Position::Append {
                 return AddOutcome::Skipped;
             }
             self.rules[i] = rule;
@@ -576,8 +577,10 @@ impl Policy {
             _ => end,
         };
         self.rules.insert(at, rule);
+        // As UFW: an insert that lands after the last rule of its family is an add.
         match position {
             Position::Append => AddOutcome::Added,
+            _ if at == end => AddOutcome::Added,
             _ => AddOutcome::Inserted,
         }
     }
@@ -587,13 +590,14 @@ impl Policy {
         (n >= 1 && n <= self.rules.len()).then(|| self.rules.remove(n - 1))
     }
 
-    /// Remove the rule matching `rule` (same match and action). Returns whether found.
+    /// Remove the rule matching `rule` (same match and action, and the same comment
+    /// when `rule` has one, as UFW). Returns whether found.
     pub fn remove_matching(&mut self, rule: &Rule) -> bool {
-        match self
-            .rules
-            .iter()
-            .position(|r| r.same_match(rule) && r.action == rule.action)
-        {
+        match self.rules.iter().position(|r| {
+            r.same_match(rule)
+                && r.action == rule.action
+                && (rule.comment.is_none() || r.comment == rule.comment)
+        }) {
             Some(i) => {
                 self.rules.remove(i);
                 true

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Record what UFW 0.36 answers to the command sequences of tests/ufw/sequences.txt, in
+# tests/ufw/recorded.txt (as root; installs ufw if missing). UFW runs on private copies
+# of its files (bench/ufw-env.sh) inside a throwaway network namespace: the host's
+# firewall and /etc/ufw are never touched.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")/.."
+[ "$(id -u)" -eq 0 ] || { echo "ERROR: run as root" >&2; exit 1; }
+command -v ufw >/dev/null || { apt-get update -qq; apt-get install -y -qq ufw >/dev/null; }
+ns=rpufwrec$$
+state=$(mktemp -d)
+trap 'ip netns del "$ns" 2>/dev/null || true; rm -rf "$state"' EXIT
+ip netns add "$ns"
+cp -a /etc/ufw "$state/etc-ufw"
+cp -a "$(readlink -f /lib/ufw)" "$state/lib-ufw"
+cp -a /etc/default/ufw "$state/default-ufw"
+ufw_() { ip netns exec "$ns" bash bench/ufw-env.sh "$state" ufw "$@" </dev/null 2>&1 || true; }
+out=tests/ufw/recorded.txt
+{
+    echo "# What $(ufw version | head -1) answered to tests/ufw/sequences.txt (scripts/ufw-record.sh)."
+    while IFS= read -r line; do
+        case "$line" in
+        "#"* | "") ;;
+        "=== "*)
+            echo "$line"
+            ufw_ --force reset >/dev/null
+            ufw_ --force enable >/dev/null
+            ;;
+        *)
+            echo "\$ $line"
+            # shellcheck disable=SC2086 # the command is words
+            ufw_ $line
+            ;;
+        esac
+    done <tests/ufw/sequences.txt
+} >"$out"
+echo "wrote $out"

@@ -59,6 +59,8 @@ pub enum GrammarError {
     MixedVersions,
     #[error("Need 'to' or 'from' clause")]
     NeedToOrFrom,
+    #[error("Protocol mismatch with specified protocol {0}")]
+    ProtoMismatch(String),
     #[error("Unsupported protocol '{0}'")]
     UnsupportedProto(String),
     #[error("Invalid interface clause")]
@@ -246,7 +248,7 @@ impl<'a> Parser<'a> {
                 }
                 Err(e) => return Err(e),
             },
-            _ => full_form(body)?,
+            _ => full_form(body, iface.is_some())?,
         };
         if from.app.is_some() || to.app.is_some() {
             return with_app(Built {
@@ -364,7 +366,7 @@ fn parse_per(text: &str, families: &[Family]) -> Result<LimitKey, GrammarError> 
 }
 
 /// The keyword clauses of the full form.
-fn full_form(body: &[String]) -> Result<(Proto, Side, Side), GrammarError> {
+fn full_form(body: &[String], has_iface: bool) -> Result<(Proto, Side, Side), GrammarError> {
     let mut proto: Option<Proto> = None;
     let mut from = Side::default();
     let mut to = Side::default();
@@ -434,7 +436,9 @@ fn full_form(body: &[String]) -> Result<(Proto, Side, Side), GrammarError> {
         }
         i += 2;
     }
-    if !from.given && !to.given {
+    // As UFW: `allow in on eth0 proto udp` needs no from or to; without an
+    // interface one is needed.
+    if !(from.given || to.given || (has_iface && proto.is_some())) {
         return Err(GrammarError::NeedToOrFrom);
     }
     // A service name on either side may imply the protocol.
@@ -443,6 +447,10 @@ fn full_form(body: &[String]) -> Result<(Proto, Side, Side), GrammarError> {
         .filter_map(|s| s.ports.as_ref().and_then(|p| p.proto))
         .collect::<Vec<_>>();
     let proto = match (proto, implied.as_slice()) {
+        // As UFW: a service of one protocol cannot be used with the other.
+        (Some(p), implied) if implied.iter().any(|q| *q != p) => {
+            return Err(GrammarError::ProtoMismatch(p.word().to_string()))
+        }
         (Some(p), _) => p,
         (None, [p]) => *p,
         (None, [a, b]) if a == b => *a,

@@ -105,13 +105,18 @@ pub fn status_line(rule: &Rule, show_in: bool, numbered: bool) -> String {
     if !extra.is_empty() {
         notes.push_str(&format!(" ({})", extra.join(", ")));
     }
+    // As UFW: the log option and `out` share one parenthesis (`(log-all, out)`).
+    let mut tags: Vec<&str> = Vec::new();
     match rule.log {
         RuleLog::None => {}
-        RuleLog::Log => notes.push_str(" (log)"),
-        RuleLog::LogAll => notes.push_str(" (log-all)"),
+        RuleLog::Log => tags.push("log"),
+        RuleLog::LogAll => tags.push("log-all"),
     }
     if numbered && rule.direction == Direction::Out {
-        notes.push_str(" (out)");
+        tags.push("out");
+    }
+    if !tags.is_empty() {
+        notes.push_str(&format!(" ({})", tags.join(", ")));
     }
     if let Some(c) = &rule.comment {
         notes.push_str(" # ");
@@ -222,7 +227,9 @@ pub fn rule_command(rule: &Rule) -> String {
             w.push(p.to_string());
         }
     }
-    if bare_from && bare_to && (rule.proto != Proto::Any || rule.iface.is_none()) {
+    // As UFW: `allow out on lo proto igmp`, but `allow to any proto udp` without an
+    // interface.
+    if bare_from && bare_to && rule.iface.is_none() {
         w.push("to".into());
         w.push("any".into());
     }

@@ -129,6 +129,8 @@ struct Side {
     ports: Option<PortSpec>,
     /// An application profile's name (`app NAME`, or a profile as the simple form).
     app: Option<String>,
+    /// The IPv6 address was typed in another form than its shortest.
+    rewritten: bool,
 }
 
 /// Ports as typed, and the protocol they imply (a service name or `PORT/PROTO`).
@@ -398,6 +400,7 @@ fn full_form(body: &[String], has_iface: bool) -> Result<(Proto, Side, Side), Gr
                     return Err(GrammarError::Duplicate(key.into()));
                 }
                 side.given = true;
+                side.rewritten = ipv6_rewritten(value);
                 side.addr = parse_addr(value).map_err(|()| {
                     if is_from {
                         GrammarError::BadSource
@@ -457,6 +460,13 @@ fn full_form(body: &[String], has_iface: bool) -> Result<(Proto, Side, Side), Gr
         (None, _) => Proto::Any,
     };
     Ok((proto, from, to))
+}
+
+/// Whether `text` is an IPv6 address (or network) not written in its shortest form.
+fn ipv6_rewritten(text: &str) -> bool {
+    let addr = text.split('/').next().unwrap_or(text);
+    addr.parse::<std::net::Ipv6Addr>()
+        .is_ok_and(|a| a.to_string() != addr)
 }
 
 /// Parse `any`, an address, or a network. `Ok(None)` means anywhere.
@@ -677,12 +687,18 @@ fn build(b: Built) -> Result<ParsedRule, GrammarError> {
     if multi && !matches!(b.proto, Proto::Tcp | Proto::Udp) {
         return Err(GrammarError::MultiNeedsProto);
     }
-    let mut normalized = false;
+    // As UFW: an IPv4 network with host bits is truncated (with a warning); an IPv6
+    // one is kept as typed, and an IPv6 address typed in another form than its
+    // shortest is rewritten (with a warning).
+    let mut normalized = b.from.rewritten || b.to.rewritten;
     let mut norm = |n: Option<IpNet>| {
-        n.map(|n| {
-            let t = n.trunc();
-            normalized |= t != n;
-            t
+        n.map(|n| match n {
+            IpNet::V4(_) => {
+                let t = n.trunc();
+                normalized |= t != n;
+                t
+            }
+            IpNet::V6(_) => n,
         })
     };
     let src = norm(b.from.addr);

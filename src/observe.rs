@@ -86,8 +86,11 @@ pub fn status_line(rule: &Rule, show_in: bool, numbered: bool) -> String {
     let ports = rule.to.ports.is_some() || rule.from.ports.is_some();
     // As UFW: "(v6)" only when both ends are anywhere.
     let both_any = rule.from.addr.is_none() && rule.to.addr.is_none();
-    let mut to = location(&rule.to, rule.proto, v6 && both_any, ports, both_any);
-    let mut from = location(&rule.from, rule.proto, v6 && both_any, ports, both_any);
+    // As UFW: "(v6)" on an end that is anywhere, but on one with ports only when the
+    // other end is anywhere too.
+    let tag = |end: &Endpoint| v6 && end.addr.is_none() && (end.ports.is_none() || both_any);
+    let mut to = location(&rule.to, rule.proto, tag(&rule.to), ports, both_any);
+    let mut from = location(&rule.from, rule.proto, tag(&rule.from), ports, both_any);
     if let Some(iface) = &rule.iface {
         match rule.direction {
             Direction::In => to.push_str(&format!(" on {iface}")),

@@ -2,7 +2,8 @@
 //! rampart (an in-memory kernel) and compared with what UFW 0.36.2 answered
 //! (tests/ufw/recorded.txt, written by scripts/ufw-record.sh). Output must be the same
 //! line for line, but for the program's name in `show added`; two refusals agree
-//! whatever their wording.
+//! whatever their wording. Warnings (`WARN: …`, which rampart writes to stderr) are
+//! left out of UFW's answers: the in-memory run sees stdout only.
 
 use rampart::backend::MemoryBackend;
 use rampart::cli::{run_with, Cli};
@@ -68,7 +69,11 @@ fn rampart_answers_as_ufw_does() {
             while ours.last().is_some_and(|l| l.is_empty()) && ours.len() > ufw.len() {
                 ours.pop();
             }
-            let mut theirs = ufw.clone();
+            let mut theirs: Vec<String> = ufw
+                .iter()
+                .filter(|l| !l.starts_with("WARN: "))
+                .cloned()
+                .collect();
             while theirs.last().is_some_and(|l| l.is_empty()) && theirs.len() > ours.len() {
                 theirs.pop();
             }

@@ -72,7 +72,9 @@ impl Rule {
                     "{side} address {net} is anywhere: leave {side}.addr out"
                 ));
             }
-            if net.trunc() != net {
+            // As UFW: an IPv6 network keeps host bits as typed (the kernel gets its
+            // network); an IPv4 one is always written without.
+            if net.trunc() != net && matches!(net, ipnet::IpNet::V4(_)) {
                 return Err(format!(
                     "{side} address {net} has host bits set: write {}",
                     net.trunc()

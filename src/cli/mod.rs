@@ -72,11 +72,17 @@ pub enum Command {
     Status {
         /// verbose or numbered
         view: Option<String>,
+        /// Print JSON (schema `rampart.status/1`, see README "JSON output").
+        #[arg(long)]
+        json: bool,
     },
     /// Show a report: `added` (the rule commands) or `raw` (the kernel table).
     Show {
         /// added | raw
         report: String,
+        /// Print JSON (`show added --json`: schema `rampart.rules/1`).
+        #[arg(long)]
+        json: bool,
     },
     /// Set a default policy: `default allow|deny|reject [incoming|outgoing|routed]`.
     Default {
@@ -288,8 +294,8 @@ impl Ctx<'_> {
         let ctx = self;
         Ok(match command {
             Command::Version => vec![format!("rampart {}", env!("CARGO_PKG_VERSION"))],
-            Command::Status { view } => ctx.status(view.as_deref())?,
-            Command::Show { report } => ctx.show(&report)?,
+            Command::Status { view, json } => ctx.status(view.as_deref(), json)?,
+            Command::Show { report, json } => ctx.show(&report, json)?,
             Command::Enable => ctx.enable()?,
             Command::Disable => ctx.disable()?,
             Command::Reload => ctx.reload()?,

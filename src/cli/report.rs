@@ -4,11 +4,36 @@ use crate::observe::{self, StatusView};
 
 use super::{usage, CliError, Ctx, Out};
 
+/// The schema of `status --json`; the number changes when a field changes meaning or
+/// goes away (new fields may come without a new number).
+pub const STATUS_SCHEMA: &str = "rampart.status/1";
+/// The schema of `show added --json`.
+pub const RULES_SCHEMA: &str = "rampart.rules/1";
+
+/// The rules as JSON: each its number, the command that re-creates it, and its fields
+/// as the policy file holds them.
+fn rules_json(policy: &crate::model::Policy) -> serde_json::Value {
+    serde_json::Value::Array(
+        policy
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                serde_json::json!({
+                    "number": i + 1,
+                    "command": observe::rule_command(rule),
+                    "rule": rule,
+                })
+            })
+            .collect(),
+    )
+}
+
 impl Ctx<'_> {
     /// `status`: what the kernel enforces. When that is not the policy file's (the
     /// file was edited by hand, or the table changed outside rampart), a warning says
     /// so and how to apply the file.
-    pub(super) fn status(&self, view: Option<&str>) -> Result<Out, CliError> {
+    pub(super) fn status(&self, view: Option<&str>, json: bool) -> Result<Out, CliError> {
         let view = match view {
             None => StatusView::Plain,
             Some("verbose") => StatusView::Verbose,
@@ -49,12 +74,35 @@ impl Ctx<'_> {
             );
             fw.policy().clone()
         };
+        if json {
+            let doc = serde_json::json!({
+                "schema": STATUS_SCHEMA,
+                "active": active && shown.enabled,
+                "enabled": fw.policy().enabled,
+                "in_sync": fw.in_sync(),
+                "logging": shown.logging,
+                "defaults": shown.defaults,
+                "rules": rules_json(&shown),
+            });
+            return Ok(vec![doc.to_string()]);
+        }
         let text = observe::status(&shown, active, view);
         Ok(vec![text.strip_suffix('\n').unwrap_or(&text).to_string()])
     }
 
-    pub(super) fn show(&self, report: &str) -> Result<Out, CliError> {
+    pub(super) fn show(&self, report: &str, json: bool) -> Result<Out, CliError> {
+        if json && report != "added" {
+            return Err(usage("--json is for 'status' and 'show added'"));
+        }
         match report {
+            "added" if json => {
+                let fw = self.open_read()?;
+                let doc = serde_json::json!({
+                    "schema": RULES_SCHEMA,
+                    "rules": rules_json(fw.policy()),
+                });
+                Ok(vec![doc.to_string()])
+            }
             "added" => {
                 let fw = self.open_read()?;
                 Ok(vec![observe::show_added(fw.policy())

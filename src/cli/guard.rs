@@ -120,11 +120,17 @@ type End = (IpAddr, u16);
 
 /// The established connections of a `/proc/net/tcp{,6}` table: (local, remote, inode).
 pub fn established(text: &str) -> Vec<(End, End, u64)> {
+    sockets(text, "01")
+}
+
+/// The sockets of a `/proc/net/{tcp,udp}{,6}` table in state `state` (hex: `01`
+/// established, `0A` listening, `07` an unconnected UDP socket): (local, remote, inode).
+pub fn sockets(text: &str, state: &str) -> Vec<(End, End, u64)> {
     text.lines()
         .skip(1)
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 10 || f[3] != "01" {
+            if f.len() < 10 || f[3] != state {
                 return None;
             }
             Some((endpoint(f[1])?, endpoint(f[2])?, f[9].parse().ok()?))

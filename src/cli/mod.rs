@@ -21,6 +21,7 @@ use crate::store::{StoreError, DEFAULT_CONFIG_DIR};
 mod app;
 mod confirm;
 mod guard;
+mod listening;
 mod report;
 mod rules;
 mod state;
@@ -76,9 +77,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show a report: `added` (the rule commands) or `raw` (the kernel table).
+    /// Show a report: `added` (the rule commands), `listening` (the listening sockets
+    /// and the rules that decide new connections to them) or `raw` (the kernel table).
     Show {
-        /// added | raw
+        /// added | listening | raw
         report: String,
         /// Print JSON (`show added --json`: schema `rampart.rules/1`).
         #[arg(long)]

@@ -2,7 +2,7 @@
 
 use crate::observe::{self, StatusView};
 
-use super::{usage, CliError, Ctx, Out};
+use super::{listening, usage, CliError, Ctx, Out};
 
 /// The schema of `status --json`; the number changes when a field changes meaning or
 /// goes away (new fields may come without a new number).
@@ -109,6 +109,10 @@ impl Ctx<'_> {
                     .trim_end()
                     .to_string()])
             }
+            "listening" => {
+                let fw = self.open_read()?;
+                Ok(listening::report(fw.policy()))
+            }
             "raw" => {
                 let text = self.backend.list_text()?;
                 Ok(vec![if text.is_empty() {
@@ -118,7 +122,7 @@ impl Ctx<'_> {
                 }])
             }
             other => Err(usage(format!(
-                "Invalid report '{other}': use 'show added' or 'show raw'"
+                "Invalid report '{other}': use 'show added', 'show listening' or 'show raw'"
             ))),
         }
     }

@@ -44,7 +44,7 @@ pub fn status(policy: &Policy, active: bool, view: StatusView) -> String {
             d.outgoing.word(),
             d.routed.word()
         );
-        out.push_str("New profiles: skip\n");
+        let _ = writeln!(out, "New profiles: {}", policy.new_profiles.word());
     }
     if policy.rules.is_empty() {
         return out;

@@ -95,6 +95,27 @@ fn rules_follow_their_profiles() {
         "{shown}"
     );
 
+    // New profiles: app default, then app update --add-new.
+    std::fs::write(
+        dir.join("fresh"),
+        "[FreshApp]\ntitle=f\ndescription=f\nports=8090/tcp\n\n[OtherApp]\ntitle=o\ndescription=o\nports=8091/tcp\n",
+    )
+    .unwrap();
+    let out = sb.rampart_ok(&["app", "update", "--add-new", "OtherApp"]);
+    assert!(
+        out.contains("Skipped adding rules for profile 'OtherApp'"),
+        "{out}"
+    );
+    let out = sb.rampart_ok(&["app", "default", "allow"]);
+    assert_eq!(out, "Default application policy changed to 'allow'\n");
+    assert!(sb
+        .rampart_ok(&["status", "verbose"])
+        .contains("New profiles: allow\n"));
+    sb.serve_tcp(8090).unwrap();
+    assert!(!open(&sb, 8090));
+    let out = sb.rampart_ok(&["app", "update", "--add-new", "FreshApp"]);
+    assert_eq!(out, "Rule added\nRule added (v6)\n");
+    assert!(open(&sb, 8090), "the new profile's rule");
     sb.rampart_ok(&["delete", "allow", "RampartTestWeb"]);
     assert!(!open(&sb, 9090), "deleted by its name");
     let out = sb.rampart(&["allow", "NoSuchApp"]);

@@ -3,7 +3,7 @@
 use crate::apply::Mode;
 use crate::grammar::profiles;
 use crate::model::profiles::Profile;
-use crate::model::{inert, Ports, Proto};
+use crate::model::{inert, NewProfiles, Ports, Proto};
 
 use super::{usage, CliError, Ctx, Out};
 
@@ -65,10 +65,61 @@ impl Ctx<'_> {
                 Ok(info(find(name)?))
             }
             ["update", name] => self.app_update(name),
+            ["update", "--add-new", name] => self.app_add_new(name),
+            ["default", word] => self.app_default(word),
             _ => Err(usage(
-                "use 'app list', 'app info NAME|all' or 'app update NAME'",
+                "use 'app list', 'app info NAME|all', 'app update [--add-new] NAME' or 'app default allow|deny|reject|skip'",
             )),
         }
+    }
+
+    /// `app default allow|deny|reject|skip`: what `app update --add-new` adds.
+    fn app_default(&self, word: &str) -> Result<Out, CliError> {
+        let policy = match word {
+            "allow" => NewProfiles::Allow,
+            "deny" => NewProfiles::Deny,
+            "reject" => NewProfiles::Reject,
+            "skip" => NewProfiles::Skip,
+            other => {
+                return Err(usage(format!(
+                    "Unsupported policy '{}': use allow, deny, reject or skip",
+                    inert(other)
+                )))
+            }
+        };
+        self.change(Mode::Auto, |p, _| {
+            p.new_profiles = policy;
+            Ok(Vec::new())
+        })?;
+        Ok(vec![format!(
+            "Default application policy changed to '{}'",
+            policy.word()
+        )])
+    }
+
+    /// `app update --add-new NAME`: the profile's rules follow it, and a profile that no
+    /// rule names gets a rule of the `app default` action (none for skip).
+    fn app_add_new(&self, name: &str) -> Result<Out, CliError> {
+        let profile = find(name)?;
+        let fw = self.open_read()?;
+        let named = fw.policy().rules.iter().any(|r| {
+            [&r.from, &r.to]
+                .iter()
+                .any(|e| e.app.as_deref() == Some(name))
+        });
+        let action = fw.policy().new_profiles.action();
+        drop(fw);
+        if named {
+            return self.app_update(name);
+        }
+        let Some(action) = action else {
+            return Ok(vec![format!(
+                "Skipped adding rules for profile '{}' (default application policy: skip)",
+                profile.name
+            )]);
+        };
+        let words = vec![profile.name.clone()];
+        self.add(action, &words)
     }
 
     /// `app update NAME`: the rules naming the profile take its ports again.

@@ -32,6 +32,9 @@ pub struct Policy {
     /// Logging level.
     #[serde(default)]
     pub logging: LogLevel,
+    /// What `app update --add-new NAME` adds for a profile no rule names yet.
+    #[serde(default, skip_serializing_if = "NewProfiles::is_skip")]
+    pub new_profiles: NewProfiles,
     /// User rules in evaluation order (first match wins). IPv4 rules come before IPv6 ones,
     /// as in UFW, so that a rule's number is its 1-based index here.
     #[serde(default, rename = "rule")]
@@ -44,7 +47,47 @@ impl Default for Policy {
             enabled: false,
             defaults: Defaults::default(),
             logging: LogLevel::Low,
+            new_profiles: NewProfiles::Skip,
             rules: Vec::new(),
+        }
+    }
+}
+
+/// UFW's policy for new application profiles (`app default`): a rule of this action
+/// for the profile, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NewProfiles {
+    /// Add no rule.
+    #[default]
+    Skip,
+    Allow,
+    Deny,
+    Reject,
+}
+
+impl NewProfiles {
+    fn is_skip(&self) -> bool {
+        *self == NewProfiles::Skip
+    }
+
+    /// The word `app default` takes and `status verbose` shows.
+    pub fn word(self) -> &'static str {
+        match self {
+            NewProfiles::Skip => "skip",
+            NewProfiles::Allow => "allow",
+            NewProfiles::Deny => "deny",
+            NewProfiles::Reject => "reject",
+        }
+    }
+
+    /// The rule action it stands for (None for skip).
+    pub fn action(self) -> Option<Action> {
+        match self {
+            NewProfiles::Skip => None,
+            NewProfiles::Allow => Some(Action::Allow),
+            NewProfiles::Deny => Some(Action::Deny),
+            NewProfiles::Reject => Some(Action::Reject),
         }
     }
 }

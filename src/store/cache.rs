@@ -64,6 +64,7 @@ pub fn without_rules(policy: &Policy) -> Policy {
         enabled: policy.enabled,
         defaults: policy.defaults,
         logging: policy.logging,
+        new_profiles: policy.new_profiles,
         rules: Vec::new(),
     }
 }

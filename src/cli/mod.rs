@@ -24,6 +24,7 @@ mod guard;
 mod listening;
 mod report;
 mod rules;
+mod sections;
 mod state;
 
 pub use confirm::{MAX_CONFIRM_SECONDS, ROLLBACK_LOG};

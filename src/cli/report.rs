@@ -2,7 +2,7 @@
 
 use crate::observe::{self, StatusView};
 
-use super::{listening, usage, CliError, Ctx, Out};
+use super::{listening, sections, usage, CliError, Ctx, Out};
 
 /// The schema of `status --json`; the number changes when a field changes meaning or
 /// goes away (new fields may come without a new number).
@@ -109,6 +109,11 @@ impl Ctx<'_> {
                     .trim_end()
                     .to_string()])
             }
+            name if sections::REPORTS.contains(&name) => {
+                let fw = self.open_read()?;
+                let text = sections::report(fw.policy(), name).unwrap_or_default();
+                Ok(vec![text.trim_end().to_string()])
+            }
             "listening" => {
                 let fw = self.open_read()?;
                 Ok(listening::report(fw.policy()))
@@ -122,7 +127,7 @@ impl Ctx<'_> {
                 }])
             }
             other => Err(usage(format!(
-                "Invalid report '{other}': use 'show added', 'show listening' or 'show raw'"
+                "Invalid report '{other}': use 'show added', 'show listening', 'show raw', 'show builtins', 'show before-rules', 'show user-rules', 'show after-rules' or 'show logging-rules'"
             ))),
         }
     }

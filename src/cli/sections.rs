@@ -1,0 +1,102 @@
+//! `show builtins|before-rules|user-rules|after-rules|logging-rules`: parts of the
+//! ruleset the policy compiles to, as nft text (UFW's reports of the same names; in
+//! rampart UFW's before, after and logging rules are in the base chains, around the
+//! jump to the user chains).
+
+use nftables::schema::NfListObject;
+use nftables::stmt::Statement;
+
+use crate::compile::{
+    compile, Plan, CHAIN_BEFORE_ICMP, CHAIN_BEFORE_UDP, CHAIN_FORWARD, CHAIN_INPUT, CHAIN_OUTPUT,
+    CHAIN_REJECT, CHAIN_USER_INPUT, CHAIN_USER_OUTPUT, LIMIT_CHAIN_PREFIX, STATE_SET_PREFIX,
+};
+use crate::model::Policy;
+use crate::render::plan_text;
+
+/// The reports this module makes.
+pub const REPORTS: &[&str] = &[
+    "builtins",
+    "before-rules",
+    "user-rules",
+    "after-rules",
+    "logging-rules",
+];
+
+fn base(name: &str) -> bool {
+    [CHAIN_INPUT, CHAIN_OUTPUT, CHAIN_FORWARD].contains(&name)
+}
+
+fn user(name: &str) -> bool {
+    name.starts_with("user_") || name.starts_with(LIMIT_CHAIN_PREFIX)
+}
+
+/// Whether a rule jumps to a user chain (the point between before and after rules).
+fn enters_user(stmts: &[Statement]) -> bool {
+    stmts.iter().any(|s| match s {
+        Statement::Jump(t) | Statement::Goto(t) => {
+            t.target == CHAIN_USER_INPUT
+                || t.target == CHAIN_USER_OUTPUT
+                || t.target.starts_with("user_")
+        }
+        _ => false,
+    })
+}
+
+fn logs(stmts: &[Statement]) -> bool {
+    stmts.iter().any(|s| matches!(s, Statement::Log(_)))
+}
+
+/// The nft text of report `name` for `policy` (None: not one of [`REPORTS`]).
+pub fn report(policy: &Policy, name: &str) -> Option<String> {
+    let plan = compile(policy);
+    // Which chains' rules are kept, and which rules of them.
+    let mut after_user = std::collections::HashMap::new();
+    let keep_rule = |chain: &str, stmts: &[Statement], seen_user: bool| -> bool {
+        match name {
+            "builtins" => base(chain),
+            "before-rules" => {
+                [CHAIN_BEFORE_ICMP, CHAIN_BEFORE_UDP, CHAIN_REJECT].contains(&chain)
+                    || (base(chain) && !seen_user && !enters_user(stmts))
+            }
+            "user-rules" => user(chain),
+            "after-rules" => base(chain) && seen_user && !logs(stmts),
+            "logging-rules" => logs(stmts),
+            _ => false,
+        }
+    };
+    if !REPORTS.contains(&name) {
+        return None;
+    }
+    let mut objects = Vec::new();
+    let mut chains = std::collections::HashSet::new();
+    for obj in &plan.objects {
+        if let NfListObject::Rule(r) = obj {
+            let seen = *after_user.get(r.chain.as_ref()).unwrap_or(&false);
+            if keep_rule(&r.chain, &r.expr, seen) {
+                chains.insert(r.chain.to_string());
+                objects.push(obj.clone());
+            }
+            if enters_user(&r.expr) {
+                after_user.insert(r.chain.to_string(), true);
+            }
+        }
+    }
+    let mut declared: Vec<NfListObject<'static>> = plan
+        .objects
+        .iter()
+        .filter(|o| match o {
+            NfListObject::Chain(c) => chains.contains(c.name.as_ref()),
+            NfListObject::Map(m) => name == "user-rules" && m.name.starts_with("rules_"),
+            NfListObject::Set(s) => name == "user-rules" && s.name.starts_with(STATE_SET_PREFIX),
+            _ => false,
+        })
+        .cloned()
+        .collect();
+    declared.extend(objects);
+    let part = Plan {
+        objects: declared,
+        dynset_stmts: plan.dynset_stmts.clone(),
+        verdict_maps: plan.verdict_maps.clone(),
+    };
+    Some(plan_text(&part))
+}

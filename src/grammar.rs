@@ -252,20 +252,8 @@ impl<'a> Parser<'a> {
             },
             _ => full_form(body, iface.is_some())?,
         };
-        if from.app.is_some() || to.app.is_some() {
-            return with_app(Built {
-                opts,
-                action,
-                direction,
-                iface,
-                log,
-                proto,
-                from,
-                to,
-                comment,
-            });
-        }
-        build(Built {
+        let names_app = from.app.is_some() || to.app.is_some();
+        let built = Built {
             opts,
             action,
             direction,
@@ -275,7 +263,12 @@ impl<'a> Parser<'a> {
             from,
             to,
             comment,
-        })
+        };
+        if names_app {
+            with_app(built)
+        } else {
+            build(built)
+        }
     }
 }
 

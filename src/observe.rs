@@ -24,6 +24,12 @@ pub enum StatusView {
 /// comment notes; plain and verbose views group incoming, then outgoing rules, each group
 /// followed by a blank line; the numbered view keeps rule order and tags outgoing rules.
 pub fn status(policy: &Policy, active: bool, view: StatusView) -> String {
+    status_here(policy, active, view, true)
+}
+
+/// [`status`], saying whether this host forwards packets at all: as UFW, `status
+/// verbose` shows the routed default as `disabled` while the kernel forwards nothing.
+pub fn status_here(policy: &Policy, active: bool, view: StatusView, forwarding: bool) -> String {
     let mut out = String::new();
     if !active {
         out.push_str("Status: inactive\n");
@@ -42,7 +48,11 @@ pub fn status(policy: &Policy, active: bool, view: StatusView) -> String {
             "Default: {} (incoming), {} (outgoing), {} (routed)",
             d.incoming.word(),
             d.outgoing.word(),
-            d.routed.word()
+            if forwarding {
+                d.routed.word()
+            } else {
+                crate::model::Routed::Disabled.word()
+            }
         );
         let _ = writeln!(out, "New profiles: {}", policy.new_profiles.word());
     }

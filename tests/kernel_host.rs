@@ -488,3 +488,22 @@ fn the_dry_run_is_a_ruleset_nft_accepts() {
     let _ = fs::remove_file(&file);
     let _: PathBuf = file;
 }
+
+/// As UFW: while the kernel forwards nothing, `status verbose` shows the routed
+/// default as disabled, whatever the policy says (a routed sandbox forwards, and shows
+/// the policy: `forwarded_traffic_is_left_alone_unless_asked`).
+#[test]
+fn routed_default_shows_disabled_without_forwarding() {
+    let Some(sb) = rampart_sandbox::for_test(1, bin()) else {
+        return;
+    };
+    sb.rampart_ok(&["--force", "enable"]);
+    sb.rampart_ok(&["default", "deny", "routed"]);
+    let forwarding = sb.exec(&sb.srv.ns, &["cat", "/proc/sys/net/ipv4/ip_forward"]);
+    assert_eq!(String::from_utf8_lossy(&forwarding.stdout).trim(), "0");
+    let verbose = sb.rampart_ok(&["status", "verbose"]);
+    assert!(
+        verbose.contains("allow (outgoing), disabled (routed)"),
+        "{verbose}"
+    );
+}

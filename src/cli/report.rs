@@ -29,6 +29,16 @@ fn rules_json(policy: &crate::model::Policy) -> serde_json::Value {
     )
 }
 
+/// Whether the kernel forwards IPv4 or IPv6 packets here (in this network namespace).
+fn kernel_forwards() -> bool {
+    [
+        "/proc/sys/net/ipv4/ip_forward",
+        "/proc/sys/net/ipv6/conf/all/forwarding",
+    ]
+    .iter()
+    .any(|p| std::fs::read_to_string(p).is_ok_and(|v| v.trim() != "0"))
+}
+
 impl Ctx<'_> {
     /// `status`: what the kernel enforces. When that is not the policy file's (the
     /// file was edited by hand, or the table changed outside rampart), a warning says
@@ -86,7 +96,7 @@ impl Ctx<'_> {
             });
             return Ok(vec![doc.to_string()]);
         }
-        let text = observe::status(&shown, active, view);
+        let text = observe::status_here(&shown, active, view, kernel_forwards());
         Ok(vec![text.strip_suffix('\n').unwrap_or(&text).to_string()])
     }
 

@@ -116,9 +116,21 @@ pub fn parse_rule(action: Action, words: &[String]) -> Result<ParsedRule, Gramma
     Parser::new(words).rule(action)
 }
 
+/// Parse the words of a route rule (`route allow …`): forwarded traffic, with `in on
+/// IF` and `out on IF` both allowed.
+pub fn parse_route_rule(action: Action, words: &[String]) -> Result<ParsedRule, GrammarError> {
+    Parser {
+        route: true,
+        ..Parser::new(words)
+    }
+    .rule(action)
+}
+
 struct Parser<'a> {
     words: &'a [String],
     pos: usize,
+    /// A route rule.
+    route: bool,
 }
 
 /// What one `from`/`to` clause said, before family expansion.
@@ -142,7 +154,11 @@ struct PortSpec {
 
 impl<'a> Parser<'a> {
     fn new(words: &'a [String]) -> Self {
-        Parser { words, pos: 0 }
+        Parser {
+            words,
+            pos: 0,
+            route: false,
+        }
     }
 
     fn peek(&self) -> Option<&'a str> {
@@ -164,8 +180,30 @@ impl<'a> Parser<'a> {
         // [in|out [on IFACE]]
         let mut direction = Direction::In;
         let mut iface = None;
+        let mut out_iface = None;
         let mut has_dir = false;
+        if self.route {
+            // route [in on IF] [out on IF]
+            direction = Direction::Forward;
+            while let Some(way @ ("in" | "out")) = self.peek() {
+                self.pos += 1;
+                if self.next() != Some("on") {
+                    return Err(GrammarError::InvalidInterface);
+                }
+                let name = self.next().ok_or(GrammarError::InvalidInterface)?;
+                let slot = if way == "in" {
+                    &mut iface
+                } else {
+                    &mut out_iface
+                };
+                if slot.is_some() {
+                    return Err(GrammarError::InvalidInterface);
+                }
+                *slot = Some(parse_iface(name)?);
+            }
+        }
         match self.peek() {
+            _ if self.route => {}
             Some("in") => {
                 self.pos += 1;
                 has_dir = true;
@@ -257,6 +295,7 @@ impl<'a> Parser<'a> {
             opts,
             action,
             direction,
+            out_iface,
             iface,
             log,
             proto,
@@ -592,6 +631,7 @@ struct Built {
     action: Action,
     direction: Direction,
     iface: Option<Iface>,
+    out_iface: Option<Iface>,
     log: RuleLog,
     proto: Proto,
     from: Side,
@@ -631,6 +671,7 @@ fn with_app(b: Built) -> Result<ParsedRule, GrammarError> {
             from: b.from.clone(),
             to: b.to.clone(),
             iface: b.iface.clone(),
+            out_iface: b.out_iface.clone(),
             comment: b.comment.clone(),
             ..b
         };
@@ -781,6 +822,7 @@ fn build(b: Built) -> Result<ParsedRule, GrammarError> {
             action: b.action,
             direction: b.direction,
             iface: b.iface.clone(),
+            out_iface: b.out_iface.clone(),
             log: b.log,
             family,
             proto: b.proto,

@@ -14,7 +14,9 @@ use nftables::expr::{
 use nftables::schema::NfListObject;
 use nftables::stmt::{JumpTarget, Operator, Statement};
 
-use crate::compile::{Plan, CHAIN_REJECT, CHAIN_USER_INPUT, CHAIN_USER_OUTPUT, LIMIT_CHAIN_PREFIX};
+use crate::compile::{
+    Plan, CHAIN_REJECT, CHAIN_USER_FORWARD, CHAIN_USER_INPUT, CHAIN_USER_OUTPUT, LIMIT_CHAIN_PREFIX,
+};
 use crate::model::{Decision, Direction, Family, Packet, Proto};
 
 /// A field's value in a packet.
@@ -35,6 +37,7 @@ pub fn decide(plan: &Plan, p: &Packet) -> Result<Decision, String> {
     let chain = match p.direction {
         Direction::In => CHAIN_USER_INPUT,
         Direction::Out => CHAIN_USER_OUTPUT,
+        Direction::Forward => CHAIN_USER_FORWARD,
     };
     Ok(run_chain(plan, chain, p)?.unwrap_or(Decision::NoMatch))
 }
@@ -229,7 +232,10 @@ fn value(e: &Expression, p: &Packet) -> Result<Option<Val>, String> {
                 .into(),
             )),
             MetaKey::L4proto => Some(Val::Str(p.proto.word().into())),
-            MetaKey::Iifname if p.direction == Direction::In => Some(Val::Iface(p.iface.clone())),
+            MetaKey::Iifname if p.direction != Direction::Out => Some(Val::Iface(p.iface.clone())),
+            MetaKey::Oifname if p.direction == Direction::Forward => {
+                Some(Val::Iface(p.out_iface.clone()))
+            }
             MetaKey::Oifname if p.direction == Direction::Out => Some(Val::Iface(p.iface.clone())),
             MetaKey::Iifname | MetaKey::Oifname => None,
             _ => return unknown(),

@@ -72,7 +72,7 @@ pub fn status_here(policy: &Policy, active: bool, view: StatusView, forwarding: 
         return out;
     }
     let verbose = view == StatusView::Verbose;
-    for dir in [Direction::In, Direction::Out] {
+    for dir in [Direction::In, Direction::Out, Direction::Forward] {
         let rows: Vec<String> = policy
             .rules
             .iter()
@@ -105,12 +105,18 @@ pub fn status_line(rule: &Rule, show_in: bool, numbered: bool) -> String {
         match rule.direction {
             Direction::In => to.push_str(&format!(" on {iface}")),
             Direction::Out => from.push_str(&format!(" on {iface}")),
+            // A route rule: the packet comes in on `iface`, from the From side.
+            Direction::Forward => from.push_str(&format!(" on {iface}")),
         }
+    }
+    if let Some(iface) = &rule.out_iface {
+        to.push_str(&format!(" on {iface}"));
     }
     let mut action = rule.action.upper().to_string();
     match rule.direction {
         Direction::In if show_in => action.push_str(" IN"),
         Direction::Out => action.push_str(" OUT"),
+        Direction::Forward => action.push_str(" FWD"),
         _ => {}
     }
     let mut notes = String::new();
@@ -190,13 +196,22 @@ pub fn addr_text(net: ipnet::IpNet) -> String {
 /// canonical order: `[in|out] [on IF] [log] (PORTS[/PROTO] | [from A [port P]]
 /// [to A [port P]] [proto P]) [comment 'C']`.
 pub fn rule_command(rule: &Rule) -> String {
-    let mut w: Vec<String> = vec![rule.action.word().into()];
+    let mut w: Vec<String> = Vec::new();
+    if rule.direction == Direction::Forward {
+        w.push("route".into());
+    }
+    w.push(rule.action.word().into());
     match (rule.direction, &rule.iface) {
         (Direction::Out, _) => w.push("out".into()),
-        (Direction::In, Some(_)) => w.push("in".into()),
+        (Direction::In | Direction::Forward, Some(_)) => w.push("in".into()),
         _ => {}
     }
     if let Some(i) = &rule.iface {
+        w.push("on".into());
+        w.push(i.to_string());
+    }
+    if let Some(i) = &rule.out_iface {
+        w.push("out".into());
         w.push("on".into());
         w.push(i.to_string());
     }
@@ -207,7 +222,7 @@ pub fn rule_command(rule: &Rule) -> String {
     }
     let (from, to) = (&rule.from, &rule.to);
     let bare_from = from.addr.is_none() && from.ports.is_none();
-    if bare_from && to.addr.is_none() && rule.iface.is_none() {
+    if bare_from && to.addr.is_none() && rule.iface.is_none() && rule.out_iface.is_none() {
         if let (Some(app), Some(_)) = (&to.app, &to.ports) {
             // A profile as the simple form.
             w.push(app_word(app));
@@ -242,7 +257,7 @@ pub fn rule_command(rule: &Rule) -> String {
     }
     // As UFW: `allow out on lo proto igmp`, but `allow to any proto udp` without an
     // interface.
-    if bare_from && bare_to && rule.iface.is_none() {
+    if bare_from && bare_to && rule.iface.is_none() && rule.out_iface.is_none() {
         w.push("to".into());
         w.push("any".into());
     }

@@ -44,6 +44,7 @@ impl Session {
             },
             direction: Direction::In,
             iface: self.iface.clone(),
+            out_iface: String::new(),
             proto: Proto::Tcp,
             src: self.client,
             dst: self.server,

@@ -113,6 +113,9 @@ pub enum Command {
     Prepend(Words),
     /// Delete a rule: `delete N` or `delete allow|deny|reject|limit RULE`.
     Delete(Words),
+    /// A rule for forwarded traffic: `route allow|deny|reject|limit [in on IF] [out on
+    /// IF] RULE`, `route insert N …`, `route prepend …`, `route delete N|RULE`.
+    Route(Words),
     /// Application profiles: `app list`, `app info NAME|all`, `app update NAME`.
     App(Words),
     /// Keep the change made with `--confirm` (cancels its rollback).
@@ -315,6 +318,7 @@ impl Ctx<'_> {
             Command::Prepend(w) => ctx.prepend(&w.words)?,
             Command::Delete(w) => ctx.delete(&w.words)?,
             Command::App(w) => ctx.app(&w.words)?,
+            Command::Route(w) => ctx.route(&w.words)?,
             Command::Confirm => ctx.confirm_change()?,
             Command::Rollback => ctx.rollback()?,
             Command::RollbackWait { token } => ctx.rollback_wait(&token)?,

@@ -64,7 +64,55 @@ impl Ctx<'_> {
         words: &[String],
         position: Position,
     ) -> Result<Out, CliError> {
-        let parsed = parse_rule(action, words)?;
+        self.add_parsed(parse_rule(action, words)?, position)
+    }
+
+    /// `route allow|deny|reject|limit RULE`, `route insert N …`, `route prepend …`,
+    /// `route delete N|RULE`: rules for traffic this host forwards.
+    pub(super) fn route(&self, words: &[String]) -> Result<Out, CliError> {
+        let Some(first) = words.first() else {
+            return Err(usage("Wrong number of arguments"));
+        };
+        match first.as_str() {
+            "delete" => {
+                let rest = &words[1..];
+                if rest.len() == 1 && rest[0].parse::<usize>().is_ok() {
+                    return self.delete(rest);
+                }
+                let (action, rule) = split_action(rest)?;
+                self.delete_parsed(crate::grammar::parse_route_rule(action, rule)?)
+            }
+            "insert" => {
+                let Some(n) = words.get(1) else {
+                    return Err(usage("Wrong number of arguments"));
+                };
+                let num: usize = n
+                    .parse()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| usage(format!("Cannot insert rule at position '{n}'")))?;
+                let (action, rule) = split_action(&words[2..])?;
+                let parsed = crate::grammar::parse_route_rule(action, rule)?;
+                self.add_parsed(parsed, Position::Insert(num))
+            }
+            "prepend" => {
+                let (action, rule) = split_action(&words[1..])?;
+                let parsed = crate::grammar::parse_route_rule(action, rule)?;
+                self.add_parsed(parsed, Position::Prepend)
+            }
+            _ => {
+                let (action, rule) = split_action(words)?;
+                let parsed = crate::grammar::parse_route_rule(action, rule)?;
+                self.add_parsed(parsed, Position::Append)
+            }
+        }
+    }
+
+    fn add_parsed(
+        &self,
+        parsed: crate::grammar::ParsedRule,
+        position: Position,
+    ) -> Result<Out, CliError> {
         self.change(Mode::Auto, |p, live| {
             let mut out = Vec::new();
             if parsed.normalized {
@@ -117,7 +165,10 @@ impl Ctx<'_> {
             return self.delete_number(n, first);
         }
         let (action, rest) = split_action(words)?;
-        let parsed = parse_rule(action, rest)?;
+        self.delete_parsed(parse_rule(action, rest)?)
+    }
+
+    fn delete_parsed(&self, parsed: crate::grammar::ParsedRule) -> Result<Out, CliError> {
         self.change(Mode::Auto, |p, live| {
             let mut out = Vec::new();
             for rule in parsed.rules {

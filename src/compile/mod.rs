@@ -47,6 +47,9 @@ pub const CHAIN_USER_INPUT: &str = "user_input";
 /// User rules for outgoing traffic.
 pub const CHAIN_USER_OUTPUT: &str = "user_output";
 
+/// The chain of the route rules (forwarded traffic), when there are any.
+pub const CHAIN_USER_FORWARD: &str = "user_forward";
+
 /// Refuses a packet the polite way: TCP reset, else ICMP port-unreachable.
 pub const CHAIN_REJECT: &str = "reject_packet";
 
@@ -165,11 +168,21 @@ pub fn compile(policy: &Policy) -> Plan {
     b.base_chain(CHAIN_OUTPUT, NfHook::Output, d.outgoing);
     // No forward chain at all unless forwarded traffic is filtered: a drop in any base
     // chain is final, so even an accepting chain could only cost, never help.
-    if let Some(routed) = d.routed.verdict() {
+    // Route rules filter forwarded traffic even while the routed default is disabled:
+    // then what they do not decide is accepted.
+    let routes = policy
+        .rules
+        .iter()
+        .any(|r| r.direction == Direction::Forward);
+    let forward = d.routed.verdict().or(routes.then_some(Verdict::Allow));
+    if let Some(routed) = forward {
         b.base_chain(CHAIN_FORWARD, NfHook::Forward, routed);
     }
     b.chain(CHAIN_USER_INPUT);
     b.chain(CHAIN_USER_OUTPUT);
+    if routes {
+        b.chain(CHAIN_USER_FORWARD);
+    }
     b.add_reject_chain();
 
     b.input_before();
@@ -181,15 +194,24 @@ pub fn compile(policy: &Policy) -> Plan {
     b.rule(CHAIN_OUTPUT, vec![jump(CHAIN_USER_OUTPUT)]);
     b.policy_tail(CHAIN_OUTPUT, d.outgoing, policy.logging);
 
-    if let Some(routed) = d.routed.verdict() {
+    if let Some(routed) = forward {
         b.forward_before();
-        b.policy_tail(CHAIN_FORWARD, routed, policy.logging);
+        if routes {
+            b.rule(CHAIN_FORWARD, vec![jump(CHAIN_USER_FORWARD)]);
+        }
+        if d.routed.verdict().is_some() {
+            b.policy_tail(CHAIN_FORWARD, routed, policy.logging);
+        }
     }
 
     for (direction, chain) in [
         (Direction::In, CHAIN_USER_INPUT),
         (Direction::Out, CHAIN_USER_OUTPUT),
+        (Direction::Forward, CHAIN_USER_FORWARD),
     ] {
+        if direction == Direction::Forward && !routes {
+            continue;
+        }
         let rules: Vec<&Rule> = policy
             .rules
             .iter()

@@ -45,20 +45,26 @@ pub(super) fn user_rule_log(
     vec![log]
 }
 
+/// An interface as nft matches it: UFW's `eth+` is nft's `eth*`.
+fn iface_pattern(iface: &crate::model::Iface) -> String {
+    match iface.prefix() {
+        Some(p) => format!("{p}*"),
+        None => iface.as_str().to_string(),
+    }
+}
+
 /// The match statements of a user rule (`family`: see [`user_rule`]).
 pub fn rule_matches(rule: &Rule, family: bool) -> Vec<Statement<'static>> {
     let mut m = Vec::new();
     if let Some(iface) = &rule.iface {
         let key = match rule.direction {
-            Direction::In => MetaKey::Iifname,
+            Direction::In | Direction::Forward => MetaKey::Iifname,
             Direction::Out => MetaKey::Oifname,
         };
-        // UFW's `eth+` is nft's `eth*`.
-        let name = match iface.prefix() {
-            Some(p) => format!("{p}*"),
-            None => iface.as_str().to_string(),
-        };
-        m.push(m_eq(meta(key), s(&name)));
+        m.push(m_eq(meta(key), s(&iface_pattern(iface))));
+    }
+    if let Some(iface) = &rule.out_iface {
+        m.push(m_eq(meta(MetaKey::Oifname), s(&iface_pattern(iface))));
     }
     let ip = match rule.family {
         Family::V4 => "ip",

@@ -68,8 +68,10 @@ pub struct Packet {
     pub family: Family,
     /// To this host (`In`) or from it (`Out`).
     pub direction: Direction,
-    /// Input interface (for `In`) or output interface (for `Out`).
+    /// Input interface (for `In` and `Forward`) or output interface (for `Out`).
     pub iface: String,
+    /// Output interface of a forwarded packet (empty otherwise).
+    pub out_iface: String,
     /// Protocol (never `Any`).
     pub proto: Proto,
     /// Source address.
@@ -110,6 +112,10 @@ impl Rule {
         self.direction == p.direction
             && self.family == p.family
             && self.iface.as_ref().is_none_or(|i| i.matches(&p.iface))
+            && self
+                .out_iface
+                .as_ref()
+                .is_none_or(|i| i.matches(&p.out_iface))
             && proto_ok
             && net_ok(&self.from.addr, &p.src)
             && net_ok(&self.to.addr, &p.dst)

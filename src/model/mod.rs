@@ -260,6 +260,8 @@ pub enum Direction {
     In,
     /// From this host.
     Out,
+    /// Through this host (a route rule).
+    Forward,
 }
 
 /// Per-rule logging (`log` / `log-all`).
@@ -390,9 +392,13 @@ pub struct Rule {
     /// Incoming or outgoing.
     #[serde(default)]
     pub direction: Direction,
-    /// Interface name (`in on eth0` / `out on eth0`).
+    /// Interface name (`in on eth0` / `out on eth0`; for a route rule, the interface
+    /// the packet comes in on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iface: Option<Iface>,
+    /// A route rule's interface the packet goes out on (`route … out on eth1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_iface: Option<Iface>,
     /// Per-rule logging.
     #[serde(default, skip_serializing_if = "is_default")]
     pub log: RuleLog,

@@ -96,6 +96,9 @@ impl Rule {
         if self.except.is_some() && dports.is_none() {
             return Err("except needs destination ports to take the exceptions from".into());
         }
+        if self.out_iface.is_some() && self.direction != super::Direction::Forward {
+            return Err("out_iface is for route rules (direction = \"forward\")".into());
+        }
         for end in [&self.from, &self.to] {
             if let Some(app) = &end.app {
                 if !super::profiles::valid_name(app) {

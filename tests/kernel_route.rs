@@ -1,0 +1,85 @@
+//! Route rules on a real kernel: a client, a router (rampart) and a far host, real
+//! forwarded connections over IPv4 and IPv6.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use rampart_sandbox::Sandbox;
+
+const WAIT: Duration = Duration::from_millis(800);
+
+#[test]
+fn route_rules_filter_forwarded_connections() {
+    if rampart_sandbox::kernel_unavailable().is_some() {
+        let _ = rampart_sandbox::for_test(0, Path::new(env!("CARGO_BIN_EXE_rampart")));
+        return;
+    }
+    let mut sb = Sandbox::routed(Path::new(env!("CARGO_BIN_EXE_rampart"))).expect("routed sandbox");
+    let far = sb.far.clone().unwrap();
+    for port in [8080, 8081] {
+        sb.serve_tcp_in(&far.ns, port).unwrap();
+    }
+    let to_far = |sb: &Sandbox, v6: bool, port: u16| {
+        sb.tcp_to(0, SocketAddr::new(far.addr(v6), port), WAIT)
+            .word()
+    };
+    sb.rampart_ok(&["--force", "enable"]);
+
+    // With the routed default disabled, route rules decide what they match and the
+    // rest is forwarded as before.
+    let out = sb.rampart_ok(&["route", "reject", "8081/tcp"]);
+    assert_eq!(out, "Rule added\nRule added (v6)\n");
+    for v6 in [false, true] {
+        assert_eq!(to_far(&sb, v6, 8081), "refused", "v6={v6}");
+        assert_eq!(to_far(&sb, v6, 8080), "accepted", "v6={v6}");
+    }
+    let status = sb.rampart_ok(&["status"]);
+    assert!(
+        status.contains("8081/tcp                   REJECT FWD  Anywhere"),
+        "{status}"
+    );
+
+    // Under default deny routed, only what a route rule allows is forwarded.
+    sb.rampart_ok(&["default", "deny", "routed"]);
+    assert_eq!(to_far(&sb, false, 8080), "timed out");
+    sb.rampart_ok(&[
+        "route", "allow", "in", "on", "eth0", "out", "on", "eth1", "to", "any", "port", "8080",
+        "proto", "tcp",
+    ]);
+    for v6 in [false, true] {
+        assert_eq!(to_far(&sb, v6, 8080), "accepted", "v6={v6}");
+    }
+    let status = sb.rampart_ok(&["status"]);
+    assert!(
+        status.contains("8080/tcp on eth1           ALLOW FWD   Anywhere on eth0"),
+        "{status}"
+    );
+    let added = sb.rampart_ok(&["show", "added"]);
+    assert!(
+        added.contains("rampart route allow in on eth0 out on eth1 to any port 8080 proto tcp"),
+        "{added}"
+    );
+    // Another interface pair does not match.
+    sb.rampart_ok(&[
+        "route", "delete", "allow", "in", "on", "eth0", "out", "on", "eth1", "to", "any", "port",
+        "8080", "proto", "tcp",
+    ]);
+    sb.rampart_ok(&[
+        "route", "allow", "in", "on", "eth1", "out", "on", "eth0", "to", "any", "port", "8080",
+        "proto", "tcp",
+    ]);
+    assert_eq!(to_far(&sb, false, 8080), "timed out", "the wrong way round");
+
+    // route insert and an address: IPv4 from the client refused, IPv6 not.
+    sb.rampart_ok(&["route", "allow", "8080/tcp"]);
+    let client = sb.clients[0].v4.to_string();
+    sb.rampart_ok(&["route", "insert", "1", "reject", "from", &client]);
+    assert_eq!(to_far(&sb, false, 8080), "refused");
+    assert_eq!(to_far(&sb, true, 8080), "accepted");
+    let numbered = sb.rampart_ok(&["status", "numbered"]);
+    assert!(
+        numbered.contains("[ 1] Anywhere                   REJECT FWD  198.18."),
+        "{numbered}"
+    );
+}

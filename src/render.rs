@@ -300,7 +300,19 @@ fn expr(e: &Expression) -> String {
                 format!("{} {}", f.protocol, f.field)
             }
             NamedExpression::Meta(m) => format!("meta {}", word(&m.key)),
-            NamedExpression::CT(c) => format!("ct {}", c.key),
+            NamedExpression::CT(c) => {
+                let dir = match c.dir {
+                    Some(nftables::expr::CTDir::Original) => "original ",
+                    Some(nftables::expr::CTDir::Reply) => "reply ",
+                    None => "",
+                };
+                let fam = match c.family {
+                    Some(nftables::expr::CTFamily::IP) => "ip ",
+                    Some(nftables::expr::CTFamily::IP6) => "ip6 ",
+                    None => "",
+                };
+                format!("ct {dir}{fam}{}", c.key)
+            }
             NamedExpression::Elem(el) => {
                 let mut s = expr(&el.val);
                 if let Some(t) = el.timeout {

@@ -83,3 +83,50 @@ fn route_rules_filter_forwarded_connections() {
         "{numbered}"
     );
 }
+
+/// Docker's published ports: a foreign table DNATs the router's port 8080 to a
+/// "container" (the far host) on port 80, as `docker run -p 8080:80` does. Route rules
+/// match the connection's original destination, so they filter the published port;
+/// the container's own port, reached without NAT, is another port.
+#[test]
+fn route_rules_filter_published_ports() {
+    if rampart_sandbox::kernel_unavailable().is_some() {
+        let _ = rampart_sandbox::for_test(0, Path::new(env!("CARGO_BIN_EXE_rampart")));
+        return;
+    }
+    let mut sb = Sandbox::routed(Path::new(env!("CARGO_BIN_EXE_rampart"))).expect("routed sandbox");
+    let far = sb.far.clone().unwrap();
+    sb.serve_tcp_in(&far.ns, 80).unwrap();
+    let router = sb.srv.v4;
+    let nat = format!(
+        "add table ip dockerish; add chain ip dockerish pre {{ type nat hook prerouting priority -100; }}; add rule ip dockerish pre ip daddr {router} tcp dport 8080 dnat to {}:80",
+        far.v4
+    );
+    let out = sb.exec(&sb.srv.ns, &["nft", &nat]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let published = SocketAddr::new(router.into(), 8080);
+    let container = SocketAddr::new(far.v4.into(), 80);
+    let word = |sb: &Sandbox, to: SocketAddr| sb.tcp_to(0, to, WAIT).word();
+
+    sb.rampart_ok(&["--force", "enable"]);
+    assert_eq!(word(&sb, published), "accepted", "published, by default");
+    sb.rampart_ok(&["route", "deny", "8080/tcp"]);
+    assert_eq!(word(&sb, published), "timed out", "route deny 8080/tcp");
+    assert_eq!(word(&sb, container), "accepted", "the container's own port");
+    let client = sb.clients[0].v4.to_string();
+    sb.rampart_ok(&[
+        "route", "insert", "1", "allow", "from", &client, "to", "any", "port", "8080", "proto",
+        "tcp",
+    ]);
+    assert_eq!(word(&sb, published), "accepted", "allowed for this source");
+    // The rule reads the original destination, as the dry run shows.
+    let dry = sb.rampart_ok(&["--dry-run", "reload"]);
+    assert!(dry.contains("ct original proto-dst 8080"), "{dry}");
+    // The foreign table is rampart's to leave alone.
+    let out = sb.exec(&sb.srv.ns, &["nft", "list", "table", "ip", "dockerish"]);
+    assert!(out.status.success());
+}

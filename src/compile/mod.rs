@@ -209,7 +209,15 @@ pub fn compile(policy: &Policy) -> Plan {
         (Direction::Out, CHAIN_USER_OUTPUT),
         (Direction::Forward, CHAIN_USER_FORWARD),
     ] {
-        if direction == Direction::Forward && !routes {
+        if direction == Direction::Forward {
+            if routes {
+                let rules: Vec<&Rule> = policy
+                    .rules
+                    .iter()
+                    .filter(|r| r.direction == direction)
+                    .collect();
+                b.route_rules(chain, &rules);
+            }
             continue;
         }
         let rules: Vec<&Rule> = policy

@@ -117,6 +117,22 @@ pub(super) fn ct(key: &'static str) -> Expression<'static> {
     }))
 }
 
+/// `ct original KEY` (with `ip`/`ip6` for an address): the connection's destination
+/// before any NAT, e.g. the port Docker published rather than the container's.
+pub(super) fn ct_original(key: &'static str, family: Option<&'static str>) -> Expression<'static> {
+    Expression::Named(NamedExpression::CT(CT {
+        key: Cow::Borrowed(key),
+        family: family.map(|f| {
+            if f == "ip6" {
+                nftables::expr::CTFamily::IP6
+            } else {
+                nftables::expr::CTFamily::IP
+            }
+        }),
+        dir: Some(nftables::expr::CTDir::Original),
+    }))
+}
+
 /// `PROTO FIELD`, e.g. `ip saddr`
 pub(super) fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
     Expression::Named(NamedExpression::Payload(Payload::PayloadField(

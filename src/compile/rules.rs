@@ -82,8 +82,24 @@ pub fn rule_matches(rule: &Rule, family: bool) -> Vec<Statement<'static>> {
     if let Some(net) = rule.from.addr {
         m.push(m_eq(payload(ip, "saddr"), net_expr(net)));
     }
+    // A route rule matches the destination the connection was opened to, before any
+    // NAT (the same for traffic no one rewrote): so `route deny 8080/tcp` means the
+    // port Docker published, not the container's port it is forwarded to.
+    let route = rule.direction == Direction::Forward;
+    let dport = || {
+        if route {
+            ct_original("proto-dst", None)
+        } else {
+            payload("th", "dport")
+        }
+    };
     if let Some(net) = rule.to.addr {
-        m.push(m_eq(payload(ip, "daddr"), net_expr(net)));
+        let daddr = if route {
+            ct_original("daddr", Some(ip))
+        } else {
+            payload(ip, "daddr")
+        };
+        m.push(m_eq(daddr, net_expr(net)));
     }
     let has_ports = rule.from.ports.is_some() || rule.to.ports.is_some();
     match (rule.proto, has_ports) {
@@ -95,11 +111,11 @@ pub fn rule_matches(rule: &Rule, family: bool) -> Vec<Statement<'static>> {
         m.push(m_eq(payload("th", "sport"), ports_expr(ports)));
     }
     if let Some(ports) = &rule.to.ports {
-        m.push(m_eq(payload("th", "dport"), ports_expr(ports)));
+        m.push(m_eq(dport(), ports_expr(ports)));
     }
     if let Some(except) = &rule.except {
         m.push(Statement::Match(Match {
-            left: payload("th", "dport"),
+            left: dport(),
             right: ports_expr(except),
             op: Operator::NEQ,
         }));

@@ -129,4 +129,38 @@ fn route_rules_filter_published_ports() {
     // The foreign table is rampart's to leave alone.
     let out = sb.exec(&sb.srv.ns, &["nft", "list", "table", "ip", "dockerish"]);
     assert!(out.status.success());
+
+    // IPv6 publishing: the same rules on `ip6`.
+    let router6 = sb.srv.v6;
+    let nat6 = format!(
+        "add table ip6 dockerish6; add chain ip6 dockerish6 pre {{ type nat hook prerouting priority -100; }}; add rule ip6 dockerish6 pre ip6 daddr {router6} tcp dport 8080 dnat to [{}]:80",
+        far.v6
+    );
+    let out = sb.exec(&sb.srv.ns, &["nft", &nat6]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let published6 = SocketAddr::new(router6.into(), 8080);
+    let container6 = SocketAddr::new(far.v6.into(), 80);
+    assert_eq!(
+        word(&sb, published6),
+        "timed out",
+        "route deny 8080/tcp (v6)"
+    );
+    assert_eq!(
+        word(&sb, container6),
+        "accepted",
+        "the container's own port (v6)"
+    );
+    let client6 = sb.clients[0].v6.to_string();
+    sb.rampart_ok(&[
+        "route", "prepend", "allow", "from", &client6, "to", "any", "port", "8080", "proto", "tcp",
+    ]);
+    assert_eq!(
+        word(&sb, published6),
+        "accepted",
+        "allowed for this source (v6)"
+    );
 }

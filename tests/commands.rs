@@ -287,8 +287,10 @@ proptest! {
                 let mut again: Vec<String> = typed.split(' ').map(String::from).collect();
                 let act = again.remove(0);
                 prop_assert_eq!(act, action.word());
-                // The comment is quoted in the command; take it back out.
-                if let Some(i) = again.iter().position(|w| w == "comment") {
+                // The comment is quoted in the command; take it back out (the word
+                // `comment` followed by a quote: an interface may be called `comment`).
+                let quoted = |i: usize| again.get(i + 1).is_some_and(|w| w.starts_with('\''));
+                if let Some(i) = (0..again.len()).find(|&i| again[i] == "comment" && quoted(i)) {
                     let text = again.split_off(i + 1).join(" ");
                     again.push(text.trim_matches('\'').to_string());
                 }

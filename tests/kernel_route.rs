@@ -84,6 +84,36 @@ fn route_rules_filter_forwarded_connections() {
     );
 }
 
+/// Publish the far host's port 80 as the router's port 8080 the way Docker does: DNAT
+/// in a table of its own (`ip dockerish`, or `ip6 dockerish6`). Returns (the published
+/// address, the container's own).
+fn publish(sb: &Sandbox, v6: bool) -> (SocketAddr, SocketAddr) {
+    let far = sb.far.as_ref().unwrap();
+    let (family, table, router, container) = if v6 {
+        (
+            "ip6",
+            "dockerish6",
+            sb.srv.addr(true),
+            format!("[{}]", far.v6),
+        )
+    } else {
+        ("ip", "dockerish", sb.srv.addr(false), far.v4.to_string())
+    };
+    let nat = format!(
+        "add table {family} {table}; add chain {family} {table} pre {{ type nat hook prerouting priority -100; }}; add rule {family} {table} pre {family} daddr {router} tcp dport 8080 dnat to {container}:80"
+    );
+    let out = sb.exec(&sb.srv.ns, &["nft", &nat]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        SocketAddr::new(router, 8080),
+        SocketAddr::new(far.addr(v6), 80),
+    )
+}
+
 /// Docker's published ports: a foreign table DNATs the router's port 8080 to a
 /// "container" (the far host) on port 80, as `docker run -p 8080:80` does. Route rules
 /// match the connection's original destination, so they filter the published port;
@@ -97,19 +127,7 @@ fn route_rules_filter_published_ports() {
     let mut sb = Sandbox::routed(Path::new(env!("CARGO_BIN_EXE_rampart"))).expect("routed sandbox");
     let far = sb.far.clone().unwrap();
     sb.serve_tcp_in(&far.ns, 80).unwrap();
-    let router = sb.srv.v4;
-    let nat = format!(
-        "add table ip dockerish; add chain ip dockerish pre {{ type nat hook prerouting priority -100; }}; add rule ip dockerish pre ip daddr {router} tcp dport 8080 dnat to {}:80",
-        far.v4
-    );
-    let out = sb.exec(&sb.srv.ns, &["nft", &nat]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let published = SocketAddr::new(router.into(), 8080);
-    let container = SocketAddr::new(far.v4.into(), 80);
+    let (published, container) = publish(&sb, false);
     let word = |sb: &Sandbox, to: SocketAddr| sb.tcp_to(0, to, WAIT).word();
 
     sb.rampart_ok(&["--force", "enable"]);
@@ -131,19 +149,7 @@ fn route_rules_filter_published_ports() {
     assert!(out.status.success());
 
     // IPv6 publishing: the same rules on `ip6`.
-    let router6 = sb.srv.v6;
-    let nat6 = format!(
-        "add table ip6 dockerish6; add chain ip6 dockerish6 pre {{ type nat hook prerouting priority -100; }}; add rule ip6 dockerish6 pre ip6 daddr {router6} tcp dport 8080 dnat to [{}]:80",
-        far.v6
-    );
-    let out = sb.exec(&sb.srv.ns, &["nft", &nat6]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let published6 = SocketAddr::new(router6.into(), 8080);
-    let container6 = SocketAddr::new(far.v6.into(), 80);
+    let (published6, container6) = publish(&sb, true);
     assert_eq!(
         word(&sb, published6),
         "timed out",

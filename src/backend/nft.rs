@@ -357,27 +357,27 @@ pub fn transaction<'p>(
 ) -> (Batch<'static>, Vec<&'p NfListObject<'static>>) {
     let mut batch = Batch::new();
     batch.add(NfListObject::Table(table()));
-    let planned_sets: Vec<&str> = plan
-        .objects
-        .iter()
-        .filter_map(|o| match o {
-            NfListObject::Set(s) => Some(s.name.as_ref()),
-            _ => None,
-        })
-        .collect();
-    let kept_state =
-        |name: &str| name.starts_with(STATE_SET_PREFIX) && planned_sets.contains(&name);
-    let planned_chains: std::collections::HashSet<&str> = plan
-        .objects
-        .iter()
-        .filter_map(|o| match o {
-            NfListObject::Chain(c) => Some(c.name.as_ref()),
-            _ => None,
-        })
-        .collect();
-    let current_chains: std::collections::HashSet<&str> = current
-        .map(|c| c.chains.iter().map(String::as_str).collect())
-        .unwrap_or_default();
+    use std::collections::HashSet;
+    let (mut planned_sets, mut planned_chains) = (HashSet::new(), HashSet::new());
+    for o in &plan.objects {
+        match o {
+            NfListObject::Set(s) => planned_sets.insert(s.name.as_ref()),
+            NfListObject::Chain(c) => planned_chains.insert(c.name.as_ref()),
+            _ => false,
+        };
+    }
+    let names = |list: fn(&KernelTable) -> &Vec<String>| -> HashSet<&str> {
+        current
+            .map(|c| list(c).iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    };
+    let (current_sets, current_chains) = (names(|c| &c.sets), names(|c| &c.chains));
+    // What the plan declares again and the kernel has: left in place.
+    let kept_state = |name: &str| {
+        name.starts_with(STATE_SET_PREFIX)
+            && planned_sets.contains(name)
+            && current_sets.contains(name)
+    };
     let kept_chain = |name: &str| {
         is_limit_chain(name) && planned_chains.contains(name) && current_chains.contains(name)
     };
@@ -426,10 +426,7 @@ pub fn transaction<'p>(
         .objects
         .iter()
         .filter(|obj| match obj {
-            NfListObject::Set(s) => {
-                !(current.is_some_and(|c| c.sets.iter().any(|n| n == &s.name))
-                    && kept_state(&s.name))
-            }
+            NfListObject::Set(s) => !kept_state(&s.name),
             NfListObject::Chain(c) => !kept_chain(&c.name),
             NfListObject::Rule(r) => !kept_chain(&r.chain),
             _ => true,

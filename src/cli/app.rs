@@ -102,11 +102,7 @@ impl Ctx<'_> {
     fn app_add_new(&self, name: &str) -> Result<Out, CliError> {
         let profile = find(name)?;
         let fw = self.open_read()?;
-        let named = fw.policy().rules.iter().any(|r| {
-            [&r.from, &r.to]
-                .iter()
-                .any(|e| e.app.as_deref() == Some(name))
-        });
+        let named = fw.policy().rules.iter().any(|r| r.names_app(name));
         let action = fw.policy().new_profiles.action();
         drop(fw);
         if named {
@@ -132,10 +128,7 @@ impl Ctx<'_> {
             let mut rules = Vec::with_capacity(p.rules.len());
             let mut done: Vec<crate::model::Rule> = Vec::new();
             for rule in p.rules.drain(..) {
-                let named = [&rule.from, &rule.to]
-                    .iter()
-                    .any(|e| e.app.as_deref() == Some(name));
-                if !named {
+                if !rule.names_app(name) {
                     rules.push(rule);
                     continue;
                 }

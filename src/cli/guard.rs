@@ -96,15 +96,21 @@ fn from_parent_sshd() -> Option<(IpAddr, u16, IpAddr, u16)> {
     None
 }
 
-fn established_socket_of(pid: u32) -> Option<(IpAddr, u16, IpAddr, u16)> {
-    let inodes: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .ok()?
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+/// The inodes of the sockets a process holds (from its `/proc/PID/fd` links).
+pub fn socket_inodes(proc_dir: &std::path::Path) -> Vec<u64> {
+    let Ok(fds) = std::fs::read_dir(proc_dir.join("fd")) else {
+        return Vec::new();
+    };
+    fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .filter_map(|l| {
             let l = l.to_string_lossy().into_owned();
             l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
         })
-        .collect();
+        .collect()
+}
+
+fn established_socket_of(pid: u32) -> Option<(IpAddr, u16, IpAddr, u16)> {
+    let inodes = socket_inodes(std::path::Path::new(&format!("/proc/{pid}")));
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let text = std::fs::read_to_string(table).unwrap_or_default();
         for (local, remote, inode) in established(&text) {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use crate::model::{Direction, Family, Policy, Proto, Verdict};
 use crate::observe::rule_command;
 
-use super::guard::sockets;
+use super::guard::{socket_inodes, sockets};
 
 /// socket inode → the name of a process that holds it.
 fn owners() -> HashMap<u64, String> {
@@ -21,22 +21,9 @@ fn owners() -> HashMap<u64, String> {
             continue;
         }
         let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
-        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            let Ok(link) = std::fs::read_link(fd.path()) else {
-                continue;
-            };
-            let link = link.to_string_lossy();
-            if let Some(inode) = link
-                .strip_prefix("socket:[")
-                .and_then(|l| l.strip_suffix(']'))
-                .and_then(|n| n.parse().ok())
-            {
-                out.entry(inode)
-                    .or_insert_with(|| crate::model::inert(comm.trim()));
-            }
+        for inode in socket_inodes(&p.path()) {
+            out.entry(inode)
+                .or_insert_with(|| crate::model::inert(comm.trim()));
         }
     }
     out

@@ -79,9 +79,12 @@ pub enum Command {
         json: bool,
     },
     /// Show a report: `added` (the rule commands), `listening` (the listening sockets
-    /// and the rules that decide new connections to them) or `raw` (the kernel table).
+    /// and the rules that decide new connections to them), `raw` (the kernel table), or
+    /// a part of the ruleset: `builtins`, `before-rules`, `user-rules`, `after-rules`,
+    /// `logging-rules`.
     Show {
-        /// added | listening | raw
+        /// added | listening | raw | builtins | before-rules | user-rules | after-rules |
+        /// logging-rules
         report: String,
         /// Print JSON (`show added --json`: schema `rampart.rules/1`).
         #[arg(long)]

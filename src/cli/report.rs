@@ -96,7 +96,9 @@ impl Ctx<'_> {
             });
             return Ok(vec![doc.to_string()]);
         }
-        let text = observe::status_here(&shown, active, view, kernel_forwards());
+        // Only the verbose view shows the routed default.
+        let forwarding = view != StatusView::Verbose || kernel_forwards();
+        let text = observe::status_here(&shown, active, view, forwarding);
         Ok(vec![text.strip_suffix('\n').unwrap_or(&text).to_string()])
     }
 

@@ -1,7 +1,7 @@
 //! Rule commands: `allow|deny|reject|limit RULE`, `insert N …`, `prepend …`, `delete …`.
 
 use crate::apply::Mode;
-use crate::grammar::parse_rule;
+use crate::grammar::{parse_rule, ParsedRule};
 use crate::model::{Action, AddOutcome, Family, InvalidPosition, Position, Rule};
 use crate::observe;
 
@@ -31,20 +31,32 @@ fn v6_suffix(rule: &Rule) -> &'static str {
     }
 }
 
+/// How a command's rule words are read: [`parse_rule`], or
+/// [`crate::grammar::parse_route_rule`] for `route …`.
+type Parse = fn(Action, &[String]) -> Result<ParsedRule, crate::grammar::GrammarError>;
+
 impl Ctx<'_> {
     /// `allow|deny|reject|limit RULE`.
     pub(super) fn add(&self, action: Action, words: &[String]) -> Result<Out, CliError> {
-        self.add_rule(action, words, Position::Append)
+        self.add_parsed(parse_rule(action, words)?, Position::Append)
     }
 
     /// `prepend ACTION RULE`.
     pub(super) fn prepend(&self, words: &[String]) -> Result<Out, CliError> {
+        self.prepend_with(words, parse_rule)
+    }
+
+    fn prepend_with(&self, words: &[String], parse: Parse) -> Result<Out, CliError> {
         let (action, rest) = split_action(words)?;
-        self.add_rule(action, rest, Position::Prepend)
+        self.add_parsed(parse(action, rest)?, Position::Prepend)
     }
 
     /// `insert N ACTION RULE`.
     pub(super) fn insert(&self, words: &[String]) -> Result<Out, CliError> {
+        self.insert_with(words, parse_rule)
+    }
+
+    fn insert_with(&self, words: &[String], parse: Parse) -> Result<Out, CliError> {
         let Some(n) = words.first() else {
             return Err(usage("Wrong number of arguments"));
         };
@@ -55,64 +67,26 @@ impl Ctx<'_> {
             return Err(usage(format!("Cannot insert rule at position '{n}'")));
         }
         let (action, rest) = split_action(&words[1..])?;
-        self.add_rule(action, rest, Position::Insert(num as usize))
-    }
-
-    fn add_rule(
-        &self,
-        action: Action,
-        words: &[String],
-        position: Position,
-    ) -> Result<Out, CliError> {
-        self.add_parsed(parse_rule(action, words)?, position)
+        self.add_parsed(parse(action, rest)?, Position::Insert(num as usize))
     }
 
     /// `route allow|deny|reject|limit RULE`, `route insert N …`, `route prepend …`,
     /// `route delete N|RULE`: rules for traffic this host forwards.
     pub(super) fn route(&self, words: &[String]) -> Result<Out, CliError> {
-        let Some(first) = words.first() else {
-            return Err(usage("Wrong number of arguments"));
-        };
-        match first.as_str() {
-            "delete" => {
-                let rest = &words[1..];
-                if rest.len() == 1 && rest[0].parse::<usize>().is_ok() {
-                    return self.delete(rest);
-                }
-                let (action, rule) = split_action(rest)?;
-                self.delete_parsed(crate::grammar::parse_route_rule(action, rule)?)
-            }
-            "insert" => {
-                let Some(n) = words.get(1) else {
-                    return Err(usage("Wrong number of arguments"));
-                };
-                let num: usize = n
-                    .parse()
-                    .ok()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| usage(format!("Cannot insert rule at position '{n}'")))?;
-                let (action, rule) = split_action(&words[2..])?;
-                let parsed = crate::grammar::parse_route_rule(action, rule)?;
-                self.add_parsed(parsed, Position::Insert(num))
-            }
-            "prepend" => {
-                let (action, rule) = split_action(&words[1..])?;
-                let parsed = crate::grammar::parse_route_rule(action, rule)?;
-                self.add_parsed(parsed, Position::Prepend)
-            }
-            _ => {
+        let route = crate::grammar::parse_route_rule;
+        match words.first().map(String::as_str) {
+            None => Err(usage("Wrong number of arguments")),
+            Some("delete") => self.delete_with(&words[1..], route),
+            Some("insert") => self.insert_with(&words[1..], route),
+            Some("prepend") => self.prepend_with(&words[1..], route),
+            Some(_) => {
                 let (action, rule) = split_action(words)?;
-                let parsed = crate::grammar::parse_route_rule(action, rule)?;
-                self.add_parsed(parsed, Position::Append)
+                self.add_parsed(route(action, rule)?, Position::Append)
             }
         }
     }
 
-    fn add_parsed(
-        &self,
-        parsed: crate::grammar::ParsedRule,
-        position: Position,
-    ) -> Result<Out, CliError> {
+    fn add_parsed(&self, parsed: ParsedRule, position: Position) -> Result<Out, CliError> {
         self.change(Mode::Auto, |p, live| {
             let mut out = Vec::new();
             if parsed.normalized {
@@ -155,6 +129,10 @@ impl Ctx<'_> {
 
     /// `delete N` or `delete ACTION RULE`.
     pub(super) fn delete(&self, words: &[String]) -> Result<Out, CliError> {
+        self.delete_with(words, parse_rule)
+    }
+
+    fn delete_with(&self, words: &[String], parse: Parse) -> Result<Out, CliError> {
         let Some(first) = words.first() else {
             return Err(usage("Wrong number of arguments"));
         };
@@ -165,10 +143,7 @@ impl Ctx<'_> {
             return self.delete_number(n, first);
         }
         let (action, rest) = split_action(words)?;
-        self.delete_parsed(parse_rule(action, rest)?)
-    }
-
-    fn delete_parsed(&self, parsed: crate::grammar::ParsedRule) -> Result<Out, CliError> {
+        let parsed = parse(action, rest)?;
         self.change(Mode::Auto, |p, live| {
             let mut out = Vec::new();
             for rule in parsed.rules {

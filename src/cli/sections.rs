@@ -8,7 +8,7 @@ use nftables::stmt::Statement;
 
 use crate::compile::{
     compile, Plan, CHAIN_BEFORE_ICMP, CHAIN_BEFORE_UDP, CHAIN_FORWARD, CHAIN_INPUT, CHAIN_OUTPUT,
-    CHAIN_REJECT, CHAIN_USER_INPUT, CHAIN_USER_OUTPUT, LIMIT_CHAIN_PREFIX, STATE_SET_PREFIX,
+    CHAIN_REJECT, LIMIT_CHAIN_PREFIX, STATE_SET_PREFIX,
 };
 use crate::model::Policy;
 use crate::render::plan_text;
@@ -26,18 +26,17 @@ fn base(name: &str) -> bool {
     [CHAIN_INPUT, CHAIN_OUTPUT, CHAIN_FORWARD].contains(&name)
 }
 
+/// The user chains' names start so (`user_input`, `user_output`, `user_forward`).
+const USER_PREFIX: &str = "user_";
+
 fn user(name: &str) -> bool {
-    name.starts_with("user_") || name.starts_with(LIMIT_CHAIN_PREFIX)
+    name.starts_with(USER_PREFIX) || name.starts_with(LIMIT_CHAIN_PREFIX)
 }
 
 /// Whether a rule jumps to a user chain (the point between before and after rules).
 fn enters_user(stmts: &[Statement]) -> bool {
     stmts.iter().any(|s| match s {
-        Statement::Jump(t) | Statement::Goto(t) => {
-            t.target == CHAIN_USER_INPUT
-                || t.target == CHAIN_USER_OUTPUT
-                || t.target.starts_with("user_")
-        }
+        Statement::Jump(t) | Statement::Goto(t) => t.target.starts_with(USER_PREFIX),
         _ => false,
     })
 }
@@ -48,6 +47,9 @@ fn logs(stmts: &[Statement]) -> bool {
 
 /// The nft text of report `name` for `policy` (None: not one of [`REPORTS`]).
 pub fn report(policy: &Policy, name: &str) -> Option<String> {
+    if !REPORTS.contains(&name) {
+        return None;
+    }
     let plan = compile(policy);
     // Which chains' rules are kept, and which rules of them.
     let mut after_user = std::collections::HashMap::new();
@@ -64,9 +66,6 @@ pub fn report(policy: &Policy, name: &str) -> Option<String> {
             _ => false,
         }
     };
-    if !REPORTS.contains(&name) {
-        return None;
-    }
     let mut objects = Vec::new();
     let mut chains = std::collections::HashSet::new();
     for obj in &plan.objects {

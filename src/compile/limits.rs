@@ -67,23 +67,14 @@ pub fn limit_id(rule: &Rule) -> String {
 /// A constant usable inside a concatenated key: `meta mark & 0x0 | N` (nft 1.0.6 takes
 /// no bare constants there).
 pub(super) fn constant(n: u32) -> Expression<'static> {
-    Expression::BinaryOperation(Box::new(BinaryOperation::OR(vec![
-        Expression::BinaryOperation(Box::new(BinaryOperation::AND(meta(MetaKey::Mark), num(0)))),
-        num(n),
-    ])))
+    Expression::BinaryOperation(Box::new(BinaryOperation::OR(vec![zero(), num(n)])))
 }
 
 /// The key a limit counts by, and the set type that holds it.
 pub(super) fn limit_key(per: LimitKey, family: Family) -> (Expression<'static>, SetType) {
     match (per, family) {
         // `meta mark & 0` is 0 for every packet: one key for everyone.
-        (LimitKey::Any, _) => (
-            Expression::BinaryOperation(Box::new(BinaryOperation::AND(
-                meta(MetaKey::Mark),
-                num(0),
-            ))),
-            SetType::Mark,
-        ),
+        (LimitKey::Any, _) => (zero(), SetType::Mark),
         (LimitKey::Source { v4, .. }, Family::V4) => {
             let addr = payload("ip", "saddr");
             let key = if v4 >= 32 {

@@ -209,23 +209,17 @@ pub fn compile(policy: &Policy) -> Plan {
         (Direction::Out, CHAIN_USER_OUTPUT),
         (Direction::Forward, CHAIN_USER_FORWARD),
     ] {
-        if direction == Direction::Forward {
-            if routes {
-                let rules: Vec<&Rule> = policy
-                    .rules
-                    .iter()
-                    .filter(|r| r.direction == direction)
-                    .collect();
-                b.route_rules(chain, &rules);
-            }
-            continue;
-        }
         let rules: Vec<&Rule> = policy
             .rules
             .iter()
             .filter(|r| r.direction == direction)
             .collect();
-        b.user_rules(chain, &rules);
+        match direction {
+            // Only when there are any (then the chain was made above).
+            Direction::Forward if rules.is_empty() => {}
+            Direction::Forward => b.route_rules(chain, &rules),
+            _ => b.user_rules(chain, &rules),
+        }
     }
     Plan {
         objects: b.objects,

@@ -515,6 +515,13 @@ impl Rule {
         }
     }
 
+    /// Whether the rule's ports come from the application profile `name`.
+    pub fn names_app(&self, name: &str) -> bool {
+        [&self.from, &self.to]
+            .iter()
+            .any(|e| e.app.as_deref() == Some(name))
+    }
+
     /// Whether two rules match the same traffic (action, log and comment aside).
     /// This is UFW's notion of "existing rule".
     pub fn same_match(&self, other: &Rule) -> bool {

@@ -56,6 +56,20 @@ fn status_and_rules_as_json() {
     assert_eq!(added["schema"], "rampart.rules/1");
     assert_eq!(added["rules"], status["rules"]);
 
+    // After a hand edit the kernel no longer holds the file's policy.
+    let path = dir.join("policy.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen("action = \"allow\"", "action = \"reject\"", 1),
+    )
+    .unwrap();
+    let edited: serde_json::Value =
+        serde_json::from_str(&run(&dir, &backend, &["status", "--json"]).unwrap()).unwrap();
+    assert_eq!(edited["in_sync"], false);
+    assert_eq!(edited["rules"], status["rules"], "what the kernel enforces");
+    run(&dir, &backend, &["reload"]).unwrap();
+
     run(&dir, &backend, &["disable"]).unwrap();
     let off: serde_json::Value =
         serde_json::from_str(&run(&dir, &backend, &["status", "--json"]).unwrap()).unwrap();

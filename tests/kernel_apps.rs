@@ -87,6 +87,14 @@ fn rules_follow_their_profiles() {
     let client = sb.clients[0].v4.to_string();
     sb.rampart_ok(&["allow", "from", &client, "to", "any", "app", "Multi Test"]);
     assert!(open(&sb, 8081));
+    // One rule per group of the profile's ports.
+    let status = sb.rampart_ok(&["status"]);
+    assert_eq!(status.matches("Multi Test").count(), 2, "{status}");
+    let all = sb.rampart_ok(&["app", "info", "all"]);
+    assert!(
+        all.contains("Profile: Multi Test\n") && all.contains("Profile: RampartTestWeb\n"),
+        "{all}"
+    );
     let shown = sb.rampart_ok(&["show", "added"]);
     assert!(
         shown.contains(&format!(

@@ -132,6 +132,8 @@ fn capacity_is_configurable_per_rule() {
     sb.rampart_ok(&["limit", "80/tcp", "rate", "3/30s", "capacity", "1000"]);
     let added = sb.rampart_ok(&["show", "added"]);
     assert!(added.contains("capacity 1000"), "{added}");
+    let status = sb.rampart_ok(&["status"]);
+    assert!(status.contains("capacity 1000"), "{status}");
     let f = sb.spoof_syns(ATTACKER, false, 80, 0, 3000, WITHIN).unwrap();
     assert_eq!(f.sent, 3000);
     let keys: usize = sb.state_elements("_k").iter().sum();

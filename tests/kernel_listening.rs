@@ -34,6 +34,8 @@ fn listening_sockets_and_their_rules() {
     };
     assert_eq!(lines[0], "tcp:");
     let ssh = at("  22 *");
+    // The process that holds the socket: this test's own.
+    assert!(lines[ssh].contains(" (kernel_listenin"), "{out}");
     assert_eq!(lines[ssh + 1], "   [ 2] allow 22/tcp", "{out}");
     let web = at("  8080 *");
     assert_eq!(

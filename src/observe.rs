@@ -37,10 +37,13 @@ pub fn status_here(policy: &Policy, active: bool, view: StatusView, forwarding: 
     }
     out.push_str("Status: active\n");
     if view == StatusView::Verbose {
-        let logging = match policy.logging {
+        let mut logging = match policy.logging {
             crate::model::LogLevel::Off => "off".to_string(),
             l => format!("on ({})", l.word()),
         };
+        if let Some(n) = policy.log_group {
+            let _ = write!(logging, ", to nflog group {n}");
+        }
         let _ = writeln!(out, "Logging: {logging}");
         let d = policy.defaults;
         let _ = writeln!(

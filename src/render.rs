@@ -209,10 +209,16 @@ fn statement(st: &Statement) -> String {
                 .unwrap_or_default();
             format!("limit rate {over}{}/{per}{burst}", l.rate)
         }
-        Statement::Log(Some(log)) => match &log.prefix {
-            Some(p) => format!("log prefix {}", quoted(p)),
-            None => "log".into(),
-        },
+        Statement::Log(Some(log)) => {
+            let mut text = String::from("log");
+            if let Some(p) = &log.prefix {
+                text.push_str(&format!(" prefix {}", quoted(p)));
+            }
+            if let Some(g) = log.group {
+                text.push_str(&format!(" group {g}"));
+            }
+            text
+        }
         Statement::Log(None) => "log".into(),
         Statement::Reject(Some(r)) => match (&r._type, &r.expr) {
             (Some(nftables::stmt::RejectType::TCPReset), _) => "reject with tcp reset".into(),

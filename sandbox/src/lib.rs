@@ -23,6 +23,7 @@ use nix::sched::{setns, CloneFlags};
 
 pub mod demo;
 pub mod flood;
+pub mod nflog;
 
 /// Where a tool is found on PATH (`command -v`), or the bare name.
 pub fn real_tool(name: &str) -> String {

@@ -97,10 +97,19 @@ pub enum Command {
         /// incoming (default) | outgoing | routed
         direction: Option<String>,
     },
-    /// Set the logging level: `logging on|off|low|medium|high|full`.
+    /// Set the logging level, or where log records go.
+    ///
+    /// `logging on|off|low|medium|high|full` sets the level, as UFW's. Records go to the
+    /// kernel log (`logging to kernel`, the default) or to an nflog group that a logger
+    /// such as ulogd2 reads (`logging to nflog N`, N from 0 to 65535): a network namespace
+    /// other than the host's own writes nothing to the kernel log.
+    #[command(
+        after_help = "Examples:\n  rampart logging medium\n  rampart logging to nflog 5\n  rampart logging to kernel"
+    )]
     Logging {
-        /// on | off | low | medium | high | full
-        level: String,
+        /// on | off | low | medium | high | full, or: to kernel | to nflog N
+        #[arg(required = true, num_args = 1..=3)]
+        words: Vec<String>,
     },
     /// Add an allow rule.
     Allow(Words),
@@ -312,7 +321,7 @@ impl Ctx<'_> {
             Command::Boot => ctx.boot()?,
             Command::Unload => ctx.unload()?,
             Command::Default { policy, direction } => ctx.default(&policy, direction.as_deref())?,
-            Command::Logging { level } => ctx.logging(&level)?,
+            Command::Logging { words } => ctx.logging(&words)?,
             Command::Allow(w) => ctx.add(Action::Allow, &w.words)?,
             Command::Deny(w) => ctx.add(Action::Deny, &w.words)?,
             Command::Reject(w) => ctx.add(Action::Reject, &w.words)?,

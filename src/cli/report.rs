@@ -91,6 +91,7 @@ impl Ctx<'_> {
                 "enabled": fw.policy().enabled,
                 "in_sync": fw.in_sync(),
                 "logging": shown.logging,
+                "log_group": shown.log_group,
                 "defaults": shown.defaults,
                 "rules": rules_json(&shown),
             });

@@ -238,7 +238,15 @@ impl Ctx<'_> {
         Ok(out)
     }
 
-    pub(super) fn logging(&self, level: &str) -> Result<Out, CliError> {
+    pub(super) fn logging(&self, words: &[String]) -> Result<Out, CliError> {
+        if words[0].eq_ignore_ascii_case("to") {
+            return self.log_to(&words[1..]);
+        }
+        let [level] = words else {
+            return Err(usage(
+                "Wrong number of arguments: use 'logging LEVEL' or 'logging to kernel|nflog N'",
+            ));
+        };
         let new = match level.to_lowercase().as_str() {
             "on" => None,
             "off" => Some(LogLevel::Off),
@@ -262,6 +270,31 @@ impl Ctx<'_> {
                 "Logging disabled".into()
             } else {
                 "Logging enabled".into()
+            }])
+        })
+    }
+
+    /// `logging to kernel` / `logging to nflog N`.
+    fn log_to(&self, words: &[String]) -> Result<Out, CliError> {
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let group = match words[..] {
+            ["kernel"] => None,
+            ["nflog", n] => Some(n.parse::<u16>().map_err(|_| {
+                usage(format!(
+                    "Invalid nflog group '{n}': use a number from 0 to 65535"
+                ))
+            })?),
+            _ => {
+                return Err(usage(
+                    "Invalid log target: use 'logging to kernel' or 'logging to nflog N'",
+                ))
+            }
+        };
+        self.change(Mode::Auto, |p, _| {
+            p.log_group = group;
+            Ok(vec![match group {
+                None => "Logging to the kernel log".into(),
+                Some(n) => format!("Logging to nflog group {n}"),
             }])
         })
     }

@@ -9,11 +9,11 @@ use nftables::expr::{BinaryOperation, Elem, Expression, MetaKey, NamedExpression
 use nftables::schema::{NfListObject, Set, SetFlag, SetPolicy, SetType, SetTypeValue};
 use nftables::stmt::{self, Match, Operator, Statement};
 
-use crate::model::{Family, Limit, LimitKey, LogLevel, Over, Proto, Rule, RuleLog, Then};
+use crate::model::{Family, Limit, LimitKey, Over, Proto, Rule, RuleLog, Then};
 
 use super::nft::*;
 use super::rules::*;
-use super::{Builder, FAMILY, LOG_PREFIX, TABLE};
+use super::{Builder, FAMILY, TABLE};
 
 /// Sets whose names start with this hold limit state; the backend keeps them, with
 /// their elements, across re-applies that declare them again.
@@ -159,13 +159,7 @@ pub(super) fn under_limit(then: Then) -> Statement<'static> {
 impl Builder {
     /// Over a limit: log (rate-limited, unless logging is off) and refuse.
     pub(super) fn over_rules(&self, over: Over, proto: Proto) -> Vec<Vec<Statement<'static>>> {
-        let mut rules = Vec::new();
-        if self.logging != LogLevel::Off {
-            rules.push(vec![
-                log_limit(),
-                log_stmt(&format!("[{LOG_PREFIX} LIMIT BLOCK] ")),
-            ]);
-        }
+        let mut rules: Vec<_> = self.limit_log().into_iter().collect();
         rules.push(vec![match over {
             Over::Reject => reject_for(proto),
             Over::Drop => drop(),
@@ -206,7 +200,7 @@ impl Builder {
     pub(super) fn limit_rule(&mut self, rule: &Rule, chain: &str) {
         let lchain = self.limit_chain(rule);
         let matches = rule_matches(rule, true);
-        let mut out = user_rule_log(rule, &matches);
+        let mut out: Vec<_> = self.rule_log(rule, &matches).into_iter().collect();
         let mut jump_rule = matches;
         jump_rule.push(counter());
         jump_rule.push(jump(&lchain));

@@ -10,9 +10,10 @@ use nftables::schema::{Chain, Map, NfListObject, Rule as NftRule, Table};
 use nftables::stmt::Statement;
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
-use crate::model::{Direction, LogLevel, Policy, Rule, Verdict};
+use crate::model::{Direction, Policy, Rule, Verdict};
 
 mod limits;
+mod logging;
 mod maps;
 mod nft;
 mod optimiser;
@@ -24,7 +25,7 @@ pub use limits::{
 };
 use nft::*;
 pub use optimiser::{MapKind, MAP_PREFIX, MIN_MAP_RUN, PREFIX_HASH_MIN};
-pub use rules::{rule_matches, user_rule};
+pub use rules::rule_matches;
 
 /// rampart's one table (family inet, so one ruleset serves IPv4 and IPv6).
 pub const TABLE: &str = "rampart";
@@ -68,7 +69,7 @@ pub const LOG_RATE_PER_MINUTE: u32 = 3;
 /// Burst of the log rate.
 pub const LOG_BURST: u32 = 10;
 
-/// Prefix of every kernel log line rampart makes.
+/// Prefix of every log record rampart makes.
 pub const LOG_PREFIX: &str = "RAMPART";
 
 /// The compiled ruleset: every object of rampart's table, in creation order.
@@ -155,7 +156,10 @@ impl Plan {
 /// Compile a policy into the plan of rampart's table.
 pub fn compile(policy: &Policy) -> Plan {
     let mut b = Builder {
-        logging: policy.logging,
+        log: logging::Logging {
+            level: policy.logging,
+            group: policy.log_group,
+        },
         ..Builder::default()
     };
     b.objects.push(NfListObject::Table(Table {
@@ -185,22 +189,25 @@ pub fn compile(policy: &Policy) -> Plan {
     }
     b.add_reject_chain();
 
+    b.audit(CHAIN_INPUT);
     b.input_before();
     b.rule(CHAIN_INPUT, vec![jump(CHAIN_USER_INPUT)]);
     b.input_after(d.incoming);
-    b.policy_tail(CHAIN_INPUT, d.incoming, policy.logging);
+    b.policy_tail(CHAIN_INPUT, d.incoming);
 
+    b.audit(CHAIN_OUTPUT);
     b.output_before();
     b.rule(CHAIN_OUTPUT, vec![jump(CHAIN_USER_OUTPUT)]);
-    b.policy_tail(CHAIN_OUTPUT, d.outgoing, policy.logging);
+    b.policy_tail(CHAIN_OUTPUT, d.outgoing);
 
     if let Some(routed) = forward {
+        b.audit(CHAIN_FORWARD);
         b.forward_before();
         if routes {
             b.rule(CHAIN_FORWARD, vec![jump(CHAIN_USER_FORWARD)]);
         }
         if d.routed.verdict().is_some() {
-            b.policy_tail(CHAIN_FORWARD, routed, policy.logging);
+            b.policy_tail(CHAIN_FORWARD, routed);
         }
     }
 
@@ -235,7 +242,7 @@ struct Builder {
     verdict_maps: Vec<String>,
     /// Map runs so far, per chain (for map names).
     map_runs: HashMap<String, usize>,
-    logging: LogLevel,
+    log: logging::Logging,
     /// Names of the chains made so far (limits look theirs up).
     chain_names: std::collections::HashSet<String>,
 }

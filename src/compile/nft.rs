@@ -73,18 +73,6 @@ pub(super) fn log_limit() -> Statement<'static> {
     })
 }
 
-/// `log prefix "PREFIX"`
-pub(super) fn log_stmt(prefix: &str) -> Statement<'static> {
-    Statement::Log(Some(stmt::Log {
-        prefix: Some(prefix.to_string().into()),
-        group: None,
-        snaplen: None,
-        queue_threshold: None,
-        level: None,
-        flags: None,
-    }))
-}
-
 /// `LEFT == RIGHT`
 pub(super) fn m_eq(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
     Statement::Match(Match {

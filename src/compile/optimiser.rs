@@ -7,7 +7,6 @@ use ipnet::IpNet;
 
 use crate::model::{Action, Direction, Family, Ports, Proto, Rule, RuleLog};
 
-use super::rules::user_rule;
 use super::Builder;
 
 /// Shortest run of rules put in verdict maps (shorter runs are plain rules, except the
@@ -408,7 +407,7 @@ impl Builder {
             if rule.action == Action::Limit {
                 self.limit_rule(rule, chain);
             } else {
-                for stmts in user_rule(rule, true) {
+                for stmts in self.user_rule(rule, true) {
                     self.rule(chain, stmts);
                 }
             }
@@ -421,12 +420,12 @@ impl Builder {
                 Run::Map(kind, members, last) => self.map_run(chain, kind, &members, last),
                 Run::Single(rule) if rule.action == Action::Limit => self.limit_rule(rule, chain),
                 Run::Single(rule) => {
-                    for stmts in user_rule(rule, true) {
+                    for stmts in self.user_rule(rule, true) {
                         self.rule(chain, stmts);
                     }
                 }
                 Run::Pair(rule) => {
-                    for stmts in user_rule(rule, false) {
+                    for stmts in self.user_rule(rule, false) {
                         self.rule(chain, stmts);
                     }
                 }

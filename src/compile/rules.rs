@@ -3,46 +3,28 @@
 use nftables::expr::MetaKey;
 use nftables::stmt::{Match, Operator, Statement};
 
-use crate::model::{Action, Direction, Family, Proto, Rule, RuleLog};
+use crate::model::{Action, Direction, Family, Proto, Rule};
 
 use super::nft::*;
-use super::LOG_PREFIX;
+use super::Builder;
 
-/// Statements for one user rule (a log rule first, when the rule logs). `family`: with
-/// the match on the rule's family that a rule with no address needs, unless it stands
-/// for both families' copies.
-pub fn user_rule(rule: &Rule, family: bool) -> Vec<Vec<Statement<'static>>> {
-    let matches = rule_matches(rule, family);
-    let mut out = user_rule_log(rule, &matches);
-    let mut main = matches;
-    main.push(counter());
-    main.push(match rule.action {
-        Action::Allow | Action::Limit => Statement::Accept(None),
-        Action::Deny => Statement::Drop(None),
-        Action::Reject => reject_for(rule.proto),
-    });
-    out.push(main);
-    out
-}
-
-/// The log rule of a user rule marked `log` / `log-all` (none otherwise).
-pub(super) fn user_rule_log(
-    rule: &Rule,
-    matches: &[Statement<'static>],
-) -> Vec<Vec<Statement<'static>>> {
-    if rule.log == RuleLog::None {
-        return Vec::new();
+impl Builder {
+    /// Statements for one user rule (a log rule first, when the rule logs). `family`:
+    /// with the match on the rule's family that a rule with no address needs, unless it
+    /// stands for both families' copies.
+    pub(super) fn user_rule(&self, rule: &Rule, family: bool) -> Vec<Vec<Statement<'static>>> {
+        let matches = rule_matches(rule, family);
+        let mut out: Vec<_> = self.rule_log(rule, &matches).into_iter().collect();
+        let mut main = matches;
+        main.push(counter());
+        main.push(match rule.action {
+            Action::Allow | Action::Limit => Statement::Accept(None),
+            Action::Deny => Statement::Drop(None),
+            Action::Reject => reject_for(rule.proto),
+        });
+        out.push(main);
+        out
     }
-    let mut log = matches.to_vec();
-    if rule.log == RuleLog::Log {
-        log.push(m_in(ct("state"), s("new")));
-    }
-    log.push(log_limit());
-    log.push(log_stmt(&format!(
-        "[{LOG_PREFIX} {}] ",
-        rule.action.upper()
-    )));
-    vec![log]
 }
 
 /// An interface as nft matches it: UFW's `eth+` is nft's `eth*`.

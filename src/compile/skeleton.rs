@@ -5,12 +5,12 @@ use nftables::expr::Verdict as NftVerdict;
 use nftables::expr::{Expression, MetaKey, NamedExpression, SetItem};
 use nftables::stmt::{self, Statement};
 
-use crate::model::{LogLevel, Proto, Verdict};
+use crate::model::{Proto, Verdict};
 
 use super::nft::*;
 use super::{
     Builder, CHAIN_BEFORE_ICMP, CHAIN_BEFORE_UDP, CHAIN_FORWARD, CHAIN_INPUT, CHAIN_OUTPUT,
-    CHAIN_REJECT, LOG_PREFIX,
+    CHAIN_REJECT,
 };
 
 /// DHCP server port (the source of a DHCP client's answers).
@@ -86,6 +86,7 @@ impl Builder {
         // ct state established,related accept
         self.rule(c, vec![established(), accept()]);
         // ct state invalid drop
+        self.audit_invalid();
         self.rule(c, vec![m_in(ct("state"), s("invalid")), drop()]);
         // The rest of before.rules is about ICMP and a few UDP services: one lookup by
         // protocol sends those packets to their rules, so a TCP connection's first
@@ -272,22 +273,8 @@ impl Builder {
 
     /// Logging of what falls through to the policy, then the policy itself when it is
     /// "reject" (a chain policy can only accept or drop).
-    pub(super) fn policy_tail(&mut self, chain: &str, default: Verdict, level: LogLevel) {
-        let blocked = default != Verdict::Allow;
-        let log = match level {
-            LogLevel::Off => false,
-            LogLevel::Low => blocked,
-            _ => true,
-        };
-        if log {
-            let word = if blocked { "BLOCK" } else { "AUDIT" };
-            let mut r = Vec::new();
-            if level != LogLevel::Full {
-                r.push(log_limit());
-            }
-            r.push(log_stmt(&format!("[{LOG_PREFIX} {word}] ")));
-            self.rule(chain, r);
-        }
+    pub(super) fn policy_tail(&mut self, chain: &str, default: Verdict) {
+        self.policy_log(chain, default);
         if default == Verdict::Reject {
             self.rule(chain, vec![verdict_stmt(Verdict::Reject, Proto::Any)]);
         }

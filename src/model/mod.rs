@@ -7,11 +7,13 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 mod eval;
+mod logging;
 pub mod profiles;
 mod validate;
 mod values;
 
 pub use eval::{Decision, Packet};
+pub use logging::{LogLevel, RuleLog};
 pub use validate::ValidationError;
 pub use values::{
     check_comment, inert, is_hazard, Iface, LimitKey, PortRange, Ports, Rate, ValueError,
@@ -32,6 +34,9 @@ pub struct Policy {
     /// Logging level.
     #[serde(default)]
     pub logging: LogLevel,
+    /// The nflog group log records go to (`logging to nflog N`); none: the kernel log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_group: Option<u16>,
     /// What `app update --add-new NAME` adds for a profile no rule names yet.
     #[serde(default, skip_serializing_if = "NewProfiles::is_skip")]
     pub new_profiles: NewProfiles,
@@ -47,6 +52,7 @@ impl Default for Policy {
             enabled: false,
             defaults: Defaults::default(),
             logging: LogLevel::Low,
+            log_group: None,
             new_profiles: NewProfiles::Skip,
             rules: Vec::new(),
         }
@@ -185,36 +191,6 @@ impl Verdict {
     }
 }
 
-/// UFW's logging levels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    /// Nothing is logged.
-    Off,
-    /// Blocked packets that match no rule (rate-limited), and rules marked `log`.
-    #[default]
-    Low,
-    /// Low, plus allowed packets that match no rule, invalid packets and new connections.
-    Medium,
-    /// Medium without the rate limit on new connections, plus all packets (rate-limited).
-    High,
-    /// Everything, nothing rate-limited.
-    Full,
-}
-
-impl LogLevel {
-    /// The word shown by `status verbose`.
-    pub fn word(self) -> &'static str {
-        match self {
-            LogLevel::Off => "off",
-            LogLevel::Low => "low",
-            LogLevel::Medium => "medium",
-            LogLevel::High => "high",
-            LogLevel::Full => "full",
-        }
-    }
-}
-
 /// What a rule does with the connections it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -262,19 +238,6 @@ pub enum Direction {
     Out,
     /// Through this host (a route rule).
     Forward,
-}
-
-/// Per-rule logging (`log` / `log-all`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RuleLog {
-    /// No per-rule logging.
-    #[default]
-    None,
-    /// Log new connections matching the rule.
-    Log,
-    /// Log every packet matching the rule.
-    LogAll,
 }
 
 /// The IP family a rule applies to. A rule typed without addresses is stored twice,

@@ -64,6 +64,7 @@ pub fn without_rules(policy: &Policy) -> Policy {
         enabled: policy.enabled,
         defaults: policy.defaults,
         logging: policy.logging,
+        log_group: policy.log_group,
         new_profiles: policy.new_profiles,
         rules: Vec::new(),
     }

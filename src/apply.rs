@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::backend::{Backend, BackendError, KernelState, Timer};
-use crate::compile::{compile, Plan};
+use crate::compile::{compile_with, Custom, Part, Plan};
 use crate::model::Policy;
 use crate::store::{Loaded, LockMode, RollbackPoint, Serialized, Store, StoreError};
 
@@ -71,6 +71,9 @@ pub enum ApplyError {
         source: BackendError,
         then: Aftermath,
     },
+    /// A custom-rules snippet (`before.nft`, `after.nft`) that nft or rampart refuses.
+    #[error("{0}; fix the file, nothing was changed")]
+    Custom(String),
     #[error("{source}; {then}")]
     Commit {
         #[source]
@@ -88,6 +91,46 @@ pub struct Firewall<'b> {
     kernel: KernelState,
     /// What recovery did, for the user (on stderr).
     pub recovered: Option<&'static str>,
+    /// The config directory's custom rules, read when first needed.
+    custom: std::sync::OnceLock<Result<Custom, String>>,
+}
+
+/// Read the custom rules of the config directory: each snippet that exists, through
+/// nft in a throwaway network namespace. `Err`: the file, the line when nft names one,
+/// and what is wrong.
+pub fn read_custom(store: &Store, backend: &dyn Backend) -> Result<Custom, String> {
+    let mut custom = Custom::default();
+    for part in Part::ALL {
+        let path = store.dir().join(part.file_name());
+        if !path.exists() {
+            continue;
+        }
+        store.check_safe(&path).map_err(|e| e.to_string())?;
+        let path = path
+            .canonicalize()
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let shown = path.display().to_string();
+        let listing = backend.read_snippet(&path).map_err(|e| match e {
+            // "PATH:LINE:COL: Error: WHAT" -> "PATH line LINE: WHAT"
+            BackendError::Refused(text) => {
+                let rest = text.strip_prefix(&format!("{shown}:"));
+                let parsed = rest.and_then(|r| {
+                    let (line, r) = r.split_once(':')?;
+                    let (_, what) = r.split_once("Error: ")?;
+                    line.parse::<usize>().ok().map(|l| (l, what))
+                });
+                match parsed {
+                    Some((line, what)) => format!("{shown} line {line}: {what}"),
+                    None => format!("{shown}: {text}"),
+                }
+            }
+            other => format!("{shown}: {other}"),
+        })?;
+        custom
+            .add(part, &listing)
+            .map_err(|what| format!("{shown}: {what}"))?;
+    }
+    Ok(custom)
 }
 
 /// Whether the kernel is as `policy` (with id `id`) wants it.
@@ -147,7 +190,36 @@ impl<'b> Firewall<'b> {
             loaded,
             kernel,
             recovered,
+            custom: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The config directory's custom rules (read once).
+    pub fn custom(&self) -> Result<&Custom, ApplyError> {
+        self.custom
+            .get_or_init(|| read_custom(&self.store, self.backend))
+            .as_ref()
+            .map_err(|m| ApplyError::Custom(m.clone()))
+    }
+
+    /// Leave the custom rules out (`boot`, when they do not load).
+    fn without_custom(self) -> Self {
+        let _ = self.custom.set(Ok(Custom::default()));
+        self
+    }
+
+    /// The plan of `policy` with the config directory's custom rules.
+    pub fn plan(&self, policy: &Policy) -> Result<Plan, ApplyError> {
+        Ok(compile_with(policy, self.custom()?))
+    }
+
+    /// The plan of `policy`, with the custom rules if they load (to restore what the
+    /// kernel held, at any cost).
+    fn plan_anyway(&self, policy: &Policy) -> Plan {
+        match self.custom() {
+            Ok(c) => compile_with(policy, c),
+            Err(_) => compile_with(policy, &Custom::default()),
+        }
     }
 
     /// The policy in the config directory.
@@ -189,8 +261,11 @@ impl<'b> Firewall<'b> {
         let t = Timer::start();
         let old = &self.loaded.policy;
         let diff = mode == Mode::Auto && old.enabled && self.in_sync();
+        // A snippet that does not load leaves no plan to diff from (a change that
+        // disables the firewall needs none).
+        let custom = diff.then(|| self.custom().ok()).flatten();
         std::thread::scope(|s| {
-            let before = diff.then(|| s.spawn(|| compile(old)));
+            let before = custom.map(|c| s.spawn(move || compile_with(old, c)));
             let mut new = old.clone();
             let out = f(&mut new, old.enabled)?;
             t.lap("edit");
@@ -216,10 +291,15 @@ impl<'b> Firewall<'b> {
         if same && mode == Mode::Auto && self.in_sync() {
             return Ok(());
         }
+        let custom = if new.enabled {
+            Some(self.custom()?)
+        } else {
+            None
+        };
         let (serialized, after) = std::thread::scope(|s| {
             let serialized = (!same && given.is_none())
                 .then(|| s.spawn(|| Serialized::edit(&old.source, &old.policy, &new)));
-            let after = new.enabled.then(|| compile(&new));
+            let after = custom.map(|c| compile_with(&new, c));
             let serialized = serialized
                 .map(|h| h.join().expect("serializing does not panic"))
                 .or(given);
@@ -310,7 +390,7 @@ impl<'b> Firewall<'b> {
         match held {
             Some((policy, id)) if policy.enabled => {
                 let now = self.backend.state()?;
-                self.backend.apply(&now, &compile(&policy), &id)
+                self.backend.apply(&now, &self.plan_anyway(&policy), &id)
             }
             _ => self.backend.remove(),
         }
@@ -379,7 +459,16 @@ pub fn boot(dir: &Path, backend: &dyn Backend) -> Result<Boot, BootError> {
     match opened {
         Ok(fw) => {
             let enabled = fw.policy().enabled;
-            fw.edit(Mode::Full, |_, _| Ok::<_, ApplyError>(()))?;
+            match fw.edit(Mode::Full, |_, _| Ok::<_, ApplyError>(())) {
+                // A snippet that does not load must not leave the host open: the
+                // policy is loaded without the custom rules, and the error said.
+                Err(ApplyError::Custom(what)) => {
+                    let fw = Firewall::open_write(dir, backend)?.without_custom();
+                    fw.edit(Mode::Full, |_, _| Ok::<_, ApplyError>(()))?;
+                    return Err(BootError::BadCustom(what));
+                }
+                other => other?,
+            }
             Ok(if enabled {
                 Boot::Loaded
             } else {
@@ -392,7 +481,11 @@ pub fn boot(dir: &Path, backend: &dyn Backend) -> Result<Boot, BootError> {
             let loaded = match &fallback {
                 Some(policy) => {
                     let kernel = backend.state()?;
-                    backend.apply(&kernel, &compile(policy), &crate::store::policy_id(policy))?;
+                    let plan = match read_custom(&store, backend) {
+                        Ok(c) => compile_with(policy, &c),
+                        Err(_) => compile_with(policy, &Custom::default()),
+                    };
+                    backend.apply(&kernel, &plan, &crate::store::policy_id(policy))?;
                     true
                 }
                 None => false,
@@ -408,6 +501,8 @@ pub fn boot(dir: &Path, backend: &dyn Backend) -> Result<Boot, BootError> {
 pub enum BootError {
     #[error("{0}")]
     Apply(#[from] ApplyError),
+    #[error("{0}; the policy was loaded without the custom rules")]
+    BadCustom(String),
     #[error("{source}; {}", if *loaded { "loaded the last policy rampart applied instead (its cache)" } else { "no earlier policy to load instead: nothing was loaded" })]
     BadPolicy {
         #[source]
@@ -486,7 +581,8 @@ fn recover(store: &Store, backend: &dyn Backend) -> Result<Option<&'static str>,
     }
     // Neither: the kernel was changed outside rampart meanwhile. Load the file's policy.
     if file.policy.enabled {
-        backend.apply(&kernel, &compile(&file.policy), &file.id)?;
+        let custom = read_custom(store, backend).unwrap_or_default();
+        backend.apply(&kernel, &compile_with(&file.policy, &custom), &file.id)?;
     } else {
         backend.remove()?;
     }

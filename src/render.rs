@@ -254,9 +254,15 @@ fn quoted(s: &str) -> String {
     out
 }
 
-/// What `compile` does not emit: rendering it would not be nft text.
-fn unrenderable(what: &impl std::fmt::Debug) -> String {
-    panic!("the renderer does not know {what:?}: teach it before compile emits it")
+/// What the text of a statement or expression this renderer does not know starts
+/// with: its nft JSON, in a comment. Custom rules (`before.nft`) may hold such; what
+/// `compile` emits never does (a property test checks).
+pub const UNRENDERED: &str = "/* nft JSON: ";
+
+/// The JSON form of what the renderer does not know.
+fn unrenderable(what: &impl serde::Serialize) -> String {
+    let json = serde_json::to_string(what).unwrap_or_default();
+    format!("{UNRENDERED}{} */", json.replace("*/", "* /"))
 }
 
 fn expr(e: &Expression) -> String {

@@ -227,6 +227,17 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// The renderer knows every statement and expression compile emits.
+    #[test]
+    fn compiled_plans_render_as_nft_text(p in policy()) {
+        let text = rampart::render::plan_text(&compile(&p));
+        prop_assert!(!text.contains(rampart::render::UNRENDERED), "{}", text);
+    }
+}
+
 /// An address of 198.18.0.0/15 or 2001:db8::/111 from 17 bits.
 fn list_addr(family: Family, bits: u32) -> IpAddr {
     match family {

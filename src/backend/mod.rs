@@ -191,6 +191,16 @@ pub trait Backend: Sync {
     fn others_forwarding(&self) -> Result<Vec<String>, BackendError>;
     /// rampart's table as nft text (empty if not loaded).
     fn list_text(&self) -> Result<String, BackendError>;
+    /// Have nft read a custom-rules snippet (`before.nft`, `after.nft`) inside a
+    /// table of its own, in a network namespace made for it and gone after, and return
+    /// the table nft lists back (JSON). Never touches the kernel's own ruleset. `Err`
+    /// with nft's first complaint, which names the file and line.
+    fn read_snippet(&self, path: &std::path::Path) -> Result<serde_json::Value, BackendError> {
+        Err(BackendError::Read(format!(
+            "this backend cannot read {}",
+            path.display()
+        )))
+    }
 }
 
 /// Phase timings on stderr when `RAMPART_TIMING` is set (for benchmarks).

@@ -526,6 +526,40 @@ impl Backend for NftBackend {
         }
     }
 
+    fn read_snippet(&self, path: &std::path::Path) -> Result<Value, BackendError> {
+        use crate::compile::SNIPPET_TABLE;
+        // The wrapper includes the file by its path, so nft's errors name it and its
+        // lines; nft runs in a network namespace of its own (unshare), so the snippet
+        // is parsed and checked by the kernel without reaching any ruleset in use.
+        let quoted = path.display().to_string().replace('"', "");
+        let wrapper = format!("table inet {SNIPPET_TABLE} {{\ninclude \"{quoted}\"\n}}\n");
+        let script = format!("{NFT} -f - && exec {NFT} -j list table inet {SNIPPET_TABLE}");
+        let out = (|| {
+            let mut child = Command::new("unshare")
+                .args(["--net", "--", "sh", "-c", &script])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(wrapper.as_bytes())?;
+            }
+            child.wait_with_output()
+        })()
+        .map_err(BackendError::Exec);
+        let out = out?;
+        if !out.status.success() {
+            let text = String::from_utf8_lossy(&out.stderr);
+            let first = text
+                .lines()
+                .find(|l| l.contains("Error:"))
+                .or_else(|| text.lines().next())
+                .unwrap_or("nft failed");
+            return Err(BackendError::Refused(first.trim().to_string()));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| BackendError::Read(e.to_string()))
+    }
+
     fn others_forwarding(&self) -> Result<Vec<String>, BackendError> {
         let out = spawn(&["-j", "list", "chains"], None)?.finish()?;
         let v = NftBackend::listing(out)?;

@@ -201,7 +201,9 @@ pub mod exit {
 impl CliError {
     fn from_apply(e: &ApplyError) -> u8 {
         match e {
-            ApplyError::Store(_) | ApplyError::Commit { .. } => exit::CONFIG,
+            ApplyError::Store(_) | ApplyError::Commit { .. } | ApplyError::Custom(_) => {
+                exit::CONFIG
+            }
             ApplyError::Backend(_) | ApplyError::Kernel { .. } => exit::KERNEL,
         }
     }
@@ -212,7 +214,7 @@ impl CliError {
             CliError::Grammar(_) | CliError::Usage(_) => exit::USAGE,
             CliError::Declined(_) => exit::DECLINED,
             CliError::Apply(e) => CliError::from_apply(e),
-            CliError::Boot(BootError::BadPolicy { .. }) => exit::CONFIG,
+            CliError::Boot(BootError::BadPolicy { .. } | BootError::BadCustom(_)) => exit::CONFIG,
             CliError::Boot(BootError::Apply(e)) => CliError::from_apply(e),
         }
     }
@@ -405,7 +407,12 @@ impl Ctx<'_> {
             let fw = Firewall::open_peek(&self.dir, self.backend)?;
             let mut policy = fw.policy().clone();
             let mut out = f(&mut policy, false)?;
-            let mut text = vec![plan_text(&compile(&policy))];
+            let plan = if policy.enabled {
+                fw.plan(&policy)?
+            } else {
+                compile(&policy)
+            };
+            let mut text = vec![plan_text(&plan)];
             text.append(&mut out);
             return Ok(text);
         }

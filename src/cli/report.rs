@@ -124,7 +124,8 @@ impl Ctx<'_> {
             }
             name if sections::REPORTS.contains(&name) => {
                 let fw = self.open_read()?;
-                let text = sections::report(fw.policy(), name).unwrap_or_default();
+                let plan = fw.plan(fw.policy())?;
+                let text = sections::report(&plan, name).unwrap_or_default();
                 Ok(vec![text.trim_end().to_string()])
             }
             "listening" => {

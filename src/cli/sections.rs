@@ -7,10 +7,9 @@ use nftables::schema::NfListObject;
 use nftables::stmt::Statement;
 
 use crate::compile::{
-    compile, Plan, CHAIN_BEFORE_ICMP, CHAIN_BEFORE_UDP, CHAIN_FORWARD, CHAIN_INPUT, CHAIN_OUTPUT,
+    Part, Plan, CHAIN_BEFORE_ICMP, CHAIN_BEFORE_UDP, CHAIN_FORWARD, CHAIN_INPUT, CHAIN_OUTPUT,
     CHAIN_REJECT, LIMIT_CHAIN_PREFIX, STATE_SET_PREFIX,
 };
-use crate::model::Policy;
 use crate::render::plan_text;
 
 /// The reports this module makes.
@@ -45,12 +44,16 @@ fn logs(stmts: &[Statement]) -> bool {
     stmts.iter().any(|s| matches!(s, Statement::Log(_)))
 }
 
-/// The nft text of report `name` for `policy` (None: not one of [`REPORTS`]).
-pub fn report(policy: &Policy, name: &str) -> Option<String> {
+/// The custom chains of `before.nft` (`custom_before_…`) or `after.nft`.
+fn custom(name: &str, part: Part) -> bool {
+    name.starts_with(&part.name(""))
+}
+
+/// The nft text of report `name` for a compiled plan (None: not one of [`REPORTS`]).
+pub fn report(plan: &Plan, name: &str) -> Option<String> {
     if !REPORTS.contains(&name) {
         return None;
     }
-    let plan = compile(policy);
     // Which chains' rules are kept, and which rules of them.
     let mut after_user = std::collections::HashMap::new();
     let keep_rule = |chain: &str, stmts: &[Statement], seen_user: bool| -> bool {
@@ -58,10 +61,13 @@ pub fn report(policy: &Policy, name: &str) -> Option<String> {
             "builtins" => base(chain),
             "before-rules" => {
                 [CHAIN_BEFORE_ICMP, CHAIN_BEFORE_UDP, CHAIN_REJECT].contains(&chain)
+                    || custom(chain, Part::Before)
                     || (base(chain) && !seen_user && !enters_user(stmts))
             }
             "user-rules" => user(chain),
-            "after-rules" => base(chain) && seen_user && !logs(stmts),
+            "after-rules" => {
+                custom(chain, Part::After) || (base(chain) && seen_user && !logs(stmts))
+            }
             "logging-rules" => logs(stmts),
             _ => false,
         }
@@ -85,8 +91,16 @@ pub fn report(policy: &Policy, name: &str) -> Option<String> {
         .iter()
         .filter(|o| match o {
             NfListObject::Chain(c) => chains.contains(c.name.as_ref()),
-            NfListObject::Map(m) => name == "user-rules" && m.name.starts_with("rules_"),
-            NfListObject::Set(s) => name == "user-rules" && s.name.starts_with(STATE_SET_PREFIX),
+            NfListObject::Map(m) => {
+                (name == "user-rules" && m.name.starts_with("rules_"))
+                    || (name == "before-rules" && custom(&m.name, Part::Before))
+                    || (name == "after-rules" && custom(&m.name, Part::After))
+            }
+            NfListObject::Set(s) => {
+                (name == "user-rules" && s.name.starts_with(STATE_SET_PREFIX))
+                    || (name == "before-rules" && custom(&s.name, Part::Before))
+                    || (name == "after-rules" && custom(&s.name, Part::After))
+            }
             _ => false,
         })
         .cloned()

@@ -2,7 +2,6 @@
 //! `default`, `logging`.
 
 use crate::apply::Mode;
-use crate::compile::compile;
 use crate::model::{LogLevel, Verdict};
 use crate::render::plan_text;
 
@@ -172,7 +171,7 @@ impl Ctx<'_> {
             if !fw.policy().enabled {
                 return Ok(vec!["Firewall not enabled (skipping reload)".into()]);
             }
-            return Ok(vec![plan_text(&compile(fw.policy()))]);
+            return Ok(vec![plan_text(&fw.plan(fw.policy())?)]);
         }
         // Also when disabled: a table left loaded is then removed.
         self.change(Mode::Full, |p, _| {

@@ -12,6 +12,7 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use crate::model::{Direction, Policy, Rule, Verdict};
 
+mod custom;
 mod limits;
 mod logging;
 mod maps;
@@ -20,6 +21,7 @@ mod optimiser;
 mod rules;
 mod skeleton;
 
+pub use custom::{Custom, Part, CUSTOM_PREFIX, SNIPPET_TABLE};
 pub use limits::{
     limit_id, EXACT_RATE_MAX, LIMIT_CHAIN_PREFIX, LIMIT_OVER_PREFIX, STATE_SET_PREFIX,
 };
@@ -155,6 +157,11 @@ impl Plan {
 
 /// Compile a policy into the plan of rampart's table.
 pub fn compile(policy: &Policy) -> Plan {
+    compile_with(policy, &Custom::default())
+}
+
+/// Compile a policy and the config directory's custom rules.
+pub fn compile_with(policy: &Policy, custom: &Custom) -> Plan {
     let mut b = Builder {
         log: logging::Logging {
             level: policy.logging,
@@ -178,7 +185,11 @@ pub fn compile(policy: &Policy) -> Plan {
         .rules
         .iter()
         .any(|r| r.direction == Direction::Forward);
-    let forward = d.routed.verdict().or(routes.then_some(Verdict::Allow));
+    let custom_forward = Part::ALL.iter().any(|&p| custom.writes(p, CHAIN_FORWARD));
+    let forward = d
+        .routed
+        .verdict()
+        .or((routes || custom_forward).then_some(Verdict::Allow));
     if let Some(routed) = forward {
         b.base_chain(CHAIN_FORWARD, NfHook::Forward, routed);
     }
@@ -188,24 +199,37 @@ pub fn compile(policy: &Policy) -> Plan {
         b.chain(CHAIN_USER_FORWARD);
     }
     b.add_reject_chain();
+    b.objects.extend(custom.objects().cloned());
+    // A jump to a custom chain, where `part` writes one for `hook`.
+    let enter = |b: &mut Builder, part: Part, hook: &str| {
+        if custom.writes(part, hook) {
+            b.rule(hook, vec![jump(&part.name(hook))]);
+        }
+    };
 
     b.audit(CHAIN_INPUT);
     b.input_before();
+    enter(&mut b, Part::Before, CHAIN_INPUT);
     b.rule(CHAIN_INPUT, vec![jump(CHAIN_USER_INPUT)]);
     b.input_after(d.incoming);
+    enter(&mut b, Part::After, CHAIN_INPUT);
     b.policy_tail(CHAIN_INPUT, d.incoming);
 
     b.audit(CHAIN_OUTPUT);
     b.output_before();
+    enter(&mut b, Part::Before, CHAIN_OUTPUT);
     b.rule(CHAIN_OUTPUT, vec![jump(CHAIN_USER_OUTPUT)]);
+    enter(&mut b, Part::After, CHAIN_OUTPUT);
     b.policy_tail(CHAIN_OUTPUT, d.outgoing);
 
     if let Some(routed) = forward {
         b.audit(CHAIN_FORWARD);
         b.forward_before();
+        enter(&mut b, Part::Before, CHAIN_FORWARD);
         if routes {
             b.rule(CHAIN_FORWARD, vec![jump(CHAIN_USER_FORWARD)]);
         }
+        enter(&mut b, Part::After, CHAIN_FORWARD);
         if d.routed.verdict().is_some() {
             b.policy_tail(CHAIN_FORWARD, routed);
         }

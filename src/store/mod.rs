@@ -187,7 +187,9 @@ impl Store {
         Ok(Store { lock, ..store })
     }
 
-    fn check_safe(&self, path: &Path) -> Result<(), StoreError> {
+    /// Refuse a file of the config directory that another user owns or others may
+    /// write to.
+    pub fn check_safe(&self, path: &Path) -> Result<(), StoreError> {
         match files::unsafe_owner_or_mode(path) {
             Ok(None) => Ok(()),
             Ok(Some(why)) => Err(StoreError::Insecure {

@@ -53,6 +53,11 @@ fn rampart(dir: &std::path::Path, backend: &MemoryBackend, cmd: &str) -> Vec<Str
 
 #[test]
 fn rampart_answers_as_ufw_does() {
+    // The profiles UFW had: its package's, kept in tests/ufw/applications.d (and no
+    // others, whatever this machine has installed).
+    rampart::grammar::use_profile_dirs(vec![
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ufw/applications.d")
+    ]);
     let sequences = recorded();
     assert!(sequences.len() >= 8);
     let (mut agree, mut total) = (0, 0);

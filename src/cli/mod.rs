@@ -126,7 +126,7 @@ pub enum Command {
     /// Delete a rule: `delete N` or `delete allow|deny|reject|limit RULE`.
     Delete(Words),
     /// A rule for forwarded traffic: `route allow|deny|reject|limit [in on IF] [out on
-    /// IF] RULE`, `route insert N …`, `route prepend …`, `route delete N|RULE`.
+    /// IF] RULE`, `route insert N …`, `route prepend …`, `route delete RULE` (by number: `delete N`).
     Route(Words),
     /// Application profiles: `app list`, `app info NAME|all`, `app update NAME`.
     App(Words),

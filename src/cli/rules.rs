@@ -71,11 +71,15 @@ impl Ctx<'_> {
     }
 
     /// `route allow|deny|reject|limit RULE`, `route insert N …`, `route prepend …`,
-    /// `route delete N|RULE`: rules for traffic this host forwards.
+    /// `route delete RULE`: rules for traffic this host forwards. (`route delete N` is
+    /// refused as UFW refuses it: `delete N` deletes any rule by number.)
     pub(super) fn route(&self, words: &[String]) -> Result<Out, CliError> {
         let route = crate::grammar::parse_route_rule;
         match words.first().map(String::as_str) {
             None => Err(usage("Wrong number of arguments")),
+            Some("delete") if words.len() == 2 && words[1].parse::<u64>().is_ok() => Err(usage(
+                "'route delete NUM' unsupported. Use 'delete NUM' instead.",
+            )),
             Some("delete") => self.delete_with(&words[1..], route),
             Some("insert") => self.insert_with(&words[1..], route),
             Some("prepend") => self.prepend_with(&words[1..], route),

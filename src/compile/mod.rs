@@ -18,6 +18,7 @@ mod logging;
 mod maps;
 mod nft;
 mod optimiser;
+mod routes;
 mod rules;
 mod skeleton;
 

@@ -400,20 +400,6 @@ pub(super) fn runs<'a>(members: &[Member<'a>]) -> Vec<Run<'a>> {
 impl Builder {
     /// A user chain's rules, in order: runs of map keys as verdict maps, the rest as
     /// plain rules (limits jump to their chains).
-    /// Route rules: plain rules in order (their destination is the connection's
-    /// original one, which the maps' keys do not read).
-    pub(super) fn route_rules(&mut self, chain: &str, rules: &[&Rule]) {
-        for rule in rules {
-            if rule.action == Action::Limit {
-                self.limit_rule(rule, chain);
-            } else {
-                for stmts in self.user_rule(rule, true) {
-                    self.rule(chain, stmts);
-                }
-            }
-        }
-    }
-
     pub(super) fn user_rules(&mut self, chain: &str, rules: &[&Rule]) {
         for run in runs(&merge_families(rules)) {
             match run {

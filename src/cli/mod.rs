@@ -20,6 +20,7 @@ use crate::store::{StoreError, DEFAULT_CONFIG_DIR};
 
 mod app;
 mod confirm;
+mod declare;
 mod guard;
 mod listening;
 mod report;
@@ -140,6 +141,23 @@ pub enum Command {
         /// The rollback point's token.
         token: String,
     },
+    /// Make the policy exactly a file's (configuration management).
+    ///
+    /// FILE is a policy in the format of the config directory's policy.toml (`-`: read
+    /// it from standard input). The change is applied atomically, as one change (limit
+    /// state of unchanged limits is kept); applying the same file again changes
+    /// nothing, not even in the kernel. A file without `enabled` leaves the firewall
+    /// enabled or disabled as it is. What changes is printed as rule commands.
+    #[command(
+        after_help = "Exit status with --check: 0 no difference, 1 a difference (printed), 2 or more an error.\n\nExamples:\n  rampart apply /srv/fleet/web.toml\n  rampart apply --check - < web.toml\n  rampart --confirm 60 apply web.toml"
+    )]
+    Apply {
+        /// Print the difference only, and exit 1 if there is one: change nothing.
+        #[arg(long)]
+        check: bool,
+        /// The policy file (`-`: standard input).
+        file: String,
+    },
     /// Print the version.
     Version,
 }
@@ -157,6 +175,7 @@ impl Command {
                 | Command::Confirm
                 | Command::Rollback
                 | Command::RollbackWait { .. }
+                | Command::Apply { check: true, .. }
         ) && !matches!(self, Command::App(w) if w.words.first().map(String::as_str) != Some("update"))
     }
 }
@@ -183,12 +202,17 @@ pub enum CliError {
     /// The user said no (`Aborted` is printed with the prompt), or no answer could come.
     #[error("{0}")]
     Declined(String),
+    /// `apply --check` found a difference: these lines go to stdout, exit status 1.
+    #[error("")]
+    Differs(Vec<String>),
 }
 
 /// Exit statuses (README "Exit status").
 pub mod exit {
     /// A bad command line or rule.
     pub const USAGE: u8 = 1;
+    /// `apply --check`: the file's policy differs from the one in force.
+    pub const DIFFERS: u8 = 1;
     /// The config directory or policy file: unreadable, invalid, unsafe, locked, unwritable.
     pub const CONFIG: u8 = 2;
     /// The kernel: nft missing, refusing, failing, timing out.
@@ -213,6 +237,7 @@ impl CliError {
         match self {
             CliError::Grammar(_) | CliError::Usage(_) => exit::USAGE,
             CliError::Declined(_) => exit::DECLINED,
+            CliError::Differs(_) => exit::DIFFERS,
             CliError::Apply(e) => CliError::from_apply(e),
             CliError::Boot(BootError::BadPolicy { .. } | BootError::BadCustom(_)) => exit::CONFIG,
             CliError::Boot(BootError::Apply(e)) => CliError::from_apply(e),
@@ -242,7 +267,16 @@ type Out = Vec<String>;
 /// Run one parsed command line against the kernel. Prints to stdout; errors are
 /// returned for `main`.
 pub fn run(cli: Cli) -> Result<(), CliError> {
-    let out = run_with(cli, &NftBackend)?;
+    let out = match run_with(cli, &NftBackend) {
+        Err(CliError::Differs(lines)) => {
+            let mut stdout = io::stdout().lock();
+            for line in &lines {
+                let _ = writeln!(stdout, "{line}");
+            }
+            return Err(CliError::Differs(lines));
+        }
+        other => other?,
+    };
     let mut stdout = io::stdout().lock();
     for line in out {
         let _ = writeln!(stdout, "{line}");
@@ -315,6 +349,7 @@ impl Ctx<'_> {
         Ok(match command {
             Command::Version => vec![format!("rampart {}", env!("CARGO_PKG_VERSION"))],
             Command::Status { view, json } => ctx.status(view.as_deref(), json)?,
+            Command::Apply { check, file } => ctx.apply(&file, check)?,
             Command::Show { report, json } => ctx.show(&report, json)?,
             Command::Enable => ctx.enable()?,
             Command::Disable => ctx.disable()?,

@@ -413,6 +413,11 @@ pub fn parse_policy(toml: &[u8]) -> Result<Policy, StoreError> {
     parse_toml(Path::new(POLICY_FILE), toml)
 }
 
+/// Parse and validate a policy in TOML read from `path` (errors name it and the line).
+pub fn parse_policy_at(path: &Path, toml: &[u8]) -> Result<Policy, StoreError> {
+    parse_toml(path, toml)
+}
+
 fn parse_toml(path: &Path, toml: &[u8]) -> Result<Policy, StoreError> {
     let invalid = |line: usize, message: String| StoreError::Invalid {
         path: path.to_path_buf(),

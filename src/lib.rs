@@ -10,6 +10,7 @@ pub mod backend;
 pub mod cli;
 pub mod compile;
 pub mod grammar;
+pub mod import;
 pub mod interpret;
 pub mod model;
 pub mod observe;

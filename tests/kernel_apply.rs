@@ -81,7 +81,10 @@ fn apply_makes_the_policy_the_files_and_check_only_tells() {
     assert_eq!(code, 1, "{err}");
     assert_eq!(out, "enable\nallow 22/tcp\nlimit 80/tcp rate 3/30s\n");
     assert!(sb.rampart_ok(&["status"]).starts_with("Status: inactive"));
-    assert!(!sb.ruleset().contains("table inet rampart"), "nothing loaded");
+    assert!(
+        !sb.ruleset().contains("table inet rampart"),
+        "nothing loaded"
+    );
 
     let (code, out, err) = run(&sb, &["apply", v1], None);
     assert_eq!(

@@ -82,6 +82,29 @@ fn route_rules_filter_forwarded_connections() {
         numbered.contains("[ 1] Anywhere                   REJECT FWD  198.18."),
         "{numbered}"
     );
+
+    // A destination address (matched as the connection's original one), each family.
+    for v6 in [false, true] {
+        let net = if v6 {
+            "2001:db8:2::/64"
+        } else {
+            "198.18.2.0/24"
+        };
+        sb.rampart_ok(&[
+            "route", "prepend", "reject", "to", net, "port", "8080", "proto", "tcp",
+        ]);
+    }
+    assert_eq!(
+        to_far(&sb, true, 8080),
+        "refused",
+        "IPv6 to the far network"
+    );
+    sb.rampart_ok(&["route", "delete", "reject", "from", &client]);
+    assert_eq!(
+        to_far(&sb, false, 8080),
+        "refused",
+        "IPv4 to the far network"
+    );
 }
 
 /// Publish the far host's port 80 as the router's port 8080 the way Docker does: DNAT

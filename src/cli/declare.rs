@@ -143,6 +143,46 @@ pub fn difference(old: &Policy, new: &Policy) -> Vec<String> {
 }
 
 impl Ctx<'_> {
+    /// `import ufw [DIR] [--defaults FILE]`: UFW's set-up as the policy, in one change.
+    pub(super) fn import(&self, from: &str, dir: &Path, defaults: &Path) -> Result<Out, CliError> {
+        if from != "ufw" {
+            return Err(super::usage(format!(
+                "Cannot import from '{from}': use 'import ufw [DIR]'"
+            )));
+        }
+        let pristine = Path::new(crate::import::UFW_PRISTINE_DIR);
+        let imported =
+            crate::import::from_ufw(dir, defaults, pristine).map_err(CliError::Import)?;
+        let mut out: Out = imported
+            .notes
+            .iter()
+            .map(|n| format!("Not translated: {n}"))
+            .collect();
+        let (v4, v6) = imported.counts;
+        let summary = format!(
+            "Imported {v4} IPv4 and {v6} IPv6 rules, the default policies, logging and the enabled state from {}",
+            dir.display()
+        );
+        if self.dry_run {
+            out.insert(0, crate::store::toml_text(&imported.policy));
+            out.push(summary);
+            return Ok(out);
+        }
+        let enabled = imported.policy.enabled;
+        let mut lines = self.change(Mode::Auto, |p, _| {
+            *p = imported.policy;
+            Ok(Vec::new())
+        })?;
+        out.append(&mut lines);
+        out.push(summary);
+        if enabled {
+            out.push(
+                "Firewall is active; if UFW is too, 'ufw disable' leaves rampart alone".into(),
+            );
+        }
+        Ok(out)
+    }
+
     /// `apply [--check] FILE`.
     pub(super) fn apply(&self, file: &str, check: bool) -> Result<Out, CliError> {
         let (mut wanted, says_enabled) = read(file)?;

@@ -158,6 +158,27 @@ pub enum Command {
         /// The policy file (`-`: standard input).
         file: String,
     },
+    /// Import an existing UFW set-up: `import ufw [DIR]`.
+    ///
+    /// Reads the rules of DIR/user.rules and DIR/user6.rules (limit, log, comment,
+    /// interface, route and app rules too), the default policies of /etc/default/ufw
+    /// (--defaults), and the logging level and enabled state of DIR/ufw.conf, and makes
+    /// them the policy, as one change. Every line added to UFW's before and after rules
+    /// is reported with its file and line (it is not translated). With --dry-run, the
+    /// policy is printed and nothing changes.
+    #[command(
+        after_help = "Examples:\n  rampart --dry-run import ufw\n  rampart import ufw\n  rampart import ufw /srv/old-host/etc/ufw --defaults /srv/old-host/etc/default/ufw"
+    )]
+    Import {
+        /// What to import from: ufw.
+        from: String,
+        /// UFW's config directory.
+        #[arg(default_value = crate::import::UFW_DIR)]
+        dir: PathBuf,
+        /// UFW's defaults file.
+        #[arg(long, default_value = crate::import::UFW_DEFAULTS)]
+        defaults: PathBuf,
+    },
     /// Print the version.
     Version,
 }
@@ -202,6 +223,9 @@ pub enum CliError {
     /// The user said no (`Aborted` is printed with the prompt), or no answer could come.
     #[error("{0}")]
     Declined(String),
+    /// An import that cannot be done (the file and line say why); nothing changed.
+    #[error("{0}; nothing was changed")]
+    Import(String),
     /// `apply --check` found a difference: these lines go to stdout, exit status 1.
     #[error("")]
     Differs(Vec<String>),
@@ -238,6 +262,7 @@ impl CliError {
             CliError::Grammar(_) | CliError::Usage(_) => exit::USAGE,
             CliError::Declined(_) => exit::DECLINED,
             CliError::Differs(_) => exit::DIFFERS,
+            CliError::Import(_) => exit::CONFIG,
             CliError::Apply(e) => CliError::from_apply(e),
             CliError::Boot(BootError::BadPolicy { .. } | BootError::BadCustom(_)) => exit::CONFIG,
             CliError::Boot(BootError::Apply(e)) => CliError::from_apply(e),
@@ -350,6 +375,11 @@ impl Ctx<'_> {
             Command::Version => vec![format!("rampart {}", env!("CARGO_PKG_VERSION"))],
             Command::Status { view, json } => ctx.status(view.as_deref(), json)?,
             Command::Apply { check, file } => ctx.apply(&file, check)?,
+            Command::Import {
+                from,
+                dir,
+                defaults,
+            } => ctx.import(&from, &dir, &defaults)?,
             Command::Show { report, json } => ctx.show(&report, json)?,
             Command::Enable => ctx.enable()?,
             Command::Disable => ctx.disable()?,

@@ -108,15 +108,15 @@ pub(super) fn ct(key: &'static str) -> Expression<'static> {
 /// `ct original KEY` (with `ip`/`ip6` for an address): the connection's destination
 /// before any NAT, e.g. the port Docker published rather than the container's.
 pub(super) fn ct_original(key: &'static str, family: Option<&'static str>) -> Expression<'static> {
+    // nft's JSON names the family in the key (`"key": "ip daddr"`); its `family`
+    // field is not read back.
+    let key = match family {
+        Some(f) => Cow::Owned(format!("{f} {key}")),
+        None => Cow::Borrowed(key),
+    };
     Expression::Named(NamedExpression::CT(CT {
-        key: Cow::Borrowed(key),
-        family: family.map(|f| {
-            if f == "ip6" {
-                nftables::expr::CTFamily::IP6
-            } else {
-                nftables::expr::CTFamily::IP
-            }
-        }),
+        key,
+        family: None,
         dir: Some(nftables::expr::CTDir::Original),
     }))
 }

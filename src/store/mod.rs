@@ -28,7 +28,7 @@ mod lock;
 mod rollback;
 
 pub use cache::Origin;
-pub use layout::{Serialized, Source};
+pub use layout::{toml_text, Serialized, Source};
 pub use lock::{lock_timeout, LockMode, DEFAULT_LOCK_TIMEOUT, LOCK_TIMEOUT_ENV};
 pub use rollback::{RollbackPoint, ROLLBACK_FILE};
 

@@ -1,0 +1,386 @@
+//! `import ufw`: an existing UFW set-up as a rampart policy.
+//!
+//! UFW keeps each user rule as a `### tuple ###` line in `user.rules` (IPv4) and
+//! `user6.rules` (IPv6): `ACTION[_log|_log-all] PROTO DPORT DST SPORT SRC [DAPP SAPP]
+//! DIRECTION[_IFACE | in_IF!out_IF] [comment=HEX]`, with `route:ACTION` for route rules.
+//! Each becomes the rule words rampart's grammar reads, so an imported rule is checked
+//! exactly as a typed one. The default policies come from `/etc/default/ufw`, the
+//! logging level and the enabled state from `ufw.conf`. What cannot be translated
+//! (lines added to before.rules and the like) is reported with its file and line.
+
+use std::path::{Path, PathBuf};
+
+use crate::grammar::{parse_route_rule, parse_rule};
+use crate::model::{Action, Family, LogLevel, Policy, Routed, Rule, Verdict};
+
+/// Where UFW keeps its files.
+pub const UFW_DIR: &str = "/etc/ufw";
+
+/// UFW's default policies.
+pub const UFW_DEFAULTS: &str = "/etc/default/ufw";
+
+/// The pristine copies of the before/after files that UFW's package ships.
+pub const UFW_PRISTINE_DIR: &str = "/usr/share/ufw/iptables";
+
+/// The before/after files a user may have customised.
+const CUSTOM_FILES: [&str; 4] = [
+    "before.rules",
+    "after.rules",
+    "before6.rules",
+    "after6.rules",
+];
+
+/// A UFW set-up read as a policy.
+#[derive(Debug)]
+pub struct Imported {
+    pub policy: Policy,
+    /// What could not be translated, each with its file and line.
+    pub notes: Vec<String>,
+    /// Rules read per family: (IPv4, IPv6).
+    pub counts: (usize, usize),
+}
+
+/// `KEY=VALUE` (quotes removed) from a shell-style settings file.
+fn setting(text: &str, key: &str) -> Option<String> {
+    text.lines().rev().find_map(|l| {
+        let (k, v) = l.trim().split_once('=')?;
+        (k.trim() == key).then(|| v.trim().trim_matches('"').trim_matches('\'').to_string())
+    })
+}
+
+fn verdict(word: &str) -> Option<Verdict> {
+    match word.to_ascii_uppercase().as_str() {
+        "ACCEPT" => Some(Verdict::Allow),
+        "DROP" => Some(Verdict::Deny),
+        "REJECT" => Some(Verdict::Reject),
+        _ => None,
+    }
+}
+
+/// A comment as UFW stores it: the UTF-8 bytes in hexadecimal.
+fn unhex(hex: &str) -> Option<String> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// An address field: UFW writes "anywhere" as the family's whole range.
+fn addr_word(a: &str) -> &str {
+    match a {
+        "0.0.0.0/0" | "::/0" | "any" => "any",
+        other => other,
+    }
+}
+
+/// The rule words (and action, and whether it is a route rule) of one tuple, and the
+/// app names it carries (destination, source).
+type Parsed = (Action, bool, Vec<String>, Option<String>, Option<String>);
+
+fn tuple_words(tuple: &str) -> Result<Parsed, String> {
+    let (body, comment) = match tuple.split_once(" comment=") {
+        Some((b, c)) => (
+            b,
+            Some(unhex(c.trim()).ok_or_else(|| format!("bad comment '{}'", c.trim()))?),
+        ),
+        None => (tuple, None),
+    };
+    let f: Vec<&str> = body.split_whitespace().collect();
+    if !(f.len() == 7 || f.len() == 9) {
+        return Err(format!("{} fields, not 7 or 9", f.len()));
+    }
+    let (mut action, route) = match f[0].split_once(':') {
+        Some(("route", a)) => (a, true),
+        Some(_) => return Err(format!("unknown action '{}'", f[0])),
+        None => (f[0], false),
+    };
+    let mut log = None;
+    for (suffix, word) in [("_log-all", "log-all"), ("_log", "log")] {
+        if let Some(a) = action.strip_suffix(suffix) {
+            action = a;
+            log = Some(word);
+            break;
+        }
+    }
+    let action = match action {
+        "allow" => Action::Allow,
+        "deny" => Action::Deny,
+        "reject" => Action::Reject,
+        "limit" => Action::Limit,
+        other => return Err(format!("unknown action '{other}'")),
+    };
+    let (proto, dport, dst, sport, src) = (f[1], f[2], f[3], f[4], f[5]);
+    let app = |s: &str| (s != "-").then(|| s.replace("%20", " "));
+    let (dapp, sapp) = if f.len() == 9 {
+        (app(f[6]), app(f[7]))
+    } else {
+        (None, None)
+    };
+    let dir = f[f.len() - 1];
+    let mut w: Vec<String> = Vec::new();
+    let (iface_in, iface_out) = match dir.split_once('!') {
+        Some((i, o)) => (
+            i.strip_prefix("in_").map(String::from),
+            o.strip_prefix("out_").map(String::from),
+        ),
+        None => match dir.split_once('_') {
+            Some(("in", i)) => (Some(i.to_string()), None),
+            Some(("out", o)) => (None, Some(o.to_string())),
+            None if dir == "in" || dir == "out" => (None, None),
+            _ => return Err(format!("bad direction '{dir}'")),
+        },
+    };
+    if route {
+        if let Some(i) = iface_in {
+            w.extend(["in".into(), "on".into(), i]);
+        }
+        if let Some(o) = iface_out {
+            w.extend(["out".into(), "on".into(), o]);
+        }
+    } else if dir.starts_with("out") {
+        w.push("out".into());
+        if let Some(o) = iface_out {
+            w.extend(["on".into(), o]);
+        }
+    } else if let Some(i) = iface_in {
+        w.extend(["in".into(), "on".into(), i]);
+    }
+    if let Some(l) = log {
+        w.push(l.into());
+    }
+    if proto != "any" {
+        w.extend(["proto".into(), proto.into()]);
+    }
+    w.extend(["from".into(), addr_word(src).into()]);
+    if sport != "any" {
+        w.extend(["port".into(), sport.into()]);
+    }
+    w.extend(["to".into(), addr_word(dst).into()]);
+    if dport != "any" {
+        w.extend(["port".into(), dport.into()]);
+    }
+    if let Some(c) = comment {
+        w.extend(["comment".into(), c]);
+    }
+    Ok((action, route, w, dapp, sapp))
+}
+
+/// The rule of `family` one tuple stands for.
+fn tuple_rule(tuple: &str, family: Family) -> Result<Rule, String> {
+    let (action, route, words, dapp, sapp) = tuple_words(tuple)?;
+    let parsed = if route {
+        parse_route_rule(action, &words)
+    } else {
+        parse_rule(action, &words)
+    }
+    .map_err(|e| {
+        format!(
+            "{e} (as 'rampart {}{} {}')",
+            if route { "route " } else { "" },
+            action.word(),
+            words.join(" ")
+        )
+    })?;
+    let mut rule = parsed
+        .rules
+        .into_iter()
+        .find(|r| r.family == family)
+        .ok_or("its addresses are not of the file's IP version")?;
+    // The ports are the profile's as UFW had them; the name says where they came from.
+    rule.to.app = dapp;
+    rule.from.app = sapp;
+    Ok(rule)
+}
+
+/// Read a UFW set-up: `dir` (UFW's config directory) and `defaults` (its
+/// `/etc/default/ufw`). Missing rule files are no rules; a missing defaults file is
+/// UFW's defaults.
+pub fn from_ufw(dir: &Path, defaults: &Path, pristine: &Path) -> Result<Imported, String> {
+    let read = |p: &Path| -> Result<Option<String>, String> {
+        match std::fs::read(p) {
+            Ok(b) => String::from_utf8(b)
+                .map(Some)
+                .map_err(|_| format!("{} is not UTF-8 text", p.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+        }
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "{} is not a directory (UFW's is {UFW_DIR})",
+            dir.display()
+        ));
+    }
+    let mut policy = Policy::default();
+    let mut notes = Vec::new();
+    let mut counts = (0, 0);
+    for (file, family) in [("user.rules", Family::V4), ("user6.rules", Family::V6)] {
+        let path = dir.join(file);
+        let Some(text) = read(&path)? else { continue };
+        for (i, line) in text.lines().enumerate() {
+            let Some(tuple) = line.strip_prefix("### tuple ###") else {
+                continue;
+            };
+            let rule = tuple_rule(tuple.trim(), family)
+                .map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?;
+            policy.rules.push(rule);
+            match family {
+                Family::V4 => counts.0 += 1,
+                Family::V6 => counts.1 += 1,
+            }
+        }
+    }
+    if let Some(text) = read(defaults)? {
+        let policy_of = |key: &str| -> Result<Option<Verdict>, String> {
+            match setting(&text, key) {
+                None => Ok(None),
+                Some(v) => verdict(&v).map(Some).ok_or_else(|| {
+                    format!(
+                        "{}: {key}={v} is not ACCEPT, DROP or REJECT",
+                        defaults.display()
+                    )
+                }),
+            }
+        };
+        if let Some(v) = policy_of("DEFAULT_INPUT_POLICY")? {
+            policy.defaults.incoming = v;
+        }
+        if let Some(v) = policy_of("DEFAULT_OUTPUT_POLICY")? {
+            policy.defaults.outgoing = v;
+        }
+        let routes = policy
+            .rules
+            .iter()
+            .any(|r| r.direction == crate::model::Direction::Forward);
+        policy.defaults.routed = match policy_of("DEFAULT_FORWARD_POLICY")? {
+            Some(Verdict::Allow) => Routed::Allow,
+            Some(Verdict::Reject) => Routed::Reject,
+            // UFW drops what it forwards and no route rule allows. Without route rules,
+            // rampart's "disabled" leaves forwarded traffic (Docker's, VMs') alone.
+            Some(Verdict::Deny) if routes => Routed::Deny,
+            Some(Verdict::Deny) => {
+                notes.push(format!(
+                    "{}: DEFAULT_FORWARD_POLICY=DROP became routed 'disabled' (rampart filters no forwarded traffic); 'rampart default deny routed' drops it as UFW did",
+                    defaults.display()
+                ));
+                Routed::Disabled
+            }
+            None => Routed::Disabled,
+        };
+        if setting(&text, "IPV6").is_some_and(|v| v.eq_ignore_ascii_case("no")) {
+            notes.push(format!(
+                "{}: IPV6=no: rampart filters IPv6 too, with the rules of user6.rules",
+                defaults.display()
+            ));
+        }
+    }
+    if let Some(text) = read(&dir.join("ufw.conf"))? {
+        policy.enabled = setting(&text, "ENABLED").is_some_and(|v| v.eq_ignore_ascii_case("yes"));
+        if let Some(level) = setting(&text, "LOGLEVEL") {
+            policy.logging = match level.as_str() {
+                "off" => LogLevel::Off,
+                "low" => LogLevel::Low,
+                "medium" => LogLevel::Medium,
+                "high" => LogLevel::High,
+                "full" => LogLevel::Full,
+                other => {
+                    return Err(format!(
+                        "{}: LOGLEVEL={other} is not off, low, medium, high or full",
+                        dir.join("ufw.conf").display()
+                    ))
+                }
+            };
+        }
+    }
+    for name in CUSTOM_FILES {
+        let path = dir.join(name);
+        let Some(text) = read(&path)? else { continue };
+        let Some(orig) = read(&pristine.join(name))? else {
+            notes.push(format!(
+                "{}: not compared (no {} to compare with): rampart does not translate it",
+                path.display(),
+                pristine.join(name).display()
+            ));
+            continue;
+        };
+        let known: std::collections::HashSet<&str> = orig.lines().map(str::trim).collect();
+        for (i, line) in text.lines().enumerate() {
+            let l = line.trim();
+            if l.is_empty() || l.starts_with('#') || known.contains(l) {
+                continue;
+            }
+            notes.push(format!(
+                "{} line {}: not translated: {l} (rampart's before.nft / after.nft take such rules)",
+                path.display(),
+                i + 1
+            ));
+        }
+    }
+    policy
+        .validate()
+        .map_err(|e| format!("the imported policy is not valid: {}", e.problem))?;
+    Ok(Imported {
+        policy,
+        notes,
+        counts,
+    })
+}
+
+/// The default source directory and defaults file, for `import ufw` without them.
+pub fn default_paths() -> (PathBuf, PathBuf) {
+    (PathBuf::from(UFW_DIR), PathBuf::from(UFW_DEFAULTS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::rule_command;
+
+    fn cmd(tuple: &str, family: Family) -> String {
+        rule_command(&tuple_rule(tuple, family).unwrap())
+    }
+
+    #[test]
+    fn tuples_become_the_rules_ufw_shows() {
+        let v4 = Family::V4;
+        assert_eq!(
+            cmd("allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in", v4),
+            "allow 22/tcp"
+        );
+        assert_eq!(
+            cmd(
+                "deny any any 0.0.0.0/0 any 198.18.0.9 in comment=626164",
+                v4
+            ),
+            "deny from 198.18.0.9 comment 'bad'"
+        );
+        assert_eq!(
+            cmd("limit_log tcp 2222 0.0.0.0/0 any 0.0.0.0/0 in_eth0", v4),
+            "limit in on eth0 log to any port 2222 proto tcp"
+        );
+        assert_eq!(
+            cmd("reject udp 53 198.18.5.5 any 0.0.0.0/0 out_eth1", v4),
+            "reject out on eth1 to 198.18.5.5 port 53 proto udp"
+        );
+        assert_eq!(
+            cmd(
+                "route:allow tcp 80 198.18.2.0/24 any 0.0.0.0/0 in_eth0!out_eth1",
+                v4
+            ),
+            "route allow in on eth0 out on eth1 to 198.18.2.0/24 port 80 proto tcp"
+        );
+        assert_eq!(
+            cmd(
+                "allow tcp 80,443 ::/0 any 2001:db8::/32 WWW%20Full - in",
+                Family::V6
+            ),
+            "allow from 2001:db8::/32 to any app 'WWW Full'"
+        );
+        assert!(tuple_rule("allow tcp 22 0.0.0.0/0 any in", v4).is_err());
+        assert!(tuple_rule("frob tcp 22 0.0.0.0/0 any 0.0.0.0/0 in", v4).is_err());
+    }
+}

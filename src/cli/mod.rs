@@ -22,6 +22,7 @@ mod app;
 mod confirm;
 mod declare;
 mod guard;
+mod help;
 mod listening;
 mod report;
 mod rules;
@@ -57,21 +58,28 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load the firewall and enable it at boot.
+    #[command(after_help = help::ENABLE)]
     Enable,
     /// Unload the firewall and disable it at boot.
+    #[command(after_help = help::DISABLE)]
     Disable,
     /// Apply the policy file again (also after editing it by hand).
+    #[command(after_help = help::RELOAD)]
     Reload,
     /// Disable the firewall and reset the policy to the defaults (keeps a backup).
+    #[command(after_help = help::RESET)]
     Reset,
     /// Load the policy if it is enabled, nothing otherwise; no questions (the boot
     /// unit's start and reload). A policy file that does not load: the last policy
     /// rampart wrote is loaded instead, and the exit status says it failed.
+    #[command(after_help = help::BOOT)]
     Boot,
     /// Remove rampart's table from the kernel, leaving the policy as it is (the boot
     /// unit's stop).
+    #[command(after_help = help::UNLOAD)]
     Unload,
     /// Show the firewall status: `status [verbose|numbered]`.
+    #[command(after_help = help::STATUS)]
     Status {
         /// verbose or numbered
         view: Option<String>,
@@ -83,6 +91,7 @@ pub enum Command {
     /// and the rules that decide new connections to them), `raw` (the kernel table), or
     /// a part of the ruleset: `builtins`, `before-rules`, `user-rules`, `after-rules`,
     /// `logging-rules`.
+    #[command(after_help = help::SHOW)]
     Show {
         /// added | listening | raw | builtins | before-rules | user-rules | after-rules |
         /// logging-rules
@@ -92,6 +101,7 @@ pub enum Command {
         json: bool,
     },
     /// Set a default policy: `default allow|deny|reject [incoming|outgoing|routed]`.
+    #[command(after_help = help::DEFAULT)]
     Default {
         /// allow | deny | reject
         policy: String,
@@ -113,27 +123,38 @@ pub enum Command {
         words: Vec<String>,
     },
     /// Add an allow rule.
+    #[command(after_help = help::ALLOW)]
     Allow(Words),
     /// Add a deny rule.
+    #[command(after_help = help::DENY)]
     Deny(Words),
     /// Add a reject rule.
+    #[command(after_help = help::REJECT)]
     Reject(Words),
     /// Add a limit rule.
+    #[command(after_help = help::LIMIT)]
     Limit(Words),
     /// Insert a rule at a position: `insert N allow|deny|reject|limit RULE`.
+    #[command(after_help = help::INSERT)]
     Insert(Words),
     /// Insert a rule first among the rules of its family.
+    #[command(after_help = help::PREPEND)]
     Prepend(Words),
     /// Delete a rule: `delete N` or `delete allow|deny|reject|limit RULE`.
+    #[command(after_help = help::DELETE)]
     Delete(Words),
     /// A rule for forwarded traffic: `route allow|deny|reject|limit [in on IF] [out on
     /// IF] RULE`, `route insert N …`, `route prepend …`, `route delete RULE` (by number: `delete N`).
+    #[command(after_help = help::ROUTE)]
     Route(Words),
     /// Application profiles: `app list`, `app info NAME|all`, `app update NAME`.
+    #[command(after_help = help::APP)]
     App(Words),
     /// Keep the change made with `--confirm` (cancels its rollback).
+    #[command(after_help = help::CONFIRM)]
     Confirm,
     /// Roll the change made with `--confirm` back now.
+    #[command(after_help = help::ROLLBACK)]
     Rollback,
     /// Wait for a `--confirm` deadline and roll back (started by `--confirm`).
     #[command(hide = true)]
@@ -180,6 +201,7 @@ pub enum Command {
         defaults: PathBuf,
     },
     /// Print the version.
+    #[command(after_help = help::VERSION)]
     Version,
 }
 
@@ -204,7 +226,7 @@ impl Command {
 /// The unparsed words of a rule.
 #[derive(Debug, clap::Args)]
 pub struct Words {
-    /// Rule words (UFW syntax).
+    /// Rule words (see below).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
     pub words: Vec<String>,
 }

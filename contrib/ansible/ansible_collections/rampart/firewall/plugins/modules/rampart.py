@@ -21,9 +21,10 @@ description:
     syntax, C([route] ACTION [in|out] [on IFACE] [out on IFACE2] [log] [proto P] from FROM
     [port FP] to TO [port TP] [LIMIT WORDS] [comment C]).
   - Whether a task changed anything is read from rampart itself, so running the same
-    task again reports no change. In check mode rampart runs with C(--dry-run) (rules),
-    C(status --json) is read (enable, disable, defaults) or C(apply --check) runs
-    (policy files); nothing is changed.
+    task again reports no change. In check mode nothing is changed; rule commands run
+    with C(--dry-run); enable, disable and defaults are decided from C(status --json)
+    (and a change is run with C(--dry-run), so that its errors and the lockout guard's
+    warning show); a policy file runs C(apply --check).
 author:
   - rampart contributors
 notes:
@@ -317,6 +318,8 @@ class Rampart(object):
         self.commands = []
         self.stdout = []
         self.changed = False
+        # Whether a command that changed the firewall has run (for a failure's changed).
+        self.done = False
         self.result = {}
 
     def run(self, args, dry_run=False, record=True, data=None, ok_rcs=(0,)):
@@ -341,8 +344,10 @@ class Rampart(object):
                 msg = errors[0][len('ERROR: '):]
             else:
                 msg = err.strip() or out.strip() or 'rampart exited with status %d' % rc
+        # changed: what an earlier command of the same task did (a default set before a
+        # rule that fails).
         self.module.fail_json(msg=msg, rc=rc, stdout=''.join(self.stdout) + out, stderr=err,
-                              commands=self.commands)
+                              commands=self.commands, changed=self.done)
 
     def status(self):
         rc, out, err = self.run(['status', '--json'], record=False)
@@ -367,8 +372,9 @@ class Rampart(object):
         if current == p['default']:
             return
         self.changed = True
-        if not self.module.check_mode:
-            self.run(['default', p['default'], direction])
+        # In check mode, the dry run still reports errors and the lockout guard's warning.
+        self.run(['default', p['default'], direction], dry_run=self.module.check_mode)
+        self.done = not self.module.check_mode
 
     def firewall_state(self, state):
         status = self.status()
@@ -377,10 +383,9 @@ class Rampart(object):
             if status.get('enabled') and status.get('active') and status.get('in_sync'):
                 return
             self.changed = True
-            if not check:
-                # Inside an SSH session rampart asks before enabling: answer yes (the
-                # lockout guard still refuses a lockout unless force is set).
-                self.run(['enable'], data=b'y\n')
+            # Inside an SSH session rampart asks before enabling: answer yes (the lockout
+            # guard still refuses a lockout unless force is set; a dry run warns of it).
+            self.run(['enable'], dry_run=check, data=b'y\n')
         elif state == 'disabled':
             if not status.get('enabled') and not status.get('active'):
                 return
@@ -391,8 +396,7 @@ class Rampart(object):
             if not status.get('enabled'):
                 return
             self.changed = True
-            if not check:
-                self.run(['reload'])
+            self.run(['reload'], dry_run=check)
 
     def rule_words(self):
         """The rule's words after the action, and whether it is a route rule."""
@@ -420,7 +424,10 @@ class Rampart(object):
         if p['port']:
             words += ['port', p['port']]
         if p['limit']:
-            words += shlex.split(p['limit'])
+            try:
+                words += shlex.split(p['limit'])
+            except ValueError as e:
+                self.module.fail_json(msg='limit: %s' % e)
         if p['comment'] is not None:
             words += ['comment', p['comment']]
         return words, route

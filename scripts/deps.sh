@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs what rampart's demo and tests need on a fresh Debian machine (as root).
+# Installs what rampart's demo needs on a fresh Debian machine (as root); with `tests`,
+# also what the tests need: UFW (the import differential), man-db (the package's man
+# page), ansible-core (the Ansible module) and cargo-deb (the package).
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "ERROR: run as root (network namespaces and nftables need it)" >&2
@@ -16,9 +18,17 @@ done
 [ -e /etc/services ] || need+=(netbase)
 # The boot unit's test runs systemd-analyze verify.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+if [ "${1:-}" = tests ]; then
+  command -v ufw >/dev/null 2>&1 || need+=(ufw)
+  command -v man >/dev/null 2>&1 || need+=(man-db)
+  command -v ansible >/dev/null 2>&1 || need+=(ansible-core)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 modprobe nf_tables 2>/dev/null || true
+if [ "${1:-}" = tests ] && ! command -v cargo-deb >/dev/null 2>&1; then
+  cargo install cargo-deb --locked --quiet
+fi

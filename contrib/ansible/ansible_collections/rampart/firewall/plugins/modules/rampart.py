@@ -272,6 +272,7 @@ import os
 import shlex
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.six.moves import shlex_quote
 
 # rampart's messages after a rule command (a " (v6)" suffix is for the IPv6 copy).
 CHANGED = frozenset([
@@ -325,7 +326,7 @@ class Rampart(object):
     def run(self, args, dry_run=False, record=True, data=None, ok_rcs=(0,)):
         argv = [self.binary] + self.globals + (['--dry-run'] if dry_run else []) + list(args)
         if record:
-            self.commands.append(' '.join(shlex.quote(a) for a in argv))
+            self.commands.append(' '.join(shlex_quote(a) for a in argv))
         rc, out, err = self.module.run_command(argv, data=data, binary_data=True,
                                                environ_update={'LC_ALL': 'C'})
         for line in err.splitlines():
@@ -341,7 +342,7 @@ class Rampart(object):
         if msg is None:
             errors = [l for l in err.splitlines() if l.startswith('ERROR: ')]
             if errors:
-                msg = errors[0][len('ERROR: '):]
+                msg = errors[0]
             else:
                 msg = err.strip() or out.strip() or 'rampart exited with status %d' % rc
         # changed: what an earlier command of the same task did (a default set before a
@@ -386,12 +387,14 @@ class Rampart(object):
             # Inside an SSH session rampart asks before enabling: answer yes (the lockout
             # guard still refuses a lockout unless force is set; a dry run warns of it).
             self.run(['enable'], dry_run=check, data=b'y\n')
+            self.done = not check
         elif state == 'disabled':
             if not status.get('enabled') and not status.get('active'):
                 return
             self.changed = True
             if not check:
                 self.run(['disable'])
+                self.done = True
         elif state == 'reloaded':
             if not status.get('enabled'):
                 return
@@ -461,7 +464,10 @@ class Rampart(object):
         difference = (out.strip() or err.strip()) + '\n'
         self.result['diff'] = {'prepared': difference}
         if not self.module.check_mode:
+            # stdout: what apply printed (the same commands as the check's difference).
+            self.stdout = []
             self.run(['apply', path])
+            self.done = True
 
 
 def main():

@@ -140,4 +140,20 @@ fn apply_makes_the_policy_the_files_and_check_only_tells() {
     let (code, out, _) = run(&sb, &["apply", "-"], Some(&fleet_file(Some(false), "")));
     assert_eq!((code, out.as_str()), (0, "disable\ndelete allow 443/tcp\n"));
     assert!(sb.rampart_ok(&["status"]).starts_with("Status: inactive"));
+
+    // With --confirm, as any change: applied, then rolled back at once.
+    let before = std::fs::read(dir.join("policy.toml")).unwrap();
+    let (code, _, err) = run(&sb, &["--confirm", "600", "apply", v2], None);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&sb, &["--confirm", "600", "apply", v1], None);
+    assert_ne!(code, 0, "one change waits at a time: {err}");
+    sb.rampart_ok(&["rollback"]);
+    assert_eq!(std::fs::read(dir.join("policy.toml")).unwrap(), before);
+    let (code, _, err) = run(&sb, &["--confirm", "600", "apply", v1], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(sb.rampart_ok(&["status"]).starts_with("Status: active"));
+    assert!(sb.tcp(A, V4, 22).is_open());
+    sb.rampart_ok(&["rollback"]);
+    assert!(sb.rampart_ok(&["status"]).starts_with("Status: inactive"));
+    assert_eq!(std::fs::read(dir.join("policy.toml")).unwrap(), before);
 }

@@ -34,7 +34,11 @@ fn roff(line: &str) -> String {
 }
 
 fn main() -> std::io::Result<()> {
-    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target/pkg".into()));
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "target/pkg".into()),
+    );
     std::fs::create_dir_all(&dir)?;
     let mut cmd = rampart::cli::Cli::command();
     cmd.build();

@@ -110,3 +110,5 @@ pub(super) const VERSION: &str = "Examples:\n  rampart version\n  rampart --vers
 pub(super) const BOOT: &str = "Run by the boot unit (rampart.service) at start and reload.\n\nExamples:\n  rampart boot\n  systemctl reload rampart";
 
 pub(super) const UNLOAD: &str = "Run by the boot unit (rampart.service) at stop.\n\nExamples:\n  rampart unload\n  systemctl stop rampart";
+
+pub(super) const CHECK: &str = "Examples:\n  rampart check\n  rampart check --json";

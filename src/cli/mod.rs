@@ -19,6 +19,7 @@ use crate::render::plan_text;
 use crate::store::{StoreError, DEFAULT_CONFIG_DIR};
 
 mod app;
+mod check;
 mod confirm;
 mod declare;
 mod guard;
@@ -200,6 +201,17 @@ pub enum Command {
         #[arg(long, default_value = crate::import::UFW_DEFAULTS)]
         defaults: PathBuf,
     },
+    /// Find what is wrong with the policy: rules that can never match (and the rule
+    /// above that decides for them), a limit that decides what a later deny was meant
+    /// for (UFW's surprise), redundant rules, rules for interfaces this host does not
+    /// have, IPv4 rules whose IPv6 twin is missing, and what is open to any source.
+    /// Exit status 1 when an error is found.
+    #[command(after_help = help::CHECK)]
+    Check {
+        /// Print the findings as JSON (schema rampart.check/1).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the version.
     #[command(after_help = help::VERSION)]
     Version,
@@ -219,6 +231,7 @@ impl Command {
                 | Command::Rollback
                 | Command::RollbackWait { .. }
                 | Command::Apply { check: true, .. }
+                | Command::Check { .. }
         ) && !matches!(self, Command::App(w) if w.words.first().map(String::as_str) != Some("update"))
     }
 }
@@ -397,6 +410,7 @@ impl Ctx<'_> {
             Command::Version => vec![format!("rampart {}", env!("CARGO_PKG_VERSION"))],
             Command::Status { view, json } => ctx.status(view.as_deref(), json)?,
             Command::Apply { check, file } => ctx.apply(&file, check)?,
+            Command::Check { json } => ctx.check(json)?,
             Command::Import {
                 from,
                 dir,

@@ -41,6 +41,7 @@ impl Rule {
             && self.direction == other.direction
             && self.family == other.family
             && (self.iface.is_none() || self.iface == other.iface)
+            && (self.out_iface.is_none() || self.out_iface == other.out_iface)
             && proto_ok
             && addr_ok(&self.from.addr, &other.from.addr)
             && addr_ok(&self.to.addr, &other.to.addr)

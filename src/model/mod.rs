@@ -6,6 +6,7 @@
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub mod check;
 mod eval;
 mod logging;
 pub mod profiles;

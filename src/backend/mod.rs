@@ -191,6 +191,21 @@ pub trait Backend: Sync {
     fn others_forwarding(&self) -> Result<Vec<String>, BackendError>;
     /// rampart's table as nft text (empty if not loaded).
     fn list_text(&self) -> Result<String, BackendError>;
+    /// rampart's table as nft lists it in JSON (`Null` when it is not loaded): the
+    /// counters and the elements of the state sets (`rampart limits`).
+    fn list_json(&self) -> Result<serde_json::Value, BackendError> {
+        Err(BackendError::Read(
+            "this backend cannot list the table".into(),
+        ))
+    }
+    /// Delete elements (set name, the element as nft JSON) of rampart's sets, in one
+    /// transaction (`rampart limits --reset`).
+    fn delete_elements(&self, elems: &[(String, serde_json::Value)]) -> Result<(), BackendError> {
+        let _ = elems;
+        Err(BackendError::Read(
+            "this backend cannot delete elements".into(),
+        ))
+    }
     /// Have nft read a custom-rules snippet (`before.nft`, `after.nft`) inside a
     /// table of its own, in a network namespace made for it and gone after, and return
     /// the table nft lists back (JSON). Never touches the kernel's own ruleset. `Err`

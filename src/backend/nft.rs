@@ -526,6 +526,32 @@ impl Backend for NftBackend {
         }
     }
 
+    fn list_json(&self) -> Result<Value, BackendError> {
+        let out = spawn(&["-j", "list", "table", "inet", TABLE], None)?.finish()?;
+        if !out.status.success() && self.state()? == KernelState::Absent {
+            return Ok(Value::Null);
+        }
+        NftBackend::listing(out)
+    }
+
+    fn delete_elements(&self, elems: &[(String, Value)]) -> Result<(), BackendError> {
+        let cmds: Vec<Value> = elems
+            .iter()
+            .map(|(set, elem)| {
+                serde_json::json!({"delete": {"element": {
+                    "family": "inet", "table": TABLE, "name": set, "elem": [elem]
+                }}})
+            })
+            .collect();
+        let payload = serde_json::json!({ "nftables": cmds }).to_string();
+        let out = spawn(&["-j", "-f", "-"], Some(payload.as_bytes()))?.finish()?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(BackendError::Refused(one_line(&out.stderr)))
+        }
+    }
+
     fn read_snippet(&self, path: &std::path::Path) -> Result<Value, BackendError> {
         use crate::compile::SNIPPET_TABLE;
         // The wrapper includes the file by its path, so nft's errors name it and its

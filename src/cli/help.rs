@@ -112,3 +112,6 @@ pub(super) const BOOT: &str = "Run by the boot unit (rampart.service) at start a
 pub(super) const UNLOAD: &str = "Run by the boot unit (rampart.service) at stop.\n\nExamples:\n  rampart unload\n  systemctl stop rampart";
 
 pub(super) const CHECK: &str = "Examples:\n  rampart check\n  rampart check --json";
+
+pub(super) const LIMITS: &str =
+    "Examples:\n  rampart limits\n  rampart limits --json\n  rampart limits --reset 198.18.0.11";

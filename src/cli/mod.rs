@@ -24,6 +24,7 @@ mod confirm;
 mod declare;
 mod guard;
 mod help;
+mod limits;
 mod listening;
 mod report;
 mod rules;
@@ -212,6 +213,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What each limit is doing now: the connections it refused since the table was
+    /// applied, the sources using its rate window (and when a slot comes back) or the
+    /// connections they hold open; `--reset KEY` forgets a source (an unban).
+    #[command(after_help = help::LIMITS)]
+    Limits {
+        /// Print it as JSON (schema rampart.limits/1).
+        #[arg(long)]
+        json: bool,
+        /// Forget what every limit holds of this source address (or `any`).
+        #[arg(long, value_name = "KEY")]
+        reset: Option<String>,
+    },
     /// Print the version.
     #[command(after_help = help::VERSION)]
     Version,
@@ -232,6 +245,7 @@ impl Command {
                 | Command::RollbackWait { .. }
                 | Command::Apply { check: true, .. }
                 | Command::Check { .. }
+                | Command::Limits { .. }
         ) && !matches!(self, Command::App(w) if w.words.first().map(String::as_str) != Some("update"))
     }
 }
@@ -411,6 +425,7 @@ impl Ctx<'_> {
             Command::Status { view, json } => ctx.status(view.as_deref(), json)?,
             Command::Apply { check, file } => ctx.apply(&file, check)?,
             Command::Check { json } => ctx.check(json)?,
+            Command::Limits { json, reset } => ctx.limits(json, reset.as_deref())?,
             Command::Import {
                 from,
                 dir,

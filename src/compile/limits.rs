@@ -27,7 +27,7 @@ pub const LIMIT_OVER_PREFIX: &str = "limit_over_";
 
 /// The layout of a limit's chain, part of its id: a limit chain's name stands for its
 /// rules (a reload keeps a chain of the same name), so a new layout takes new names.
-const LIMIT_LAYOUT: &str = "2";
+const LIMIT_LAYOUT: &str = "3";
 
 /// Rate limits up to this many connections per window are exact sliding windows (N
 /// slots per key, so a refused packet is N set lookups); above it, a token bucket per
@@ -62,6 +62,41 @@ pub fn limit_id(rule: &Rule) -> String {
         serde_json::to_string(&ident).unwrap_or_default()
     );
     format!("{:016x}{family}", fnv1a(&text))
+}
+
+/// Where a limit keeps its state, for `rampart limits`: the names of its chain and
+/// sets, as [`Builder::limit_chain`] makes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitState {
+    /// The limit's id (shared by the IPv4 and IPv6 copies of a `per any` limit).
+    pub id: String,
+    /// Its chain, whose rules that go over count what it refused.
+    pub chain: String,
+    /// The limit as it applies (UFW's when the rule has none).
+    pub spec: Limit,
+    /// The keys being tracked by a rate limit (an exact window's `_k`, a bucket's `_b`).
+    pub tracked: Option<String>,
+    /// An exact window's slots (`KEY . k`, or `k` for `per any`), each held T seconds.
+    pub slots: Option<String>,
+    /// A `conn` limit's keys (`per any` has none: one count).
+    pub conns: Option<String>,
+}
+
+/// Where the limit of `rule` keeps its state.
+pub fn limit_state(rule: &Rule) -> LimitState {
+    let spec = rule.limit.clone().unwrap_or_else(Limit::ufw_default);
+    let id = limit_id(rule);
+    let keyed = spec.per != LimitKey::Any;
+    let set = |suffix: &str| format!("{STATE_SET_PREFIX}{id}_{suffix}");
+    let exact = spec.rate.is_some_and(|r| r.count <= EXACT_RATE_MAX);
+    LimitState {
+        chain: format!("{LIMIT_CHAIN_PREFIX}{id}"),
+        tracked: (keyed && spec.rate.is_some()).then(|| set(if exact { "k" } else { "b" })),
+        slots: exact.then(|| set("s")),
+        conns: (keyed && spec.conn.is_some()).then(|| set("c")),
+        spec,
+        id,
+    }
 }
 
 /// A constant usable inside a concatenated key: `meta mark & 0x0 | N` (nft 1.0.6 takes
@@ -340,6 +375,12 @@ impl Builder {
         } else {
             // conn only: under the limit.
             rules.push(vec![under]);
+        }
+        // What goes over is counted (`rampart limits`: refused since apply).
+        for r in &mut rules {
+            if matches!(r.last(), Some(Statement::Goto(_))) {
+                r.insert(r.len() - 1, counter());
+            }
         }
         self.chain(&lchain);
         for r in rules {

@@ -24,7 +24,8 @@ mod skeleton;
 
 pub use custom::{Custom, Part, CUSTOM_PREFIX, SNIPPET_TABLE};
 pub use limits::{
-    limit_id, EXACT_RATE_MAX, LIMIT_CHAIN_PREFIX, LIMIT_OVER_PREFIX, STATE_SET_PREFIX,
+    limit_id, limit_state, LimitState, EXACT_RATE_MAX, LIMIT_CHAIN_PREFIX, LIMIT_OVER_PREFIX,
+    STATE_SET_PREFIX,
 };
 use nft::*;
 pub use optimiser::{MapKind, MAP_PREFIX, MIN_MAP_RUN, PREFIX_HASH_MIN};

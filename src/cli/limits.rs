@@ -1,0 +1,319 @@
+//! `rampart limits [--json] [--reset KEY]`: what each limit is doing now, read from the
+//! kernel: the connections it refused since the table was applied, and per key the
+//! slots of its rate window in use (and when the next comes back) or the connections
+//! it has open; `--reset KEY` forgets a source's state (an unban).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde_json::{json, Value};
+
+use crate::compile::{limit_state, LimitState};
+use crate::model::{Action, Family, LimitKey, Policy, Proto, Rule};
+use crate::observe::rule_command;
+
+use super::{usage, CliError, Ctx, Out};
+
+/// The schema name of `limits --json`.
+pub const LIMITS_SCHEMA: &str = "rampart.limits/1";
+
+/// A state set's element: its key (`Null` for `per any`), its slot in a rate window,
+/// and the seconds until it expires.
+type Element = (Value, Option<u64>, Option<u64>);
+
+/// What the kernel's listing says of the state sets and limit chains.
+#[derive(Default)]
+struct Listing {
+    /// Set name → its elements.
+    elems: HashMap<String, Vec<Element>>,
+    /// Chain name → packets counted by its rules that go over.
+    refused: HashMap<String, u64>,
+}
+
+fn read_listing(v: &Value) -> Listing {
+    let mut out = Listing::default();
+    for item in v["nftables"].as_array().into_iter().flatten() {
+        if let Some(set) = item.get("set") {
+            let name = set["name"].as_str().unwrap_or("").to_string();
+            let elems = set["elem"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    let (val, expires) = match e.get("elem") {
+                        Some(el) => (el["val"].clone(), el["expires"].as_u64()),
+                        None => (e.clone(), None),
+                    };
+                    match val.get("concat").and_then(Value::as_array) {
+                        Some(parts) if parts.len() == 2 => {
+                            (parts[0].clone(), parts[1].as_u64(), expires)
+                        }
+                        _ if val.is_u64() => (Value::Null, val.as_u64(), expires),
+                        _ => (val, None, expires),
+                    }
+                })
+                .collect();
+            out.elems.insert(name, elems);
+        }
+        if let Some(rule) = item.get("rule") {
+            let expr = rule["expr"].as_array().cloned().unwrap_or_default();
+            if expr.iter().any(|s| s.get("goto").is_some()) {
+                let packets: u64 = expr
+                    .iter()
+                    .filter_map(|s| s.get("counter")?.get("packets")?.as_u64())
+                    .sum();
+                let chain = rule["chain"].as_str().unwrap_or("").to_string();
+                *out.refused.entry(chain).or_default() += packets;
+            }
+        }
+    }
+    out
+}
+
+/// The limits of a policy, once each (the IPv4 and IPv6 copies of a `per any` limit
+/// are one): (rule numbers, the first rule, where its state is).
+fn limits(policy: &Policy) -> Vec<(Vec<usize>, &Rule, LimitState)> {
+    let mut out: Vec<(Vec<usize>, &Rule, LimitState)> = Vec::new();
+    for (i, rule) in policy.rules.iter().enumerate() {
+        if rule.action != Action::Limit {
+            continue;
+        }
+        let state = limit_state(rule);
+        match out.iter_mut().find(|(_, _, s)| s.id == state.id) {
+            Some((numbers, _, _)) => numbers.push(i + 1),
+            None => out.push((vec![i + 1], rule, state)),
+        }
+    }
+    out
+}
+
+/// The key of `addr` for a limit counted per `per`: the address masked to its prefix.
+fn key_of(addr: IpAddr, per: LimitKey) -> Option<IpAddr> {
+    let LimitKey::Source { v4, v6 } = per else {
+        return None;
+    };
+    let len = if addr.is_ipv4() { v4 } else { v6 };
+    IpNet::new(addr, len).ok().map(|n| n.trunc().addr())
+}
+
+/// Connections open now that `rule` matches, by key, from the conntrack table (the
+/// entries `ct count` counts: not closing or closed).
+fn open_connections(rule: &Rule, per: LimitKey) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    let Ok(text) = std::fs::read_to_string("/proc/net/nf_conntrack") else {
+        return out;
+    };
+    for line in text.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let (Some(fam), Some(proto)) = (w.first(), w.get(2)) else {
+            continue;
+        };
+        let family = match *fam {
+            "ipv4" => Family::V4,
+            "ipv6" => Family::V6,
+            _ => continue,
+        };
+        if per != LimitKey::Any && family != rule.family {
+            continue;
+        }
+        let proto_ok = match rule.proto {
+            Proto::Any => matches!(*proto, "tcp" | "udp"),
+            p => p.word() == *proto,
+        };
+        if !proto_ok
+            || ["TIME_WAIT", "CLOSE", "FIN_WAIT", "LAST_ACK"]
+                .iter()
+                .any(|s| w.contains(s))
+        {
+            continue;
+        }
+        let field = |k: &str| {
+            w.iter()
+                .find_map(|t| t.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+        };
+        let (Some(src), Some(dport)) = (field("src"), field("dport")) else {
+            continue;
+        };
+        let (Ok(src), Ok(dport)) = (src.parse::<IpAddr>(), dport.parse::<u16>()) else {
+            continue;
+        };
+        if !rule.to.ports.as_ref().is_none_or(|p| p.contains(dport)) {
+            continue;
+        }
+        if !rule.from.addr.is_none_or(|n| n.contains(&src)) {
+            continue;
+        }
+        let key = key_of(src, per).map_or(Value::Null, |k| Value::String(k.to_string()));
+        *out.entry(shown_key(&key, per)).or_default() += 1;
+    }
+    out
+}
+
+/// A key as shown: an address, or the network it stands for (`198.18.0.0/24`,
+/// `2001:db8:1::/64`) when the limit counts per network.
+fn shown_key(v: &Value, per: LimitKey) -> String {
+    let text = key_text(v);
+    let (LimitKey::Source { v4, v6 }, Ok(addr)) = (per, text.parse::<IpAddr>()) else {
+        return text;
+    };
+    match addr {
+        IpAddr::V4(_) if v4 < 32 => format!("{text}/{v4}"),
+        IpAddr::V6(_) if v6 < 128 => format!("{text}/{v6}"),
+        _ => text,
+    }
+}
+
+fn key_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "any".into(),
+        other => other.to_string(),
+    }
+}
+
+impl Ctx<'_> {
+    /// `limits [--json] [--reset KEY]`.
+    pub(super) fn limits(&self, json_out: bool, reset: Option<&str>) -> Result<Out, CliError> {
+        let fw = match reset {
+            Some(_) => self.open_write()?,
+            None => self.open_read()?,
+        };
+        if !fw.kernel().is_loaded() {
+            return Ok(vec!["Status: inactive (no limit is in force)".into()]);
+        }
+        let listing = read_listing(&self.backend.list_json()?);
+        let policy = fw.policy();
+        if let Some(key) = reset {
+            return self.reset_key(policy, &listing, key);
+        }
+        let mut docs = Vec::new();
+        let mut text = Vec::new();
+        for (numbers, rule, state) in limits(policy) {
+            let refused = listing.refused.get(&state.chain).copied().unwrap_or(0);
+            let nums = numbers
+                .iter()
+                .map(|n| format!("{n:>2}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let cmd = rule_command(rule);
+            text.push(format!("[{nums}] {cmd}: refused {refused} since applied"));
+            let mut keys = Vec::new();
+            if let (Some(rate), Some(slots)) = (state.spec.rate, &state.slots) {
+                let mut per_key: HashMap<String, (u64, u64)> = HashMap::new();
+                for (k, _, expires) in listing.elems.get(slots).into_iter().flatten() {
+                    let e = per_key
+                        .entry(shown_key(k, state.spec.per))
+                        .or_insert((0, u64::MAX));
+                    e.0 += 1;
+                    e.1 = e.1.min(expires.unwrap_or(0));
+                }
+                let mut rows: Vec<_> = per_key.into_iter().collect();
+                rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(&b.0)));
+                for (k, (used, next)) in rows {
+                    let over = used >= u64::from(rate.count);
+                    let state_words = if over {
+                        format!(", over: a slot back in {next} s")
+                    } else {
+                        String::new()
+                    };
+                    text.push(format!(
+                        "     {k:<39} {used} of {} in {} s{state_words}",
+                        rate.count, rate.seconds
+                    ));
+                    keys.push(json!({"key": k, "used": used, "of": rate.count,
+                        "seconds": rate.seconds, "over": over, "next_slot_in": next}));
+                }
+            } else if let Some(tracked) = &state.tracked {
+                for (k, _, expires) in listing.elems.get(tracked).into_iter().flatten() {
+                    let k = shown_key(k, state.spec.per);
+                    text.push(format!("     {k:<39} tracked (a token bucket)"));
+                    keys.push(json!({"key": k, "tracked": true, "expires_in": expires}));
+                }
+            }
+            let mut open = Vec::new();
+            if let Some(limit) = state.spec.conn {
+                let mut rows: Vec<_> = open_connections(rule, state.spec.per).into_iter().collect();
+                rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                for (k, n) in rows {
+                    text.push(format!("     {k:<39} {n} open (at most {limit})"));
+                    open.push(json!({"key": k, "connections": n, "limit": limit}));
+                }
+            }
+            docs.push(json!({"rules": numbers, "command": cmd, "refused": refused,
+                "keys": keys, "open": open}));
+        }
+        if json_out {
+            return Ok(vec![
+                json!({"schema": LIMITS_SCHEMA, "limits": docs}).to_string()
+            ]);
+        }
+        if text.is_empty() {
+            text.push("No limit rules".into());
+        }
+        Ok(text)
+    }
+
+    /// Forget what every limit holds of KEY (an address, or `any`).
+    fn reset_key(&self, policy: &Policy, listing: &Listing, key: &str) -> Result<Out, CliError> {
+        let addr = if key == "any" {
+            None
+        } else {
+            Some(key.parse::<IpAddr>().map_err(|_| {
+                usage(format!(
+                    "Invalid key '{key}': use an address (e.g. 198.18.0.11) or 'any'"
+                ))
+            })?)
+        };
+        let mut doomed: Vec<(String, Value)> = Vec::new();
+        let mut which = Vec::new();
+        for (numbers, rule, state) in limits(policy) {
+            let wanted: Option<String> = match (addr, state.spec.per) {
+                (None, LimitKey::Any) => None,
+                (Some(a), per @ LimitKey::Source { .. }) => {
+                    let fam = if a.is_ipv4() { Family::V4 } else { Family::V6 };
+                    if fam != rule.family {
+                        continue;
+                    }
+                    key_of(a, per).map(|k| k.to_string())
+                }
+                _ => continue,
+            };
+            let before = doomed.len();
+            for set in [&state.tracked, &state.slots, &state.conns]
+                .into_iter()
+                .flatten()
+            {
+                for (k, slot, _) in listing.elems.get(set).into_iter().flatten() {
+                    let hit = match &wanted {
+                        None => true,
+                        Some(w) => key_text(k) == *w,
+                    };
+                    if !hit {
+                        continue;
+                    }
+                    let elem = match (slot, k) {
+                        (Some(s), Value::Null) => json!(s),
+                        (Some(s), k) => json!({"concat": [k, s]}),
+                        (None, k) => k.clone(),
+                    };
+                    doomed.push((set.clone(), elem));
+                }
+            }
+            if doomed.len() > before {
+                which.push(numbers[0]);
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(vec![format!("{key} is not held by any limit")]);
+        }
+        self.backend.delete_elements(&doomed)?;
+        let rules: Vec<String> = which.iter().map(|n| n.to_string()).collect();
+        Ok(vec![format!(
+            "Reset {key} in {} limit{} (rule {})",
+            which.len(),
+            if which.len() == 1 { "" } else { "s" },
+            rules.join(", ")
+        )])
+    }
+}

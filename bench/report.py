@@ -299,6 +299,9 @@ def report(out):
     w(f"| add one rule ≤ 1/20 of UFW | {fmt_r(v, 2)}× | {verdict_max(v, 0.05)} |")
     v = ratio(r.med("status-rampart-10000"), r.med("status-ufw-10000"))
     w(f"| `status` ≤ 1/10 of UFW | {fmt_r(v, 2)}× | {verdict_max(v, 0.10)} |")
+    v = ratio(r.med("status-verbose-rampart-10000"), r.med("status-verbose-ufw-10000"))
+    if v is not None:
+        w(f"| `status verbose` (with every rule's counters) ≤ 1/10 of UFW's | {fmt_r(v, 2)}× | {verdict_max(v, 0.10)} |")
     w("")
     return "\n".join(lines)
 

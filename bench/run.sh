@@ -386,6 +386,10 @@ for level in 0 "${LEVELS[@]}"; do
         log "level $level: status"
         hf "status-rampart-$level" 10 in_rampart -- "$RAMPART --config-dir $RCONF status" --warmup 1
         hf "status-ufw-$level" 10 in_ufw -- "ufw status" --warmup 1
+        # status verbose: rampart lists the table back for every rule's counters.
+        hf "status-verbose-rampart-$level" 10 in_rampart -- \
+            "$RAMPART --config-dir $RCONF status verbose" --warmup 1
+        hf "status-verbose-ufw-$level" 10 in_ufw -- "ufw status verbose" --warmup 1
         peak_rss "status-rampart-$level" in_rampart -- "$RAMPART" --config-dir "$RCONF" status
         peak_rss "status-ufw-$level" in_ufw -- ufw status
         peak_rss "apply-rampart-$level" in_rampart -- "$RAMPART" --config-dir "$RCONF" reload

@@ -30,6 +30,42 @@ pub fn status(policy: &Policy, active: bool, view: StatusView) -> String {
 /// [`status`], saying whether this host forwards packets at all: as UFW, `status
 /// verbose` shows the routed default as `disabled` while the kernel forwards nothing.
 pub fn status_here(policy: &Policy, active: bool, view: StatusView, forwarding: bool) -> String {
+    status_counted(policy, active, view, forwarding, None)
+}
+
+/// What the kernel counted for one user rule since the table was applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Count {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Counted by a map element the rule's IPv4 and IPv6 copies share: the count is
+    /// both families'.
+    pub both_families: bool,
+}
+
+/// The count as `status verbose` writes it after a rule's row.
+pub fn count_text(c: &Count) -> String {
+    format!(
+        "[{} packets, {} bytes{}]",
+        c.packets,
+        c.bytes,
+        if c.both_families {
+            ", IPv4 and IPv6"
+        } else {
+            ""
+        }
+    )
+}
+
+/// [`status_here`], with each rule's count (by rule index) after its row in the verbose
+/// view.
+pub fn status_counted(
+    policy: &Policy,
+    active: bool,
+    view: StatusView,
+    forwarding: bool,
+    counts: Option<&[Option<Count>]>,
+) -> String {
     let mut out = String::new();
     if !active {
         out.push_str("Status: inactive\n");
@@ -79,8 +115,15 @@ pub fn status_here(policy: &Policy, active: bool, view: StatusView, forwarding: 
         let rows: Vec<String> = policy
             .rules
             .iter()
-            .filter(|r| r.direction == dir)
-            .map(|r| status_line(r, verbose, false))
+            .enumerate()
+            .filter(|(_, r)| r.direction == dir)
+            .map(|(i, r)| {
+                let row = status_line(r, verbose, false);
+                match counts.and_then(|c| c.get(i).copied().flatten()) {
+                    Some(c) if verbose => format!("{row} {}", count_text(&c)),
+                    _ => row,
+                }
+            })
             .collect();
         if !rows.is_empty() {
             for row in rows {

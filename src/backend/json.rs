@@ -70,6 +70,10 @@ fn command_json(out: &mut String, word: &str, target: &NfListObject<'static>, pl
         NfListObject::Map(m) if verdict_map(&m.name) => {
             let mut v = serde_json::to_value(bare_map(m)).expect("map serializes");
             v["map"] = Value::String("verdict".into());
+            // Every element counts what it matches (`status verbose`).
+            if word == "add" {
+                v["stmt"] = serde_json::json!([{ "counter": null }]);
+            }
             let text = v.to_string();
             out.push_str(&format!("{{\"{word}\":{{\"map\":"));
             with_elements(out, &text, m.elem.as_deref().unwrap_or(&[]));

@@ -757,13 +757,34 @@ mod tests {
             .filter_map(|m| m.get("elem"))
             .flat_map(|e| e.as_array().unwrap())
             .collect();
+        // Each map counts per element.
+        assert!(maps
+            .iter()
+            .all(|m| m["stmt"] == serde_json::json!([{"counter": null}])));
+        // The plan knows which rule each element stands for, by its key as listed.
+        let has = |val: Value, tag: String, verdict: Value| {
+            let text = val.to_string();
+            let tagged = plan
+                .element_tags
+                .iter()
+                .any(|((_, key), t)| *key == text && *t == tag);
+            tagged && elems.iter().any(|e| e[0] == val && e[1] == verdict)
+        };
+        let ssh = crate::compile::rule_tag(&p.rules[0], "46");
+        let v = |s: &str| serde_json::from_str::<Value>(s).unwrap();
         assert!(
-            elems.contains(&&serde_json::json!([{"concat": ["tcp", 22]}, {"accept": null}])),
+            has(
+                v(r#"{"concat": ["tcp", 22]}"#),
+                ssh,
+                v(r#"{"accept": null}"#)
+            ),
             "{elems:?}"
         );
-        assert!(elems.contains(&&serde_json::json!([
-            {"prefix": {"addr": "198.18.0.0", "len": 24}},
-            {"drop": null}
-        ])));
+        let net = crate::compile::rule_tag(&p.rules[2], "4");
+        assert!(has(
+            v(r#"{"prefix": {"addr": "198.18.0.0", "len": 24}}"#),
+            net,
+            v(r#"{"drop": null}"#)
+        ));
     }
 }

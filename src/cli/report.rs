@@ -13,20 +13,91 @@ pub const RULES_SCHEMA: &str = "rampart.rules/1";
 /// The rules as JSON: each its number, the command that re-creates it, and its fields
 /// as the policy file holds them.
 fn rules_json(policy: &crate::model::Policy) -> serde_json::Value {
+    rules_json_counted(policy, None)
+}
+
+fn rules_json_counted(
+    policy: &crate::model::Policy,
+    counts: Option<&[Option<observe::Count>]>,
+) -> serde_json::Value {
     serde_json::Value::Array(
         policy
             .rules
             .iter()
             .enumerate()
             .map(|(i, rule)| {
-                serde_json::json!({
+                let mut v = serde_json::json!({
                     "number": i + 1,
                     "command": observe::rule_command(rule),
                     "rule": rule,
-                })
+                });
+                if let Some(c) = counts.and_then(|c| c.get(i).copied().flatten()) {
+                    v["counter"] = serde_json::json!(c);
+                }
+                v
             })
             .collect(),
     )
+}
+
+/// Each user rule's count, from one listing of rampart's table: the counters of the
+/// kernel rules and map elements the policy's plan says stand for the rule (its tag,
+/// see `compile::rule_tag`: a kernel rule by its place in its chain, an element by its
+/// key).
+fn rule_counts(
+    policy: &crate::model::Policy,
+    listing: &serde_json::Value,
+) -> Vec<Option<observe::Count>> {
+    use std::collections::HashMap;
+    let plan = crate::compile::compile(policy);
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut by_tag: HashMap<(String, char), observe::Count> = HashMap::new();
+    let mut add = |tag: &str, counter: &serde_json::Value| {
+        let Some((hash, fams)) = tag.split_once('.') else {
+            return;
+        };
+        let (p, b) = (counter["packets"].as_u64(), counter["bytes"].as_u64());
+        let (Some(p), Some(b)) = (p, b) else { return };
+        for f in fams.chars() {
+            let c = by_tag.entry((hash.to_string(), f)).or_default();
+            c.packets += p;
+            c.bytes += b;
+            c.both_families |= fams.len() > 1;
+        }
+    };
+    for item in listing["nftables"].as_array().into_iter().flatten() {
+        if let (Some(chain), Some(expr)) = (
+            item["rule"]["chain"].as_str(),
+            item["rule"]["expr"].as_array(),
+        ) {
+            let n = index.entry(chain.to_string()).or_insert(0);
+            let tag = plan.rule_tags.get(&(chain.to_string(), *n));
+            *n += 1;
+            if let (Some(tag), Some(c)) = (tag, expr.iter().find_map(|s| s.get("counter"))) {
+                add(tag, c);
+            }
+        }
+        let map = item["map"]["name"].as_str().unwrap_or("");
+        for el in item["map"]["elem"].as_array().into_iter().flatten() {
+            let key = &el[0]["elem"];
+            let tag = plan
+                .element_tags
+                .get(&(map.to_string(), key["val"].to_string()));
+            if let Some(tag) = tag {
+                add(tag, &key["counter"]);
+            }
+        }
+    }
+    policy
+        .rules
+        .iter()
+        .map(|r| {
+            let tag = crate::compile::rule_tag(r, "");
+            let hash = tag.trim_end_matches('.').to_string();
+            let fam = crate::compile::family_tag(r).chars().next().unwrap_or('4');
+            by_tag.get(&(hash, fam)).copied()
+        })
+        .collect()
 }
 
 /// Whether the kernel forwards IPv4 or IPv6 packets here (in this network namespace).
@@ -84,6 +155,12 @@ impl Ctx<'_> {
             );
             fw.policy().clone()
         };
+        // The counters, when the kernel holds what is shown: one listing of the table
+        // (verbose and JSON views only; none from a backend that cannot list).
+        let counts = (active && (json || view == StatusView::Verbose))
+            .then(|| self.backend.list_json().ok())
+            .flatten()
+            .map(|listing| rule_counts(&shown, &listing));
         if json {
             let doc = serde_json::json!({
                 "schema": STATUS_SCHEMA,
@@ -93,13 +170,13 @@ impl Ctx<'_> {
                 "logging": shown.logging,
                 "log_group": shown.log_group,
                 "defaults": shown.defaults,
-                "rules": rules_json(&shown),
+                "rules": rules_json_counted(&shown, counts.as_deref()),
             });
             return Ok(vec![doc.to_string()]);
         }
         // Only the verbose view shows the routed default.
         let forwarding = view != StatusView::Verbose || kernel_forwards();
-        let text = observe::status_here(&shown, active, view, forwarding);
+        let text = observe::status_counted(&shown, active, view, forwarding, counts.as_deref());
         Ok(vec![text.strip_suffix('\n').unwrap_or(&text).to_string()])
     }
 

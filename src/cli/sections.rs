@@ -110,6 +110,7 @@ pub fn report(plan: &Plan, name: &str) -> Option<String> {
         objects: declared,
         dynset_stmts: plan.dynset_stmts.clone(),
         verdict_maps: plan.verdict_maps.clone(),
+        ..Plan::default()
     };
     Some(plan_text(&part))
 }

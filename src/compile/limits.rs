@@ -235,14 +235,15 @@ impl Builder {
     pub(super) fn limit_rule(&mut self, rule: &Rule, chain: &str) {
         let lchain = self.limit_chain(rule);
         let matches = rule_matches(rule, true);
-        let mut out: Vec<_> = self.rule_log(rule, &matches).into_iter().collect();
+        let out: Vec<_> = self.rule_log(rule, &matches).into_iter().collect();
         let mut jump_rule = matches;
         jump_rule.push(counter());
         jump_rule.push(jump(&lchain));
-        out.push(jump_rule);
         for r in out {
             self.rule(chain, r);
         }
+        let tag = super::rule_tag(rule, super::family_tag(rule));
+        self.rule_tagged(chain, jump_rule, Some(tag));
     }
 
     /// The chain (and state) of a limit, created once; returns its name. Every limit

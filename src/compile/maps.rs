@@ -125,8 +125,16 @@ impl Builder {
         } else {
             HashSet::new()
         };
+        let mut shape_tags: BTreeMap<Shape, Vec<String>> = BTreeMap::new();
+        let families = match fam {
+            Fam::V4 => "4",
+            Fam::V6 => "6",
+            Fam::Both => "46",
+        };
         for rule in members {
             let key = MapKey::of(rule).expect("map members have keys");
+            // Which rule each element stands for (its counter is that rule's).
+            let tag = super::rule_tag(rule, families);
             let verdict = Expression::Verdict(match rule.action {
                 Action::Allow => NftVerdict::Accept,
                 Action::Deny => NftVerdict::Drop,
@@ -156,6 +164,7 @@ impl Builder {
                 } else {
                     (Shape::Of('i'), addr)
                 };
+                shape_tags.entry(shape).or_default().push(tag.clone());
                 shapes
                     .entry(shape)
                     .or_default()
@@ -178,6 +187,10 @@ impl Builder {
                         _ => ('i', vec![addr.clone(), word(proto.word()), port]),
                     };
                     let k = Expression::Named(NamedExpression::Concat(parts));
+                    shape_tags
+                        .entry(Shape::Of(shape))
+                        .or_default()
+                        .push(tag.clone());
                     shapes
                         .entry(Shape::Of(shape))
                         .or_default()
@@ -192,6 +205,15 @@ impl Builder {
                 continue;
             }
             let name = format!("{MAP_PREFIX}{chain}_{run}_{}{shape}", fam.tag());
+            for (e, tag) in elems
+                .iter()
+                .zip(shape_tags.remove(&shape).unwrap_or_default())
+            {
+                if let Expression::List(kv) = e {
+                    self.element_tags
+                        .insert((name.clone(), super::key_text(&kv[0])), tag);
+                }
+            }
             let (set_type, lookup) = match (kind, shape) {
                 (MapKind::Src, Shape::Net(len)) => {
                     let mask = match family {

@@ -77,7 +77,7 @@ pub const LOG_BURST: u32 = 10;
 pub const LOG_PREFIX: &str = "RAMPART";
 
 /// The compiled ruleset: every object of rampart's table, in creation order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Plan {
     /// Table, chains, sets and rules, in the order they are to be added.
     pub objects: Vec<NfListObject<'static>>,
@@ -85,6 +85,13 @@ pub struct Plan {
     /// name (`add @s { ip saddr ct count over 2 }`). The `nftables` crate's set statement
     /// has no field for them, so the backend and the renderer attach them from here.
     pub dynset_stmts: Vec<(String, Statement<'static>)>,
+    /// Which user rule each tagged kernel rule stands for: (chain, its index among the
+    /// chain's rules) → the rule's tag (see [`rule_tag`]). For `status verbose`'s
+    /// counters; not part of the ruleset.
+    pub rule_tags: HashMap<(String, usize), String>,
+    /// Which user rule each verdict-map element stands for: (map, the element's key as
+    /// compact JSON, see [`key_text`]) → the rule's tag.
+    pub element_tags: HashMap<(String, String), String>,
     /// Names of the maps whose values are verdicts. The `nftables` crate has no
     /// `verdict` map type (the objects carry a placeholder type) and writes `accept` and
     /// `drop` values as bare words; the backend fixes both when serializing.
@@ -154,6 +161,39 @@ impl Plan {
                 (name.to_string(), n)
             })
             .collect()
+    }
+}
+
+/// The tag a user rule's kernel rule or map elements carry as their comment, so that
+/// `status verbose` can add up their counters per rule: the rule's hash (whatever its
+/// family and comment, so a comment edit keeps the counters), then the families the
+/// kernel object serves (`.4`, `.6`, or `.46` for an element both copies share).
+pub fn rule_tag(rule: &Rule, families: &str) -> String {
+    let ident = Rule {
+        family: crate::model::Family::V4,
+        comment: None,
+        ..rule.clone()
+    };
+    let text = serde_json::to_string(&ident).unwrap_or_default();
+    format!(
+        "{:012x}.{families}",
+        limits::fnv1a(&text) & 0xffff_ffff_ffff
+    )
+}
+
+/// A map element's key as compact JSON, as the kernel's listing gives it back (the
+/// lookup key of [`Plan::element_tags`]).
+pub fn key_text(key: &Expression) -> String {
+    serde_json::to_value(key)
+        .map(|v| v.to_string())
+        .unwrap_or_default()
+}
+
+/// The families part of a rule's own tag.
+pub fn family_tag(rule: &Rule) -> &'static str {
+    match rule.family {
+        crate::model::Family::V4 => "4",
+        crate::model::Family::V6 => "6",
     }
 }
 
@@ -257,6 +297,8 @@ pub fn compile_with(policy: &Policy, custom: &Custom) -> Plan {
     Plan {
         objects: b.objects,
         dynset_stmts: b.dynset_stmts,
+        rule_tags: b.rule_tags,
+        element_tags: b.element_tags,
         verdict_maps: b.verdict_maps,
     }
 }
@@ -269,6 +311,10 @@ struct Builder {
     /// Map runs so far, per chain (for map names).
     map_runs: HashMap<String, usize>,
     log: logging::Logging,
+    /// Rules added so far, per chain (for [`Plan::rule_tags`]).
+    rules_in: HashMap<String, usize>,
+    rule_tags: HashMap<(String, usize), String>,
+    element_tags: HashMap<(String, String), String>,
     /// Names of the chains made so far (limits look theirs up).
     chain_names: std::collections::HashSet<String>,
 }
@@ -301,6 +347,16 @@ impl Builder {
     }
 
     fn rule(&mut self, chain: &str, expr: Vec<Statement<'static>>) {
+        self.rule_tagged(chain, expr, None);
+    }
+
+    /// A rule, with the tag of the user rule it stands for (kept in the plan).
+    fn rule_tagged(&mut self, chain: &str, expr: Vec<Statement<'static>>, tag: Option<String>) {
+        let n = self.rules_in.entry(chain.to_string()).or_insert(0);
+        if let Some(tag) = tag {
+            self.rule_tags.insert((chain.to_string(), *n), tag);
+        }
+        *n += 1;
         self.objects.push(NfListObject::Rule(NftRule {
             family: FAMILY,
             table: TABLE.into(),

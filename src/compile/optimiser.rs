@@ -406,15 +406,9 @@ impl Builder {
                 Run::Map(kind, members, last) => self.map_run(chain, kind, &members, last),
                 Run::Single(rule) if rule.action == Action::Limit => self.limit_rule(rule, chain),
                 Run::Single(rule) => {
-                    for stmts in self.user_rule(rule, true) {
-                        self.rule(chain, stmts);
-                    }
+                    self.push_user_rule(chain, rule, true, super::family_tag(rule));
                 }
-                Run::Pair(rule) => {
-                    for stmts in self.user_rule(rule, false) {
-                        self.rule(chain, stmts);
-                    }
-                }
+                Run::Pair(rule) => self.push_user_rule(chain, rule, false, "46"),
             }
         }
     }

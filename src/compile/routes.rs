@@ -16,9 +16,7 @@ impl Builder {
             if rule.action == Action::Limit {
                 self.limit_rule(rule, chain);
             } else {
-                for stmts in self.user_rule(rule, true) {
-                    self.rule(chain, stmts);
-                }
+                self.push_user_rule(chain, rule, true, super::family_tag(rule));
             }
         }
     }

@@ -12,6 +12,22 @@ impl Builder {
     /// Statements for one user rule (a log rule first, when the rule logs). `family`:
     /// with the match on the rule's family that a rule with no address needs, unless it
     /// stands for both families' copies.
+    /// A user rule's statements, its main rule tagged (see [`super::rule_tag`]).
+    pub(super) fn push_user_rule(
+        &mut self,
+        chain: &str,
+        rule: &Rule,
+        family: bool,
+        families: &str,
+    ) {
+        let mut stmts = self.user_rule(rule, family);
+        let main = stmts.pop().expect("a user rule has its main rule");
+        for s in stmts {
+            self.rule(chain, s);
+        }
+        self.rule_tagged(chain, main, Some(super::rule_tag(rule, families)));
+    }
+
     pub(super) fn user_rule(&self, rule: &Rule, family: bool) -> Vec<Vec<Statement<'static>>> {
         let matches = rule_matches(rule, family);
         let mut out: Vec<_> = self.rule_log(rule, &matches).into_iter().collect();

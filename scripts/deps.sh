@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what rampart's demo needs on a fresh Debian machine (as root); with `tests`,
 # also what the tests need: UFW (the import differential), man-db (the package's man
-# page), ansible-core (the Ansible module) and cargo-deb (the package).
+# page), ansible-core (the Ansible module), tmux (a terminal for rampart top) and
+# cargo-deb (the package).
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "ERROR: run as root (network namespaces and nftables need it)" >&2
@@ -22,6 +23,7 @@ if [ "${1:-}" = tests ]; then
   command -v ufw >/dev/null 2>&1 || need+=(ufw)
   command -v man >/dev/null 2>&1 || need+=(man-db)
   command -v ansible >/dev/null 2>&1 || need+=(ansible-core)
+  command -v tmux >/dev/null 2>&1 || need+=(tmux)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

@@ -115,3 +115,5 @@ pub(super) const CHECK: &str = "Examples:\n  rampart check\n  rampart check --js
 
 pub(super) const LIMITS: &str =
     "Examples:\n  rampart limits\n  rampart limits --json\n  rampart limits --reset 198.18.0.11";
+
+pub(super) const TOP: &str = "Examples:\n  rampart top\n  rampart top --once";

@@ -24,14 +24,14 @@ type Element = (Value, Option<u64>, Option<u64>);
 
 /// What the kernel's listing says of the state sets and limit chains.
 #[derive(Default)]
-struct Listing {
+pub(super) struct Listing {
     /// Set name → its elements.
     elems: HashMap<String, Vec<Element>>,
     /// Chain name → packets counted by its rules that go over.
-    refused: HashMap<String, u64>,
+    pub(super) refused: HashMap<String, u64>,
 }
 
-fn read_listing(v: &Value) -> Listing {
+pub(super) fn read_listing(v: &Value) -> Listing {
     let mut out = Listing::default();
     for item in v["nftables"].as_array().into_iter().flatten() {
         if let Some(set) = item.get("set") {
@@ -73,7 +73,7 @@ fn read_listing(v: &Value) -> Listing {
 
 /// The limits of a policy, once each (the IPv4 and IPv6 copies of a `per any` limit
 /// are one): (rule numbers, the first rule, where its state is).
-fn limits(policy: &Policy) -> Vec<(Vec<usize>, &Rule, LimitState)> {
+pub(super) fn limits(policy: &Policy) -> Vec<(Vec<usize>, &Rule, LimitState)> {
     let mut out: Vec<(Vec<usize>, &Rule, LimitState)> = Vec::new();
     for (i, rule) in policy.rules.iter().enumerate() {
         if rule.action != Action::Limit {

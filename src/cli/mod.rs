@@ -30,6 +30,7 @@ mod report;
 mod rules;
 mod sections;
 mod state;
+mod top;
 
 pub use confirm::{MAX_CONFIRM_SECONDS, ROLLBACK_LOG};
 
@@ -225,6 +226,15 @@ pub enum Command {
         #[arg(long, value_name = "KEY")]
         reset: Option<String>,
     },
+    /// A live view, refreshed every second, of the busiest rules and the limits
+    /// refusing most (packets per second, a sparkline of the last minute); `q` quits.
+    /// Not on a terminal, or with --once: one plain-text snapshot of the totals.
+    #[command(after_help = help::TOP)]
+    Top {
+        /// Print one plain-text snapshot and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Print the version.
     #[command(after_help = help::VERSION)]
     Version,
@@ -245,6 +255,7 @@ impl Command {
                 | Command::RollbackWait { .. }
                 | Command::Apply { check: true, .. }
                 | Command::Check { .. }
+                | Command::Top { .. }
                 | Command::Limits { .. }
         ) && !matches!(self, Command::App(w) if w.words.first().map(String::as_str) != Some("update"))
     }
@@ -425,6 +436,7 @@ impl Ctx<'_> {
             Command::Status { view, json } => ctx.status(view.as_deref(), json)?,
             Command::Apply { check, file } => ctx.apply(&file, check)?,
             Command::Check { json } => ctx.check(json)?,
+            Command::Top { once } => ctx.top(once)?,
             Command::Limits { json, reset } => ctx.limits(json, reset.as_deref())?,
             Command::Import {
                 from,

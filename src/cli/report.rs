@@ -44,7 +44,7 @@ fn rules_json_counted(
 /// kernel rules and map elements the policy's plan says stand for the rule (its tag,
 /// see `compile::rule_tag`: a kernel rule by its place in its chain, an element by its
 /// key).
-fn rule_counts(
+pub(super) fn rule_counts(
     policy: &crate::model::Policy,
     listing: &serde_json::Value,
 ) -> Vec<Option<observe::Count>> {

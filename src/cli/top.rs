@@ -1,0 +1,231 @@
+//! `rampart top`: a live view, refreshed every second, of the busiest rules (packets
+//! per second, with a sparkline of the last minute) and the limits refusing most. Not
+//! on a terminal (or with `--once`), one plain-text snapshot of the totals. `q` quits.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind};
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Row, Table};
+
+use crate::observe::rule_command;
+
+use super::{CliError, Ctx, Out};
+
+/// Samples kept per row for its sparkline.
+const HISTORY: usize = 60;
+
+/// One reading of the kernel: per rule its packets, per limit its refused count.
+struct Sample {
+    at: Instant,
+    /// (rule number, command, packets).
+    rules: Vec<(usize, String, u64)>,
+    /// (rule numbers, command, refused).
+    limits: Vec<(String, String, u64)>,
+}
+
+fn spark(history: &VecDeque<u64>) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = history.iter().copied().max().unwrap_or(0).max(1);
+    history
+        .iter()
+        .map(|&v| {
+            if v == 0 {
+                ' '
+            } else {
+                BARS[((v * 7).div_ceil(max)) as usize % 8]
+            }
+        })
+        .collect()
+}
+
+impl Ctx<'_> {
+    /// Read the policy and the kernel's counters once (the lock is held only for it).
+    fn sample(&self) -> Result<Option<Sample>, CliError> {
+        let fw = self.open_read()?;
+        if !fw.kernel().is_loaded() {
+            return Ok(None);
+        }
+        let listing = self.backend.list_json()?;
+        let policy = fw.policy();
+        let counts = super::report::rule_counts(policy, &listing);
+        let rules = policy
+            .rules
+            .iter()
+            .zip(counts)
+            .enumerate()
+            .map(|(i, (r, c))| (i + 1, rule_command(r), c.map_or(0, |c| c.packets)))
+            .collect();
+        let state = super::limits::read_listing(&listing);
+        let limits = super::limits::limits(policy)
+            .into_iter()
+            .map(|(numbers, rule, st)| {
+                let nums: Vec<String> = numbers.iter().map(|n| n.to_string()).collect();
+                let refused = state.refused.get(&st.chain).copied().unwrap_or(0);
+                (nums.join(","), rule_command(rule), refused)
+            })
+            .collect();
+        Ok(Some(Sample {
+            at: Instant::now(),
+            rules,
+            limits,
+        }))
+    }
+
+    /// `top [--once]`.
+    pub(super) fn top(&self, once: bool) -> Result<Out, CliError> {
+        let Some(first) = self.sample()? else {
+            return Ok(vec!["Status: inactive".into()]);
+        };
+        if once || !std::io::stdout().is_terminal() {
+            return Ok(snapshot(&first));
+        }
+        let mut terminal = ratatui::init();
+        let result = self.live(&mut terminal, first);
+        ratatui::restore();
+        result.map(|()| Vec::new())
+    }
+
+    fn live(&self, terminal: &mut ratatui::DefaultTerminal, first: Sample) -> Result<(), CliError> {
+        let mut prev = first;
+        let mut rule_hist: HashMap<String, VecDeque<u64>> = HashMap::new();
+        let mut limit_hist: HashMap<String, VecDeque<u64>> = HashMap::new();
+        let push = |h: &mut HashMap<String, VecDeque<u64>>, k: &str, v: u64| {
+            let q = h.entry(k.to_string()).or_default();
+            q.push_back(v);
+            if q.len() > HISTORY {
+                q.pop_front();
+            }
+        };
+        let mut next_at = Instant::now() + Duration::from_secs(1);
+        loop {
+            let wait = next_at.saturating_duration_since(Instant::now());
+            if event::poll(wait).map_err(|e| super::usage(format!("terminal: {e}")))? {
+                if let Ok(Event::Key(k)) = event::read() {
+                    if k.kind == KeyEventKind::Press
+                        && matches!(k.code, KeyCode::Char('q') | KeyCode::Esc)
+                    {
+                        return Ok(());
+                    }
+                }
+                continue;
+            }
+            next_at += Duration::from_secs(1);
+            let Some(now) = self.sample()? else {
+                return Ok(());
+            };
+            let secs = now.at.duration_since(prev.at).as_secs_f64().max(0.001);
+            let before: HashMap<(usize, &str), u64> = prev
+                .rules
+                .iter()
+                .map(|(n, c, p)| ((*n, c.as_str()), *p))
+                .collect();
+            let mut rows: Vec<(usize, String, f64, u64)> = Vec::new();
+            for (n, cmd, p) in &now.rules {
+                let d = p.saturating_sub(*before.get(&(*n, cmd.as_str())).unwrap_or(p));
+                push(&mut rule_hist, &n.to_string(), d);
+                rows.push((*n, cmd.clone(), d as f64 / secs, *p));
+            }
+            rows.sort_by(|a, b| b.2.total_cmp(&a.2).then(b.3.cmp(&a.3)));
+            let lbefore: HashMap<&str, u64> = prev
+                .limits
+                .iter()
+                .map(|(_, c, r)| (c.as_str(), *r))
+                .collect();
+            let mut lrows: Vec<(String, String, f64, u64)> = Vec::new();
+            for (nums, cmd, r) in &now.limits {
+                let d = r.saturating_sub(*lbefore.get(cmd.as_str()).unwrap_or(r));
+                push(&mut limit_hist, nums, d);
+                lrows.push((nums.clone(), cmd.clone(), d as f64 / secs, *r));
+            }
+            lrows.sort_by(|a, b| b.2.total_cmp(&a.2).then(b.3.cmp(&a.3)));
+            let draw = terminal.draw(|f| {
+                let [head, rules_area, limits_area] = Layout::vertical([
+                    Constraint::Length(1),
+                    Constraint::Min(4),
+                    Constraint::Length((lrows.len() as u16 + 3).min(12)),
+                ])
+                .areas(f.area());
+                f.render_widget(
+                    Line::from(format!(
+                        "rampart top: {} rules, {} limits; every second; q quits",
+                        now.rules.len(),
+                        now.limits.len()
+                    ))
+                    .style(Style::default().add_modifier(Modifier::BOLD)),
+                    head,
+                );
+                let bold = Style::default().add_modifier(Modifier::BOLD);
+                let table = Table::new(
+                    rows.iter().map(|(n, cmd, rate, total)| {
+                        Row::new(vec![
+                            format!("[{n:>2}]"),
+                            cmd.clone(),
+                            format!("{rate:.1}"),
+                            total.to_string(),
+                            spark(&rule_hist[&n.to_string()]),
+                        ])
+                    }),
+                    [
+                        Constraint::Length(5),
+                        Constraint::Min(30),
+                        Constraint::Length(9),
+                        Constraint::Length(10),
+                        Constraint::Length(HISTORY as u16),
+                    ],
+                )
+                .header(Row::new(vec!["", "rule", "pkts/s", "packets", "last minute"]).style(bold))
+                .block(Block::bordered().title("Busiest rules"));
+                f.render_widget(table, rules_area);
+                let limits = Table::new(
+                    lrows.iter().map(|(nums, cmd, rate, total)| {
+                        Row::new(vec![
+                            format!("[{nums}]"),
+                            cmd.clone(),
+                            format!("{rate:.1}"),
+                            total.to_string(),
+                            spark(&limit_hist[nums.as_str()]),
+                        ])
+                    }),
+                    [
+                        Constraint::Length(9),
+                        Constraint::Min(30),
+                        Constraint::Length(11),
+                        Constraint::Length(10),
+                        Constraint::Length(HISTORY as u16),
+                    ],
+                )
+                .header(
+                    Row::new(vec!["", "limit", "refused/s", "refused", "last minute"]).style(bold),
+                )
+                .block(Block::bordered().title("Limits refusing most"));
+                f.render_widget(limits, limits_area);
+            });
+            draw.map_err(|e| super::usage(format!("terminal: {e}")))?;
+            prev = now;
+        }
+    }
+}
+
+/// The plain-text view: rules by packets, then limits by refused connections.
+fn snapshot(s: &Sample) -> Out {
+    let mut out = vec![format!("{:>12}  rule", "packets")];
+    let mut rules: Vec<&(usize, String, u64)> = s.rules.iter().collect();
+    rules.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    for (n, cmd, p) in rules {
+        out.push(format!("{p:>12}  [{n:>2}] {cmd}"));
+    }
+    if !s.limits.is_empty() {
+        out.push(format!("{:>12}  limit", "refused"));
+        let mut limits: Vec<&(String, String, u64)> = s.limits.iter().collect();
+        limits.sort_by_key(|l| std::cmp::Reverse(l.2));
+        for (nums, cmd, r) in limits {
+            out.push(format!("{r:>12}  [{nums}] {cmd}"));
+        }
+    }
+    out
+}

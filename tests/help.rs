@@ -18,13 +18,7 @@ fn help(cmd: &str) -> String {
 
 /// The example command lines of a help text.
 fn examples(text: &str) -> Vec<String> {
-    text.split("Examples:\n")
-        .nth(1)
-        .unwrap_or("")
-        .lines()
-        .map_while(|l| l.strip_prefix("  "))
-        .map(String::from)
-        .collect()
+    rampart::cli::help_examples(text)
 }
 
 /// The examples that run rampart, without the program's name.

@@ -102,7 +102,7 @@ fn counters_equal_the_connections_made() {
     assert_eq!(c[5], (1, false), "80 from the client's IPv6: {c:?}");
 
     // A network's rule: an interval map's element.
-    sb.rampart_ok(&[
+    let net = [
         "allow",
         "from",
         "198.18.0.0/15",
@@ -112,7 +112,8 @@ fn counters_equal_the_connections_made() {
         "8080",
         "proto",
         "tcp",
-    ]);
+    ];
+    sb.rampart_ok(&net);
     connect(&sb, V4, 8080, 2);
     let c = counts(&sb);
     assert_eq!(
@@ -121,18 +122,7 @@ fn counters_equal_the_connections_made() {
         "8080 from 198.18.0.0/15, an interval element: {c:?}"
     );
     assert_eq!(c[1], (5, true), "appending it kept the others: {c:?}");
-    sb.rampart_ok(&[
-        "delete",
-        "allow",
-        "from",
-        "198.18.0.0/15",
-        "to",
-        "any",
-        "port",
-        "8080",
-        "proto",
-        "tcp",
-    ]);
+    sb.rampart_ok(&[&["delete"][..], &net[..]].concat());
 
     let verbose = sb.rampart_ok(&["status", "verbose"]);
     assert!(

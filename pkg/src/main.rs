@@ -10,17 +10,9 @@ use clap_complete::Shell;
 
 /// The example lines of a command's after-help text.
 fn examples(cmd: &clap::Command) -> Vec<String> {
-    let Some(text) = cmd.get_after_help() else {
-        return Vec::new();
-    };
-    let text = text.to_string();
-    text.split("Examples:\n")
-        .nth(1)
-        .unwrap_or("")
-        .lines()
-        .map_while(|l| l.strip_prefix("  "))
-        .map(String::from)
-        .collect()
+    cmd.get_after_help()
+        .map(|t| rampart::cli::help_examples(&t.to_string()))
+        .unwrap_or_default()
 }
 
 /// Escape a line for roff: backslashes, and a leading dot or quote.

@@ -261,6 +261,18 @@ impl Command {
     }
 }
 
+/// The example command lines of a command's help text (the indented lines after its
+/// `Examples:`), for the man page and the tests.
+pub fn help_examples(text: &str) -> Vec<String> {
+    text.split("Examples:\n")
+        .nth(1)
+        .unwrap_or("")
+        .lines()
+        .map_while(|l| l.strip_prefix("  "))
+        .map(String::from)
+        .collect()
+}
+
 /// The unparsed words of a rule.
 #[derive(Debug, clap::Args)]
 pub struct Words {

@@ -78,6 +78,10 @@ pub fn plan_text(plan: &Plan) -> String {
                 if map.flags.is_some() {
                     out.push_str("\t\tflags interval\n");
                 }
+                // Verdict maps count per element (the backend declares them so).
+                if verdicts {
+                    out.push_str("\t\tcounter\n");
+                }
                 if let Some(elem) = &map.elem {
                     let items: Vec<String> = elem
                         .iter()

@@ -13,9 +13,10 @@ pub enum LogLevel {
     Low,
     /// Low, plus allowed packets that match no rule, invalid packets and new connections.
     Medium,
-    /// Medium without the rate limit on new connections, plus all packets (rate-limited).
+    /// Medium, auditing every packet (rate-limited); what falls through to a default and
+    /// invalid packets are logged without a rate limit.
     High,
-    /// Everything, nothing rate-limited.
+    /// High, with the audit of every packet not rate-limited either.
     Full,
 }
 

@@ -110,6 +110,11 @@ pub fn read_custom(store: &Store, backend: &dyn Backend) -> Result<Custom, Strin
             .canonicalize()
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let shown = path.display().to_string();
+        if shown.contains(['"', '\n']) {
+            return Err(format!(
+                "{shown}: nft cannot include a path with a double quote or a newline in it; use a config directory without them"
+            ));
+        }
         let listing = backend.read_snippet(&path).map_err(|e| match e {
             // "PATH:LINE:COL: Error: WHAT" -> "PATH line LINE: WHAT"
             BackendError::Refused(text) => {

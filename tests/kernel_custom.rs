@@ -145,6 +145,54 @@ fn snippets_run_around_the_user_rules_and_a_bad_one_changes_nothing() {
     assert!(sb.tcp(A, V4, 80).is_open(), "the policy is loaded");
     assert_eq!(word(sb.tcp_timeout(A, V4, 2222, SHORT)), "timed out");
 
+    // A snippet nft reads but the kernel refuses where rampart hooks it (masquerade in
+    // a filter chain): a reload changes nothing; boot loads the policy without it.
+    write(&sb, "after.nft", good);
+    sb.rampart_ok(&["reload"]);
+    write(&sb, "before.nft", "chain input {\n    masquerade\n}\n");
+    let before_reload = sb.table_json(&sb.srv.ns.clone());
+    let out = sb.rampart(&["reload"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        sb.table_json(&sb.srv.ns.clone()),
+        before_reload,
+        "nothing changed"
+    );
+    let out = sb.rampart(&["boot"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the kernel refused the policy with the custom rules"),
+        "{err}"
+    );
+    assert!(sb.tcp(A, V4, 80).is_open(), "the policy is loaded");
+    assert_eq!(word(sb.tcp_timeout(A, V4, 4444, SHORT)), "timed out");
+    // A verdict map's jump is refused as a rule's is.
+    write(
+        &sb,
+        "before.nft",
+        "map m {\n    type inet_service : verdict\n    elements = { 22 : jump input }\n}\nchain input {\n    tcp dport vmap @m\n}\n",
+    );
+    let out = sb.rampart(&["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("map 'm': jump and goto are not supported"),
+        "{err}"
+    );
+    write(
+        &sb,
+        "before.nft",
+        &format!(
+            "set blocked {{\n    type ipv4_addr\n    elements = {{ {b4} }}\n}}\n\
+             chain input {{\n    ip saddr @blocked drop\n    tcp dport 2222 accept\n}}\n"
+        ),
+    );
+
     // Fixed, a reload brings the custom rules back.
     write(&sb, "after.nft", good);
     sb.rampart_ok(&["reload"]);

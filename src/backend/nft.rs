@@ -558,12 +558,15 @@ impl Backend for NftBackend {
         // lines; nft runs in a network namespace of its own (unshare), so the snippet
         // is parsed and checked by the kernel without reaching any ruleset in use.
         // nft's include takes the path in double quotes, with no escape for them.
-        let quoted = path.to_str().filter(|p| !p.contains(['"', '\n'])).ok_or_else(|| {
-            BackendError::Read(format!(
-                "{}: nft cannot include a path with a double quote or a newline in it",
-                path.display()
-            ))
-        })?;
+        let quoted = path
+            .to_str()
+            .filter(|p| !p.contains(['"', '\n']))
+            .ok_or_else(|| {
+                BackendError::Read(format!(
+                    "{}: nft cannot include a path with a double quote or a newline in it",
+                    path.display()
+                ))
+            })?;
         let wrapper = format!("table inet {SNIPPET_TABLE} {{\ninclude \"{quoted}\"\n}}\n");
         let script = format!("{NFT} -f - && exec {NFT} -j list table inet {SNIPPET_TABLE}");
         let out = (|| {

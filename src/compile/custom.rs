@@ -166,7 +166,12 @@ impl Custom {
                 }
                 "set" | "map" => {
                     body["name"] = part.name(name).into();
-                    format!("{kind} '{name}'")
+                    let at = format!("{kind} '{name}'");
+                    // A verdict map's elements may not jump either.
+                    if let Some(elem) = body.get_mut("elem") {
+                        rewrite(elem, part, &named).map_err(|e| format!("{at}: {e}"))?;
+                    }
+                    at
                 }
                 "rule" => {
                     let chain = body

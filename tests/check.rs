@@ -182,6 +182,25 @@ const CASES: &[Case] = &[
         &[(Exposed, 2, None)],
     ),
     (
+        "a limit's except leaves the port to the deny below",
+        &["limit 1000:2000/tcp except 1500", "deny 1500/tcp"],
+        &[(Exposed, 1, None)],
+    ),
+    (
+        "not redundant when a limit between would limit it",
+        &[
+            "allow from 198.18.0.7 to any port 22 proto tcp",
+            "limit from 198.18.0.0/24 to any port 22 proto tcp",
+            "allow 22/tcp",
+        ],
+        &[(Exposed, 3, None)],
+    ),
+    (
+        "a limit is not redundant under one with other settings",
+        &["limit from 198.18.0.7 to any port 22 proto tcp rate 100/60s", "limit 22/tcp"],
+        &[(Exposed, 2, None)],
+    ),
+    (
         "a connection limit for everyone above a network's allow",
         &[
             "limit 3128/tcp conn 1 per any",

@@ -63,7 +63,12 @@ struct Running {
 
 /// Start `nft ARGS`, feeding it `input`.
 fn spawn(args: &[&str], input: Option<&[u8]>) -> Result<Running, BackendError> {
-    let mut child = Command::new(NFT)
+    spawn_program(NFT, args, input)
+}
+
+/// Start `PROGRAM ARGS`, feeding it `input` (stopped at the nft timeout too).
+fn spawn_program(program: &str, args: &[&str], input: Option<&[u8]>) -> Result<Running, BackendError> {
+    let mut child = Command::new(program)
         .args(args)
         .stdin(if input.is_some() {
             Stdio::piped()
@@ -569,20 +574,12 @@ impl Backend for NftBackend {
             })?;
         let wrapper = format!("table inet {SNIPPET_TABLE} {{\ninclude \"{quoted}\"\n}}\n");
         let script = format!("{NFT} -f - && exec {NFT} -j list table inet {SNIPPET_TABLE}");
-        let out = (|| {
-            let mut child = Command::new("unshare")
-                .args(["--net", "--", "sh", "-c", &script])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            if let Some(mut stdin) = child.stdin.take() {
-                stdin.write_all(wrapper.as_bytes())?;
-            }
-            child.wait_with_output()
-        })()
-        .map_err(BackendError::Exec);
-        let out = out?;
+        let out = spawn_program(
+            "unshare",
+            &["--net", "--", "sh", "-c", &script],
+            Some(wrapper.as_bytes()),
+        )?
+        .finish()?;
         if !out.status.success() {
             let text = String::from_utf8_lossy(&out.stderr);
             let first = text

@@ -99,9 +99,23 @@ fn ifaces_meet(a: &Option<Iface>, b: &Option<Iface>) -> bool {
     }
 }
 
-/// Whether some connection matches both rules (ports left out by `except` are not
-/// subtracted: this may say yes for a pair that only meets there).
+/// Whether `a`'s `except` leaves out every destination port of `b`.
+fn excepts_all(a: &Rule, b: &Rule) -> bool {
+    match (&a.except, &b.to.ports) {
+        (Some(ex), Some(ports)) => ports
+            .0
+            .iter()
+            .all(|r| ex.0.iter().any(|x| x.first <= r.first && r.last <= x.last)),
+        _ => false,
+    }
+}
+
+/// Whether some connection matches both rules (an `except` counts only when it leaves
+/// out all of the other rule's ports: this may say yes for a pair that meets nowhere).
 pub fn meet(a: &Rule, b: &Rule) -> bool {
+    if excepts_all(a, b) || excepts_all(b, a) {
+        return false;
+    }
     let (pa, pb) = (protos(a), protos(b));
     let proto_ok = pa == [Proto::Any] || pb == [Proto::Any] || pa.iter().any(|p| pb.contains(p));
     a.direction == b.direction
@@ -199,12 +213,10 @@ pub fn check(policy: &Policy, ifaces: &[String]) -> Vec<Finding> {
             if dead[j] {
                 continue;
             }
-            let lv = verdict(later);
-            if lv == Some(v)
-                && later.action == rule.action
+            let alike = later.action == rule.action
                 && later.log == rule.log
-                && later.covers(rule)
-            {
+                && later.limit == rule.limit;
+            if verdict(later) == Some(v) && alike && later.covers(rule) {
                 out.push(Finding {
                     level: Level::Warning,
                     kind: Kind::Redundant,
@@ -218,7 +230,9 @@ pub fn check(policy: &Policy, ifaces: &[String]) -> Vec<Finding> {
                 });
                 break;
             }
-            if lv.is_none_or(|lv| lv != v) && meet(later, rule) {
+            // A rule between that decides otherwise (or limits otherwise) for some of
+            // its connections: removing this one would change them.
+            if !alike && meet(later, rule) {
                 break;
             }
         }

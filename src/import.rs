@@ -308,6 +308,17 @@ pub fn from_ufw(dir: &Path, defaults: &Path, pristine: &Path) -> Result<Imported
             continue;
         };
         let known: std::collections::HashSet<&str> = orig.lines().map(str::trim).collect();
+        let have: std::collections::HashSet<&str> = text.lines().map(str::trim).collect();
+        // Lines of UFW's copy taken out (deleted or commented out): rampart's built-in
+        // rules still do what they did.
+        for line in orig.lines().map(str::trim) {
+            if line.starts_with("-A ") && !have.contains(line) {
+                notes.push(format!(
+                    "{}: UFW's line '{line}' was taken out; rampart's built-in rules still do what it did (a rule of your own, or before.nft, can undo it)",
+                    path.display()
+                ));
+            }
+        }
         for (i, line) in text.lines().enumerate() {
             let l = line.trim();
             if l.is_empty() || l.starts_with('#') || known.contains(l) {
@@ -382,5 +393,40 @@ mod tests {
         );
         assert!(tuple_rule("allow tcp 22 0.0.0.0/0 any in", v4).is_err());
         assert!(tuple_rule("frob tcp 22 0.0.0.0/0 any 0.0.0.0/0 in", v4).is_err());
+    }
+}
+
+#[cfg(test)]
+mod customised {
+    use super::*;
+
+    #[test]
+    fn lines_taken_out_of_before_rules_are_reported_too() {
+        let base = std::env::temp_dir().join(format!("rampart-import-t-{}", std::process::id()));
+        let (etc, pristine) = (base.join("etc"), base.join("pristine"));
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::create_dir_all(&pristine).unwrap();
+        let ping = "-A ufw-before-input -p icmp --icmp-type echo-request -j ACCEPT";
+        let orig = format!("*filter\n{ping}\nCOMMIT\n");
+        std::fs::write(pristine.join("before.rules"), &orig).unwrap();
+        let edited =
+            format!("*filter\n# {ping}\n-A ufw-before-input -p tcp --dport 7 -j ACCEPT\nCOMMIT\n");
+        std::fs::write(etc.join("before.rules"), edited).unwrap();
+        let got = from_ufw(&etc, &base.join("none"), &pristine).unwrap();
+        let _ = std::fs::remove_dir_all(&base);
+        assert!(
+            got.notes
+                .iter()
+                .any(|n| n.contains(&format!("UFW's line '{ping}' was taken out"))),
+            "{:?}",
+            got.notes
+        );
+        assert!(
+            got.notes.iter().any(|n| n.contains(
+                "line 3: not translated: -A ufw-before-input -p tcp --dport 7 -j ACCEPT"
+            )),
+            "{:?}",
+            got.notes
+        );
     }
 }

@@ -197,7 +197,10 @@ const CASES: &[Case] = &[
     ),
     (
         "a limit is not redundant under one with other settings",
-        &["limit from 198.18.0.7 to any port 22 proto tcp rate 100/60s", "limit 22/tcp"],
+        &[
+            "limit from 198.18.0.7 to any port 22 proto tcp rate 100/60s",
+            "limit 22/tcp",
+        ],
         &[(Exposed, 2, None)],
     ),
     (

@@ -67,7 +67,11 @@ fn spawn(args: &[&str], input: Option<&[u8]>) -> Result<Running, BackendError> {
 }
 
 /// Start `PROGRAM ARGS`, feeding it `input` (stopped at the nft timeout too).
-fn spawn_program(program: &str, args: &[&str], input: Option<&[u8]>) -> Result<Running, BackendError> {
+fn spawn_program(
+    program: &str,
+    args: &[&str],
+    input: Option<&[u8]>,
+) -> Result<Running, BackendError> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(if input.is_some() {

@@ -164,6 +164,15 @@ fn shown_key(v: &Value, per: LimitKey) -> String {
     }
 }
 
+/// A state set's element as nft's JSON names it: the key, `KEY . SLOT`, or the slot.
+fn element_json(key: &Value, slot: Option<u64>) -> Value {
+    match (slot, key) {
+        (Some(s), Value::Null) => json!(s),
+        (Some(s), k) => json!({"concat": [k, s]}),
+        (None, k) => k.clone(),
+    }
+}
+
 fn key_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -292,12 +301,7 @@ impl Ctx<'_> {
                     if !hit {
                         continue;
                     }
-                    let elem = match (slot, k) {
-                        (Some(s), Value::Null) => json!(s),
-                        (Some(s), k) => json!({"concat": [k, s]}),
-                        (None, k) => k.clone(),
-                    };
-                    doomed.push((set.clone(), elem));
+                    doomed.push((set.clone(), element_json(k, *slot)));
                 }
             }
             if doomed.len() > before {
@@ -307,7 +311,26 @@ impl Ctx<'_> {
         if doomed.is_empty() {
             return Ok(vec![format!("{key} is not held by any limit")]);
         }
-        self.backend.delete_elements(&doomed)?;
+        // A slot may expire between the listing and the delete, which then fails as a
+        // whole: read again and retry, a few times.
+        let mut tries = 0;
+        while let Err(e) = self.backend.delete_elements(&doomed) {
+            tries += 1;
+            if tries == 3 {
+                return Err(e.into());
+            }
+            let now = read_listing(&self.backend.list_json()?);
+            doomed.retain(|(set, elem)| {
+                now.elems
+                    .get(set)
+                    .into_iter()
+                    .flatten()
+                    .any(|(k, slot, _)| element_json(k, *slot) == *elem)
+            });
+            if doomed.is_empty() {
+                break;
+            }
+        }
         let rules: Vec<String> = which.iter().map(|n| n.to_string()).collect();
         Ok(vec![format!(
             "Reset {key} in {} limit{} (rule {})",

@@ -104,9 +104,14 @@ impl Builder {
         Some(r)
     }
 
-    /// What a limit refuses: `[RAMPART LIMIT BLOCK]`, rate-limited, unless logging is off.
+    /// What a limit refuses: `[RAMPART LIMIT BLOCK]`, 3 per minute with UFW's burst of
+    /// 5 for it, unless logging is off.
     pub(super) fn limit_log(&self) -> Option<Vec<Statement<'static>>> {
-        (self.log.level != LogLevel::Off).then(|| self.log.record("LIMIT BLOCK", true))
+        (self.log.level != LogLevel::Off).then(|| {
+            let mut r = self.log.record("LIMIT BLOCK", false);
+            r.insert(0, log_limit_burst(super::LIMIT_LOG_BURST));
+            r
+        })
     }
 }
 

@@ -73,6 +73,10 @@ pub const LOG_RATE_PER_MINUTE: u32 = 3;
 /// Burst of the log rate.
 pub const LOG_BURST: u32 = 10;
 
+/// Burst of the log rate of what a limit refuses: UFW gives that log rule no burst,
+/// so it has iptables' default, 5.
+pub const LIMIT_LOG_BURST: u32 = 5;
+
 /// Prefix of every log record rampart makes.
 pub const LOG_PREFIX: &str = "RAMPART";
 

@@ -63,11 +63,16 @@ pub(super) fn counter() -> Statement<'static> {
 
 /// `limit rate 3/minute burst 10 packets`
 pub(super) fn log_limit() -> Statement<'static> {
+    log_limit_burst(LOG_BURST)
+}
+
+/// `limit rate 3/minute burst N packets`
+pub(super) fn log_limit_burst(burst: u32) -> Statement<'static> {
     Statement::Limit(stmt::Limit {
         rate: LOG_RATE_PER_MINUTE,
         rate_unit: None,
         per: Some("minute".into()),
-        burst: Some(LOG_BURST),
+        burst: Some(burst),
         burst_unit: None,
         inv: None,
     })

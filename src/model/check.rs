@@ -213,9 +213,8 @@ pub fn check(policy: &Policy, ifaces: &[String]) -> Vec<Finding> {
             if dead[j] {
                 continue;
             }
-            let alike = later.action == rule.action
-                && later.log == rule.log
-                && later.limit == rule.limit;
+            let alike =
+                later.action == rule.action && later.log == rule.log && later.limit == rule.limit;
             if verdict(later) == Some(v) && alike && later.covers(rule) {
                 out.push(Finding {
                     level: Level::Warning,

@@ -121,23 +121,28 @@ fn open_connections(rule: &Rule, per: LimitKey) -> HashMap<String, u64> {
             Proto::Any => matches!(*proto, "tcp" | "udp"),
             p => p.word() == *proto,
         };
-        if !proto_ok
-            || ["TIME_WAIT", "CLOSE", "FIN_WAIT", "LAST_ACK"]
-                .iter()
-                .any(|s| w.contains(s))
-        {
+        // `ct count` lets go of a connection once it is closed or in TIME_WAIT.
+        if !proto_ok || ["TIME_WAIT", "CLOSE"].iter().any(|s| w.contains(s)) {
             continue;
         }
         let field = |k: &str| {
             w.iter()
                 .find_map(|t| t.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
         };
-        let (Some(src), Some(dport)) = (field("src"), field("dport")) else {
+        let (Some(src), Some(dst), Some(dport)) = (field("src"), field("dst"), field("dport"))
+        else {
             continue;
         };
-        let (Ok(src), Ok(dport)) = (src.parse::<IpAddr>(), dport.parse::<u16>()) else {
+        let (Ok(src), Ok(dst), Ok(dport)) = (
+            src.parse::<IpAddr>(),
+            dst.parse::<IpAddr>(),
+            dport.parse::<u16>(),
+        ) else {
             continue;
         };
+        if !rule.to.addr.is_none_or(|n| n.contains(&dst)) {
+            continue;
+        }
         if !rule.to.ports.as_ref().is_none_or(|p| p.contains(dport)) {
             continue;
         }

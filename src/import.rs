@@ -273,7 +273,7 @@ pub fn from_ufw(dir: &Path, defaults: &Path, pristine: &Path) -> Result<Imported
         };
         if setting(&text, "IPV6").is_some_and(|v| v.eq_ignore_ascii_case("no")) {
             notes.push(format!(
-                "{}: IPV6=no: rampart filters IPv6 too, with the rules of user6.rules",
+                "{}: IPV6=no: UFW dropped all IPv6 but loopback; rampart filters IPv6 as IPv4, with the rules of user6.rules and the same default policies",
                 defaults.display()
             ));
         }

@@ -122,7 +122,23 @@ pub fn difference(old: &Policy, new: &Policy) -> Vec<String> {
             ),
         };
         for i in deleted {
-            let line = format!("delete {}", rule_command(&old.rules[i]));
+            let gone = &old.rules[i];
+            let cmd = rule_command(gone);
+            // One family's copy goes while the other stays: `delete RULE` would take
+            // both, so the copy is named by its number.
+            let twin_stays = new
+                .rules
+                .iter()
+                .any(|r| r.family != gone.family && rule_command(r) == cmd);
+            let line = if twin_stays {
+                let fam = match gone.family {
+                    crate::model::Family::V4 => "IPv4",
+                    crate::model::Family::V6 => "IPv6",
+                };
+                format!("delete {} (the {fam} copy of '{cmd}')", i + 1)
+            } else {
+                format!("delete {cmd}")
+            };
             push(line.clone(), line, &mut out);
         }
         for i in inserted {
@@ -256,5 +272,13 @@ mod tests {
             ]
         );
         assert!(difference(&new, &new).is_empty());
+        // Only the IPv6 copy of 443/tcp goes: named by its number, not as a rule.
+        let mut v4_only = new.clone();
+        let last = v4_only.rules.len() - 1;
+        v4_only.rules.remove(last);
+        assert_eq!(
+            difference(&new, &v4_only),
+            ["delete 8 (the IPv6 copy of 'allow 443/tcp')"]
+        );
     }
 }

@@ -465,29 +465,26 @@ pub fn boot(dir: &Path, backend: &dyn Backend) -> Result<Boot, BootError> {
         Ok(fw) => {
             let enabled = fw.policy().enabled;
             let has_custom = fw.custom().is_ok_and(|c| !c.is_empty());
-            match fw.edit(Mode::Full, |_, _| Ok::<_, ApplyError>(())) {
-                // A snippet that does not load, or that the kernel refuses, must not
-                // leave the host open: the policy is loaded without the custom rules,
-                // and the error said.
-                Err(ApplyError::Custom(what)) => {
-                    let fw = Firewall::open_write(dir, backend)?.without_custom();
-                    fw.edit(Mode::Full, |_, _| Ok::<_, ApplyError>(()))?;
-                    return Err(BootError::BadCustom(what));
-                }
+            // A snippet that does not load, or that the kernel refuses, must not leave
+            // the host open: the policy is loaded without the custom rules, and the
+            // error said.
+            let why = match fw.edit(Mode::Full, |_, _| Ok::<_, ApplyError>(())) {
+                Err(ApplyError::Custom(what)) => what,
                 Err(e @ ApplyError::Kernel { .. }) if enabled && has_custom => {
-                    let fw = Firewall::open_write(dir, backend)?.without_custom();
-                    fw.edit(Mode::Full, |_, _| Ok::<_, ApplyError>(()))?;
-                    return Err(BootError::BadCustom(format!(
-                        "the kernel refused the policy with the custom rules ({e})"
-                    )));
+                    format!("the kernel refused the policy with the custom rules ({e})")
                 }
-                other => other?,
-            }
-            Ok(if enabled {
-                Boot::Loaded
-            } else {
-                Boot::Disabled
-            })
+                other => {
+                    other?;
+                    return Ok(if enabled {
+                        Boot::Loaded
+                    } else {
+                        Boot::Disabled
+                    });
+                }
+            };
+            let fw = Firewall::open_write(dir, backend)?.without_custom();
+            fw.edit(Mode::Full, |_, _| Ok::<_, ApplyError>(()))?;
+            Err(BootError::BadCustom(why))
         }
         Err(ApplyError::Store(e)) => {
             let store = Store::open(dir, LockMode::Exclusive)?;

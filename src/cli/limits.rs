@@ -97,14 +97,11 @@ fn key_of(addr: IpAddr, per: LimitKey) -> Option<IpAddr> {
     IpNet::new(addr, len).ok().map(|n| n.trunc().addr())
 }
 
-/// Connections open now that `rule` matches, by key, from the conntrack table (the
-/// entries `ct count` counts: not closing or closed).
-fn open_connections(rule: &Rule, per: LimitKey) -> HashMap<String, u64> {
+/// Connections open now that `rule` matches, by key, from the text of the conntrack
+/// table (the entries `ct count` counts: not closed or in TIME_WAIT).
+fn open_connections(conntrack: &str, rule: &Rule, per: LimitKey) -> HashMap<String, u64> {
     let mut out = HashMap::new();
-    let Ok(text) = std::fs::read_to_string("/proc/net/nf_conntrack") else {
-        return out;
-    };
-    for line in text.lines() {
+    for line in conntrack.lines() {
         let w: Vec<&str> = line.split_whitespace().collect();
         let (Some(fam), Some(proto)) = (w.first(), w.get(2)) else {
             continue;
@@ -203,6 +200,7 @@ impl Ctx<'_> {
         }
         let mut docs = Vec::new();
         let mut text = Vec::new();
+        let mut conntrack: Option<String> = None;
         for (numbers, rule, state) in limits(policy) {
             let refused = listing.refused.get(&state.chain).copied().unwrap_or(0);
             let nums = numbers
@@ -247,7 +245,15 @@ impl Ctx<'_> {
             }
             let mut open = Vec::new();
             if let Some(limit) = state.spec.conn {
-                let mut rows: Vec<_> = open_connections(rule, state.spec.per).into_iter().collect();
+                // The conntrack table, read once for every conn limit.
+                let table = conntrack
+                    .get_or_insert_with(|| {
+                        std::fs::read_to_string("/proc/net/nf_conntrack").unwrap_or_default()
+                    })
+                    .as_str();
+                let mut rows: Vec<_> = open_connections(table, rule, state.spec.per)
+                    .into_iter()
+                    .collect();
                 rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
                 for (k, n) in rows {
                     text.push(format!("     {k:<39} {n} open (at most {limit})"));

@@ -11,7 +11,7 @@
 use nftables::schema::NfListObject;
 use serde_json::Value;
 
-use super::{FAMILY, TABLE};
+use super::TABLE;
 
 /// The table a snippet is read into (only ever in a throwaway network namespace).
 pub const SNIPPET_TABLE: &str = "rampart_snippet";
@@ -206,9 +206,6 @@ impl Custom {
                 return Err(format!(
                     "{where_}: rampart cannot carry it exactly (a statement it does not know)"
                 ));
-            }
-            if let NfListObject::Chain(c) = &obj {
-                debug_assert_eq!(c.family, FAMILY);
             }
             match kind {
                 "set" | "map" => declared.push(obj),

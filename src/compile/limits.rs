@@ -82,12 +82,17 @@ pub struct LimitState {
     pub conns: Option<String>,
 }
 
+/// The name of a limit's state set: `state_<id>_<suffix>`.
+fn state_name(id: &str, suffix: &str) -> String {
+    format!("{STATE_SET_PREFIX}{id}_{suffix}")
+}
+
 /// Where the limit of `rule` keeps its state.
 pub fn limit_state(rule: &Rule) -> LimitState {
     let spec = rule.limit.clone().unwrap_or_else(Limit::ufw_default);
     let id = limit_id(rule);
     let keyed = spec.per != LimitKey::Any;
-    let set = |suffix: &str| format!("{STATE_SET_PREFIX}{id}_{suffix}");
+    let set = |suffix: &str| state_name(&id, suffix);
     let exact = spec.rate.is_some_and(|r| r.count <= EXACT_RATE_MAX);
     LimitState {
         chain: format!("{LIMIT_CHAIN_PREFIX}{id}"),
@@ -306,12 +311,12 @@ impl Builder {
                 inv: Some(true),
             });
             if keyed {
-                let set = format!("{STATE_SET_PREFIX}{id}_c");
+                let set = state_name(&id, "c");
                 self.state_set(&set, SetTypeValue::Single(key_type), capacity, false);
                 self.dynset_stmts.push((set.clone(), count.clone()));
                 rules.push(vec![dynset_add(&set, key.clone()), to_over()]);
                 // No room for the key: one count shared by every such key.
-                let oset = format!("{STATE_SET_PREFIX}{id}_co");
+                let oset = state_name(&id, "co");
                 self.state_set(
                     &oset,
                     SetTypeValue::Single(SetType::Mark),
@@ -329,7 +334,7 @@ impl Builder {
                 // The set that says which keys are tracked: the window's keys, or
                 // the buckets themselves.
                 let exact = rate.count <= EXACT_RATE_MAX;
-                let tracked = format!("{STATE_SET_PREFIX}{id}_{}", if exact { "k" } else { "b" });
+                let tracked = state_name(&id, if exact { "k" } else { "b" });
                 self.state_set(&tracked, SetTypeValue::Single(key_type), capacity, true);
                 let track = dynset_timed(stmt::SetOp::Update, &tracked, key.clone(), rate.seconds);
                 if exact {
@@ -341,7 +346,7 @@ impl Builder {
                 rules.push(vec![absent(&tracked), bucket(rate), to_over()]);
                 rules.push(vec![absent(&tracked), under.clone()]);
                 if exact {
-                    let slots = format!("{STATE_SET_PREFIX}{id}_s");
+                    let slots = state_name(&id, "s");
                     // Room for every tracked key's N slots: a key that is tracked
                     // always finds room for its slots.
                     self.state_set(
@@ -360,7 +365,7 @@ impl Builder {
                     rules.push(vec![under.clone()]);
                 }
             } else if rate.count <= EXACT_RATE_MAX {
-                let slots = format!("{STATE_SET_PREFIX}{id}_s");
+                let slots = state_name(&id, "s");
                 self.state_set(
                     &slots,
                     SetTypeValue::Single(SetType::Mark),

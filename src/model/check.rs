@@ -61,15 +61,6 @@ fn verdict(rule: &Rule) -> Option<Verdict> {
     })
 }
 
-fn protos(r: &Rule) -> Vec<Proto> {
-    match r.proto {
-        Proto::Any if r.from.ports.is_some() || r.to.ports.is_some() => {
-            vec![Proto::Tcp, Proto::Udp]
-        }
-        p => vec![p],
-    }
-}
-
 fn nets_meet(a: &Option<IpNet>, b: &Option<IpNet>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => a.contains(b) || b.contains(a),
@@ -116,7 +107,7 @@ pub fn meet(a: &Rule, b: &Rule) -> bool {
     if excepts_all(a, b) || excepts_all(b, a) {
         return false;
     }
-    let (pa, pb) = (protos(a), protos(b));
+    let (pa, pb) = (a.protocols(), b.protocols());
     let proto_ok = pa == [Proto::Any] || pb == [Proto::Any] || pa.iter().any(|p| pb.contains(p));
     a.direction == b.direction
         && a.family == b.family

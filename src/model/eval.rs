@@ -7,19 +7,20 @@ use ipnet::IpNet;
 use super::{Action, Direction, Family, Policy, Ports, Proto, Rule};
 
 impl Rule {
+    /// The protocols the rule matches: `Any` with ports is TCP and UDP.
+    pub(crate) fn protocols(&self) -> Vec<Proto> {
+        match self.proto {
+            Proto::Any if self.from.ports.is_some() || self.to.ports.is_some() => {
+                vec![Proto::Tcp, Proto::Udp]
+            }
+            p => vec![p],
+        }
+    }
+
     /// Whether this rule is terminal and matches everything `other` matches.
     pub fn covers(&self, other: &Rule) -> bool {
-        let protos = |r: &Rule| -> Vec<Proto> {
-            match r.proto {
-                Proto::Any if r.from.ports.is_some() || r.to.ports.is_some() => {
-                    vec![Proto::Tcp, Proto::Udp]
-                }
-                Proto::Any => vec![Proto::Any],
-                p => vec![p],
-            }
-        };
-        let mine = protos(self);
-        let proto_ok = mine == [Proto::Any] || protos(other).iter().all(|p| mine.contains(p));
+        let mine = self.protocols();
+        let proto_ok = mine == [Proto::Any] || other.protocols().iter().all(|p| mine.contains(p));
         let addr_ok = |a: &Option<IpNet>, b: &Option<IpNet>| match (a, b) {
             (None, _) => true,
             (Some(a), Some(b)) => a.contains(b),

@@ -34,16 +34,29 @@ enum Val {
 /// one map: nft refuses overlapping interval elements), or one this interpreter does
 /// not understand.
 pub fn decide(plan: &Plan, p: &Packet) -> Result<Decision, String> {
+    Ok(decide_marked(plan, p, 0)?.0)
+}
+
+/// [`decide`] for a packet that comes with a mark; also gives the mark the packet
+/// leaves with.
+pub fn decide_marked(plan: &Plan, p: &Packet, mark: u32) -> Result<(Decision, u32), String> {
     let chain = match p.direction {
         Direction::In => CHAIN_USER_INPUT,
         Direction::Out => CHAIN_USER_OUTPUT,
         Direction::Forward => CHAIN_USER_FORWARD,
     };
-    Ok(run_chain(plan, chain, p)?.unwrap_or(Decision::NoMatch))
+    let mut mark = mark;
+    let d = run_chain(plan, chain, p, &mut mark)?.unwrap_or(Decision::NoMatch);
+    Ok((d, mark))
 }
 
 /// `Some(decision)` if the chain ended evaluation, `None` if it fell through or returned.
-fn run_chain(plan: &Plan, chain: &str, p: &Packet) -> Result<Option<Decision>, String> {
+fn run_chain(
+    plan: &Plan,
+    chain: &str,
+    p: &Packet,
+    mark: &mut u32,
+) -> Result<Option<Decision>, String> {
     for obj in &plan.objects {
         let NfListObject::Rule(rule) = obj else {
             continue;
@@ -51,7 +64,7 @@ fn run_chain(plan: &Plan, chain: &str, p: &Packet) -> Result<Option<Decision>, S
         if rule.chain != chain {
             continue;
         }
-        match run_rule(plan, &rule.expr, p)? {
+        match run_rule(plan, &rule.expr, p, mark)? {
             Step::Next => {}
             Step::Return => return Ok(None),
             Step::Done(d) => return Ok(Some(d)),
@@ -66,11 +79,11 @@ enum Step {
     Done(Decision),
 }
 
-fn run_rule(plan: &Plan, stmts: &[Statement], p: &Packet) -> Result<Step, String> {
+fn run_rule(plan: &Plan, stmts: &[Statement], p: &Packet, mark: &mut u32) -> Result<Step, String> {
     for st in stmts {
         match st {
             Statement::Match(m) => {
-                let Some(v) = value(&m.left, p)? else {
+                let Some(v) = value(&m.left, p, *mark)? else {
                     return Ok(Step::Next);
                 };
                 let hit = matches(&m.right, &v)?;
@@ -83,13 +96,7 @@ fn run_rule(plan: &Plan, stmts: &[Statement], p: &Packet) -> Result<Step, String
                 }
             }
             Statement::VerdictMap(vm) => {
-                let keys: Vec<Option<Val>> = match &vm.key {
-                    Expression::Named(NamedExpression::Concat(parts)) => parts
-                        .iter()
-                        .map(|e| value(e, p))
-                        .collect::<Result<_, _>>()?,
-                    e => vec![value(e, p)?],
-                };
+                let keys = key_values(&vm.key, p, *mark)?;
                 // A named map: `vmap @name`, elements `[key, verdict]`.
                 let Expression::String(name) = &vm.data else {
                     return Err(format!("unknown verdict map lookup {:?}", vm.data));
@@ -109,7 +116,7 @@ fn run_rule(plan: &Plan, stmts: &[Statement], p: &Packet) -> Result<Step, String
                 }
                 match found.as_slice() {
                     [] => return Ok(Step::Next),
-                    [st] => match run_rule(plan, std::slice::from_ref(st), p)? {
+                    [st] => match run_rule(plan, std::slice::from_ref(st), p, mark)? {
                         Step::Next => {}
                         other => return Ok(other),
                     },
@@ -135,10 +142,48 @@ fn run_rule(plan: &Plan, stmts: &[Statement], p: &Packet) -> Result<Step, String
                         _ => continue,
                     }
                 }
-                match run_chain(plan, &t.target, p)? {
+                match run_chain(plan, &t.target, p, mark)? {
                     Some(d) => return Ok(Step::Done(d)),
                     None if goto => return Ok(Step::Return),
                     None => {}
+                }
+            }
+            // `meta mark set N`, `meta mark set KEY map @NAME` (a miss ends the rule).
+            Statement::Mangle(m) => {
+                let Expression::Named(NamedExpression::Meta(key)) = &m.key else {
+                    return Err(format!("unknown mangle {m:?}"));
+                };
+                if key.key != MetaKey::Mark {
+                    return Err(format!("unknown mangle {m:?}"));
+                }
+                match &m.value {
+                    Expression::Number(n) => *mark = *n,
+                    Expression::Named(NamedExpression::Map(map)) => {
+                        let keys = key_values(&map.key, p, *mark)?;
+                        let Expression::String(name) = &map.data else {
+                            return Err(format!("unknown map lookup {:?}", map.data));
+                        };
+                        let mut found = Vec::new();
+                        for e in plan.map_elements(name.trim_start_matches('@')) {
+                            let Expression::List(kv) = e else {
+                                return Err(format!("unknown map element {e:?}"));
+                            };
+                            let [k, Expression::Number(v)] = kv.as_slice() else {
+                                return Err(format!("unknown map element {e:?}"));
+                            };
+                            if key_matches(k, &keys)? {
+                                found.push(*v);
+                            }
+                        }
+                        match found.as_slice() {
+                            [] => return Ok(Step::Next),
+                            [v] => *mark = *v,
+                            _ => {
+                                return Err(format!("{} map elements match {keys:?}", found.len()))
+                            }
+                        }
+                    }
+                    v => return Err(format!("unknown mark value {v:?}")),
                 }
             }
             // No verdict: counting, logging (and its rate limit).
@@ -202,9 +247,19 @@ fn key_matches(k: &Expression, keys: &[Option<Val>]) -> Result<bool, String> {
     Ok(true)
 }
 
+/// A lookup key's values: one per part of a concatenation.
+fn key_values(key: &Expression, p: &Packet, mark: u32) -> Result<Vec<Option<Val>>, String> {
+    match key {
+        Expression::Named(NamedExpression::Concat(parts)) => {
+            parts.iter().map(|e| value(e, p, mark)).collect()
+        }
+        e => Ok(vec![value(e, p, mark)?]),
+    }
+}
+
 /// The packet's value of an expression; None when the packet has no such field (an
 /// IPv4 address of an IPv6 packet, a port of an ICMP packet), which matches nothing.
-fn value(e: &Expression, p: &Packet) -> Result<Option<Val>, String> {
+fn value(e: &Expression, p: &Packet, mark: u32) -> Result<Option<Val>, String> {
     let ports = matches!(p.proto, Proto::Tcp | Proto::Udp);
     let unknown = || Err(format!("unknown expression {e:?}"));
     Ok(match e {
@@ -238,12 +293,13 @@ fn value(e: &Expression, p: &Packet) -> Result<Option<Val>, String> {
             }
             MetaKey::Oifname if p.direction == Direction::Out => Some(Val::Iface(p.iface.clone())),
             MetaKey::Iifname | MetaKey::Oifname => None,
+            MetaKey::Mark => Some(Val::Num(mark)),
             _ => return unknown(),
         },
         // A masked address: `ip saddr & 255.255.255.0`.
         Expression::BinaryOperation(b) => match b.as_ref() {
             BinaryOperation::AND(left, Expression::String(mask)) => {
-                let Some(a) = value(left, p)? else {
+                let Some(a) = value(left, p, mark)? else {
                     return Ok(None);
                 };
                 let mask: IpAddr = mask.parse().map_err(|_| format!("unknown mask in {e:?}"))?;
@@ -281,6 +337,22 @@ fn matches(right: &Expression, v: &Val) -> Result<bool, String> {
         (Expression::Number(x), Val::Num(n)) => x == n,
         (Expression::Range(r), Val::Num(n)) => match (&r.range[0], &r.range[1]) {
             (Expression::Number(a), Expression::Number(b)) => a <= n && n <= b,
+            _ => return Err(format!("unknown range {r:?}")),
+        },
+        // An address range: `198.18.0.7-198.18.0.9`.
+        (Expression::Range(r), Val::Addr(a)) => match (&r.range[0], &r.range[1]) {
+            (Expression::String(lo), Expression::String(hi)) => {
+                let num = |x: IpAddr| match x {
+                    IpAddr::V4(v) => (4, u128::from(u32::from(v))),
+                    IpAddr::V6(v) => (6, u128::from(v)),
+                };
+                let (lo, hi): (IpAddr, IpAddr) = (
+                    lo.parse().map_err(|_| format!("unknown range {r:?}"))?,
+                    hi.parse().map_err(|_| format!("unknown range {r:?}"))?,
+                );
+                let ((fl, l), (fh, h), (fa, x)) = (num(lo), num(hi), num(*a));
+                fl == fa && fh == fa && l <= x && x <= h
+            }
             _ => return Err(format!("unknown range {r:?}")),
         },
         (Expression::List(items), v) => {

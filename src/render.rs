@@ -237,6 +237,7 @@ fn statement(st: &Statement) -> String {
         }
         Statement::Set(s) => format!("{} @{} {{ {} }}", word(&s.op), s.set, expr(&s.elem)),
         Statement::VerdictMap(v) => format!("{} vmap {}", expr(&v.key), expr(&v.data)),
+        Statement::Mangle(m) => format!("{} set {}", expr(&m.key), expr(&m.value)),
         other => unrenderable(other),
     }
 }
@@ -298,6 +299,7 @@ fn expr(e: &Expression) -> String {
             NamedExpression::Concat(items) => {
                 items.iter().map(expr).collect::<Vec<_>>().join(" . ")
             }
+            NamedExpression::Map(m) => format!("{} map {}", expr(&m.key), expr(&m.data)),
             NamedExpression::Set(items) => {
                 let inner: Vec<String> = items
                     .iter()

@@ -227,6 +227,119 @@ proptest! {
     }
 }
 
+/// Rules of the shapes a mixed run holds, in a small space so that they overlap often:
+/// source-only rules, rules from anywhere to ports, rules from a source to ports, and
+/// limits that accept under the limit.
+fn mixed_rule() -> impl Strategy<Value = Rule> {
+    let family = prop_oneof![Just(Family::V4), Just(Family::V6)];
+    family.prop_flat_map(|family| {
+        (
+            prop_oneof![
+                4 => Just(Action::Allow),
+                3 => Just(Action::Deny),
+                2 => Just(Action::Reject),
+                1 => Just(Action::Limit),
+            ],
+            0u8..3,
+            net(family),
+            prop_oneof![Just(Proto::Any), Just(Proto::Tcp), Just(Proto::Udp)],
+            ports(),
+        )
+            .prop_map(move |(action, shape, src, proto, dports)| {
+                let any = match family {
+                    Family::V4 => "198.18.0.0/23".parse().unwrap(),
+                    Family::V6 => "2001:db8::/63".parse().unwrap(),
+                };
+                let (src, proto, dports) = match shape {
+                    // Source only.
+                    0 => (Some(src.unwrap_or(any)), Proto::Any, None),
+                    // From anywhere to ports.
+                    1 => (None, proto, dports.or(Some(Ports(vec![PortRange::single(22)])))),
+                    // From a source to ports (or to a protocol).
+                    _ => (src, if proto == Proto::Any { Proto::Tcp } else { proto }, dports),
+                };
+                Rule {
+                    action,
+                    direction: Direction::In,
+                    iface: None,
+                    out_iface: None,
+                    log: RuleLog::None,
+                    family,
+                    proto,
+                    from: Endpoint { addr: src, ports: None, app: None },
+                    to: Endpoint { addr: None, ports: dports, app: None },
+                    except: None,
+                    limit: (action == Action::Limit).then(Limit::ufw_default),
+                    comment: None,
+                }
+            })
+    })
+}
+
+fn mixed_policy() -> impl Strategy<Value = Policy> {
+    (prop::collection::vec(mixed_rule(), 12..90), prop::collection::vec(any::<bool>(), 90)).prop_map(
+        |(mut rules, twin)| {
+            // Rules from anywhere often come with their IPv6 copy (one element serves both).
+            let copies: Vec<Rule> = rules
+                .iter()
+                .zip(&twin)
+                .filter(|(r, t)| **t && r.from.addr.is_none() && r.family == Family::V4)
+                .map(|(r, _)| Rule { family: Family::V6, ..r.clone() })
+                .collect();
+            rules.extend(copies);
+            rules.sort_by_key(|r| r.family);
+            Policy { rules, ..Policy::default() }
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    /// Interleaved rules of both map shapes (mixed runs): the plan decides as the model,
+    /// for packets that come with mark 0 (the mixed lookups) and with a mark of another
+    /// tool's (the run compiled the ordinary way), and what it lets on leaves with the
+    /// mark it came with.
+    #[test]
+    fn mixed_runs_decide_like_the_model(p in mixed_policy(), packets in prop::collection::vec(packet(), 24)) {
+        let plan = compile(&p);
+        for pkt in &packets {
+            let mut pkt = pkt.clone();
+            pkt.direction = Direction::In;
+            let want = p.decide(&pkt);
+            for mark in [0u32, 0x5a] {
+                let got = interpret::decide_marked(&plan, &pkt, mark);
+                let (d, out) = got.clone().map_err(|e| TestCaseError::fail(e))?;
+                prop_assert_eq!(d, want, "packet {:?} with mark {}", pkt, mark);
+                if d != rampart::model::Decision::Drop {
+                    prop_assert_eq!(out, mark, "packet {:?} leaves with another mark", pkt);
+                }
+            }
+        }
+    }
+}
+
+/// Interleaved rules do become a mixed run (so the property above covers it).
+#[test]
+fn interleaved_rules_become_a_mixed_run() {
+    let mut p = Policy::default();
+    for i in 0..40u16 {
+        let (action, cmd) = match i % 3 {
+            0 => (Action::Deny, format!("from 198.18.{i}.0/29")),
+            1 => (Action::Allow, format!("{}/tcp", 1000 + i)),
+            _ => (Action::Allow, format!("from 198.18.1.{i} to any port 22 proto tcp")),
+        };
+        let words: Vec<String> = cmd.split(' ').map(String::from).collect();
+        p.rules.extend(rampart::grammar::parse_rule(action, &words).unwrap().rules);
+    }
+    let plan = compile(&p);
+    let text = rampart::render::plan_text(&plan);
+    assert!(text.contains("meta mark 0 jump user_input_mixed_0"), "{text}");
+    assert!(text.contains("meta mark != 0 jump user_input_marked_0"), "{text}");
+    assert!(text.contains("meta mark set ip saddr . meta mark map @rules_user_input_m0_a4"), "{text}");
+    assert_eq!(plan.map_elements("rules_user_input_m0_v").len(), p.rules.len() - 13);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(500))]
 

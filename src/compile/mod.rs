@@ -16,6 +16,7 @@ mod custom;
 mod limits;
 mod logging;
 mod maps;
+mod mixed;
 mod nft;
 mod optimiser;
 mod routes;
@@ -28,6 +29,7 @@ pub use limits::{
     STATE_SET_PREFIX,
 };
 use nft::*;
+pub use mixed::{CHAIN_UNMARK_ACCEPT, CHAIN_UNMARK_REJECT, CODE_TOP, MIXED_MIN_LOOKUPS, UNMARK_PREFIX};
 pub use optimiser::{MapKind, MAP_PREFIX, MIN_MAP_RUN, PREFIX_HASH_MIN};
 pub use rules::rule_matches;
 
@@ -314,6 +316,8 @@ struct Builder {
     verdict_maps: Vec<String>,
     /// Map runs so far, per chain (for map names).
     map_runs: HashMap<String, usize>,
+    /// Mixed runs so far, per chain (for chain and map names).
+    mixed_runs: HashMap<String, usize>,
     log: logging::Logging,
     /// Rules added so far, per chain (for [`Plan::rule_tags`]).
     rules_in: HashMap<String, usize>,

@@ -399,9 +399,22 @@ pub(super) fn runs<'a>(members: &[Member<'a>]) -> Vec<Run<'a>> {
 
 impl Builder {
     /// A user chain's rules, in order: runs of map keys as verdict maps, the rest as
-    /// plain rules (limits jump to their chains).
+    /// plain rules (limits jump to their chains); long stretches that interleave the two
+    /// map shapes as mixed runs (see `mixed`).
     pub(super) fn user_rules(&mut self, chain: &str, rules: &[&Rule]) {
-        for run in runs(&merge_families(rules)) {
+        let members = merge_families(rules);
+        let mut start = 0;
+        for (s, e) in super::mixed::stretches(&members) {
+            self.emit_runs(chain, runs(&members[start..s]));
+            self.mixed_run(chain, &members[s..e]);
+            start = e;
+        }
+        self.emit_runs(chain, runs(&members[start..]));
+    }
+
+    /// The rules and maps of runs, in order.
+    pub(super) fn emit_runs(&mut self, chain: &str, runs: Vec<Run>) {
+        for run in runs {
             match run {
                 Run::Map(kind, members, last) => self.map_run(chain, kind, &members, last),
                 Run::Single(rule) if rule.action == Action::Limit => self.limit_rule(rule, chain),

@@ -254,9 +254,21 @@ fn mixed_rule() -> impl Strategy<Value = Rule> {
                     // Source only.
                     0 => (Some(src.unwrap_or(any)), Proto::Any, None),
                     // From anywhere to ports.
-                    1 => (None, proto, dports.or(Some(Ports(vec![PortRange::single(22)])))),
+                    1 => (
+                        None,
+                        proto,
+                        dports.or(Some(Ports(vec![PortRange::single(22)]))),
+                    ),
                     // From a source to ports (or to a protocol).
-                    _ => (src, if proto == Proto::Any { Proto::Tcp } else { proto }, dports),
+                    _ => (
+                        src,
+                        if proto == Proto::Any {
+                            Proto::Tcp
+                        } else {
+                            proto
+                        },
+                        dports,
+                    ),
                 };
                 Rule {
                     action,
@@ -266,8 +278,16 @@ fn mixed_rule() -> impl Strategy<Value = Rule> {
                     log: RuleLog::None,
                     family,
                     proto,
-                    from: Endpoint { addr: src, ports: None, app: None },
-                    to: Endpoint { addr: None, ports: dports, app: None },
+                    from: Endpoint {
+                        addr: src,
+                        ports: None,
+                        app: None,
+                    },
+                    to: Endpoint {
+                        addr: None,
+                        ports: dports,
+                        app: None,
+                    },
                     except: None,
                     limit: (action == Action::Limit).then(Limit::ufw_default),
                     comment: None,
@@ -277,20 +297,28 @@ fn mixed_rule() -> impl Strategy<Value = Rule> {
 }
 
 fn mixed_policy() -> impl Strategy<Value = Policy> {
-    (prop::collection::vec(mixed_rule(), 12..90), prop::collection::vec(any::<bool>(), 90)).prop_map(
-        |(mut rules, twin)| {
+    (
+        prop::collection::vec(mixed_rule(), 12..90),
+        prop::collection::vec(any::<bool>(), 90),
+    )
+        .prop_map(|(mut rules, twin)| {
             // Rules from anywhere often come with their IPv6 copy (one element serves both).
             let copies: Vec<Rule> = rules
                 .iter()
                 .zip(&twin)
                 .filter(|(r, t)| **t && r.from.addr.is_none() && r.family == Family::V4)
-                .map(|(r, _)| Rule { family: Family::V6, ..r.clone() })
+                .map(|(r, _)| Rule {
+                    family: Family::V6,
+                    ..r.clone()
+                })
                 .collect();
             rules.extend(copies);
             rules.sort_by_key(|r| r.family);
-            Policy { rules, ..Policy::default() }
-        },
-    )
+            Policy {
+                rules,
+                ..Policy::default()
+            }
+        })
 }
 
 proptest! {
@@ -327,17 +355,33 @@ fn interleaved_rules_become_a_mixed_run() {
         let (action, cmd) = match i % 3 {
             0 => (Action::Deny, format!("from 198.18.{i}.0/29")),
             1 => (Action::Allow, format!("{}/tcp", 1000 + i)),
-            _ => (Action::Allow, format!("from 198.18.1.{i} to any port 22 proto tcp")),
+            _ => (
+                Action::Allow,
+                format!("from 198.18.1.{i} to any port 22 proto tcp"),
+            ),
         };
         let words: Vec<String> = cmd.split(' ').map(String::from).collect();
-        p.rules.extend(rampart::grammar::parse_rule(action, &words).unwrap().rules);
+        p.rules
+            .extend(rampart::grammar::parse_rule(action, &words).unwrap().rules);
     }
     let plan = compile(&p);
     let text = rampart::render::plan_text(&plan);
-    assert!(text.contains("meta mark 0 jump user_input_mixed_0"), "{text}");
-    assert!(text.contains("meta mark != 0 jump user_input_marked_0"), "{text}");
-    assert!(text.contains("meta mark set ip saddr . meta mark map @rules_user_input_m0_a4"), "{text}");
-    assert_eq!(plan.map_elements("rules_user_input_m0_v").len(), p.rules.len() - 13);
+    assert!(
+        text.contains("meta mark 0 jump user_input_mixed_0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("meta mark != 0 jump user_input_marked_0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("meta mark set ip saddr . meta mark map @rules_user_input_m0_a4"),
+        "{text}"
+    );
+    assert_eq!(
+        plan.map_elements("rules_user_input_m0_v").len(),
+        p.rules.len() - 13
+    );
 }
 
 proptest! {

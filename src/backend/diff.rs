@@ -15,7 +15,16 @@ pub fn element_batch(old: &Plan, new: &Plan) -> Option<Batch<'static>> {
         return None;
     }
     let mut batch = Batch::new();
-    for name in &new.verdict_maps {
+    // Every map: verdict maps and the mark maps of mixed runs.
+    let names: Vec<&str> = new
+        .objects
+        .iter()
+        .filter_map(|o| match o {
+            NfListObject::Map(m) => Some(m.name.as_ref()),
+            _ => None,
+        })
+        .collect();
+    for name in names {
         let before = old.map_elements(name);
         let after = new.map_elements(name);
         if before == after {
@@ -46,7 +55,7 @@ pub fn element_batch(old: &Plan, new: &Plan) -> Option<Batch<'static>> {
             NfListObject::Element(Element {
                 family: FAMILY,
                 table: TABLE.into(),
-                name: name.clone().into(),
+                name: name.to_string().into(),
                 elem: elem.into(),
             })
         };

@@ -146,7 +146,11 @@ pub(super) fn claim_2d(rects: &[Rect], cap: usize) -> Option<Vec<(Span, (u32, u3
     let flush = |prev: &mut Option<(Vec<(Span, usize)>, u32, u32)>,
                  out: &mut Vec<(Span, (u32, u32), usize)>| {
         if let Some((pieces, lo, hi)) = prev.take() {
-            out.extend(pieces.into_iter().map(|(span, place)| (span, (lo, hi), place)));
+            out.extend(
+                pieces
+                    .into_iter()
+                    .map(|(span, place)| (span, (lo, hi), place)),
+            );
         }
     };
     for (i, seg) in segments.iter().enumerate() {
@@ -178,7 +182,8 @@ pub(super) fn claim_2d(rects: &[Rect], cap: usize) -> Option<Vec<(Span, (u32, u3
 /// evaluation of what it matches (a limit that lets later rules decide cannot: its
 /// later rules would be the run's own).
 pub(super) fn mixable(m: &Member) -> bool {
-    m.rules().all(|r| MapKey::of(r).is_some() && r.is_terminal())
+    m.rules()
+        .all(|r| MapKey::of(r).is_some() && r.is_terminal())
 }
 
 /// What the ordinary compilation of these members costs per packet, in lookups.
@@ -549,57 +554,69 @@ impl Builder {
                 }
             };
             let proto_word = |pp: u32| if pp >> 16 == 1 { "udp" } else { "tcp" };
-            let (types, key, elems, interval): (Vec<SetType>, Vec<Expression<'static>>, Vec<_>, bool) =
-                match &stage.kind {
-                    StageKind::Exact(v) => (
-                        vec![addr_type, SetType::InetProto, SetType::InetService],
-                        vec![payload(ip, "saddr"), meta(MetaKey::L4proto), payload("th", "dport")],
-                        v.iter()
-                            .map(|(a, pp, place)| {
-                                let parts = vec![
-                                    span_expr((*a, *a), family),
-                                    word(proto_word(*pp)),
-                                    num(pp & 0xffff),
-                                ];
-                                (parts, *place)
-                            })
-                            .collect(),
-                        !first,
-                    ),
-                    StageKind::Cells(v) => (
-                        vec![addr_type, SetType::InetProto, SetType::InetService],
-                        vec![payload(ip, "saddr"), meta(MetaKey::L4proto), payload("th", "dport")],
-                        v.iter()
-                            .map(|(span, (lo, hi), place)| {
-                                let parts = vec![
-                                    span_expr(*span, family),
-                                    word(proto_word(*lo)),
-                                    port_expr(*lo, *hi),
-                                ];
-                                (parts, *place)
-                            })
-                            .collect(),
-                        true,
-                    ),
-                    StageKind::Ports(v) => (
-                        vec![SetType::InetProto, SetType::InetService],
-                        vec![meta(MetaKey::L4proto), payload("th", "dport")],
-                        v.iter()
-                            .map(|((lo, hi), place)| {
-                                (vec![word(proto_word(*lo)), port_expr(*lo, *hi)], *place)
-                            })
-                            .collect(),
-                        true,
-                    ),
-                    StageKind::Src(v) => (
-                        vec![addr_type],
-                        vec![payload(ip, "saddr")],
-                        v.iter()
-                            .map(|(span, place)| (vec![span_expr(*span, family)], *place))
-                            .collect(),
-                        true,
-                    ),
-                };
+            let (types, key, elems, interval): (
+                Vec<SetType>,
+                Vec<Expression<'static>>,
+                Vec<_>,
+                bool,
+            ) = match &stage.kind {
+                StageKind::Exact(v) => (
+                    vec![addr_type, SetType::InetProto, SetType::InetService],
+                    vec![
+                        payload(ip, "saddr"),
+                        meta(MetaKey::L4proto),
+                        payload("th", "dport"),
+                    ],
+                    v.iter()
+                        .map(|(a, pp, place)| {
+                            let parts = vec![
+                                span_expr((*a, *a), family),
+                                word(proto_word(*pp)),
+                                num(pp & 0xffff),
+                            ];
+                            (parts, *place)
+                        })
+                        .collect(),
+                    !first,
+                ),
+                StageKind::Cells(v) => (
+                    vec![addr_type, SetType::InetProto, SetType::InetService],
+                    vec![
+                        payload(ip, "saddr"),
+                        meta(MetaKey::L4proto),
+                        payload("th", "dport"),
+                    ],
+                    v.iter()
+                        .map(|(span, (lo, hi), place)| {
+                            let parts = vec![
+                                span_expr(*span, family),
+                                word(proto_word(*lo)),
+                                port_expr(*lo, *hi),
+                            ];
+                            (parts, *place)
+                        })
+                        .collect(),
+                    true,
+                ),
+                StageKind::Ports(v) => (
+                    vec![SetType::InetProto, SetType::InetService],
+                    vec![meta(MetaKey::L4proto), payload("th", "dport")],
+                    v.iter()
+                        .map(|((lo, hi), place)| {
+                            (vec![word(proto_word(*lo)), port_expr(*lo, *hi)], *place)
+                        })
+                        .collect(),
+                    true,
+                ),
+                StageKind::Src(v) => (
+                    vec![addr_type],
+                    vec![payload(ip, "saddr")],
+                    v.iter()
+                        .map(|(span, place)| (vec![span_expr(*span, family)], *place))
+                        .collect(),
+                    true,
+                ),
+            };
             let mut types = types;
             let mut key = key;
             if !first {
@@ -715,7 +732,10 @@ mod tests {
     #[test]
     fn first_match_in_one_dimension() {
         let got = claim_1d([((10, 20), 0), ((0, 30), 1), ((15, 40), 2), ((21, 25), 3)]);
-        assert_eq!(got, vec![((0, 9), 1), ((10, 20), 0), ((21, 30), 1), ((31, 40), 2)]);
+        assert_eq!(
+            got,
+            vec![((0, 9), 1), ((10, 20), 0), ((21, 30), 1), ((31, 40), 2)]
+        );
         let full = claim_1d([((0, u128::MAX), 0), ((5, 6), 1)]);
         assert_eq!(full, vec![((0, u128::MAX), 0)]);
     }
@@ -723,8 +743,16 @@ mod tests {
     #[test]
     fn first_match_in_two_dimensions() {
         let rects = [
-            Rect { src: (5, 5), pp: (22, 22), place: 0 },
-            Rect { src: (0, 100), pp: (20, 30), place: 1 },
+            Rect {
+                src: (5, 5),
+                pp: (22, 22),
+                place: 0,
+            },
+            Rect {
+                src: (0, 100),
+                pp: (20, 30),
+                place: 1,
+            },
         ];
         let mut got = claim_2d(&rects, 100).unwrap();
         got.sort();
@@ -743,7 +771,10 @@ mod tests {
     #[test]
     fn spans_are_written_as_prefixes_where_they_are_ones() {
         let t = |a: u128, b: u128| crate::compile::key_text(&span_expr((a, b), Family::V4));
-        assert_eq!(t(0, u128::from(u32::MAX)), r#"{"prefix":{"addr":"0.0.0.0","len":0}}"#);
+        assert_eq!(
+            t(0, u128::from(u32::MAX)),
+            r#"{"prefix":{"addr":"0.0.0.0","len":0}}"#
+        );
         assert_eq!(t(8, 15), r#"{"prefix":{"addr":"0.0.0.8","len":29}}"#);
         assert_eq!(t(7, 7), r#""0.0.0.7""#);
         assert_eq!(t(7, 8), r#"{"range":["0.0.0.7","0.0.0.8"]}"#);

@@ -28,8 +28,10 @@ pub use limits::{
     limit_id, limit_state, LimitState, EXACT_RATE_MAX, LIMIT_CHAIN_PREFIX, LIMIT_OVER_PREFIX,
     STATE_SET_PREFIX,
 };
+pub use mixed::{
+    CHAIN_UNMARK_ACCEPT, CHAIN_UNMARK_REJECT, CODE_TOP, MIXED_MIN_LOOKUPS, UNMARK_PREFIX,
+};
 use nft::*;
-pub use mixed::{CHAIN_UNMARK_ACCEPT, CHAIN_UNMARK_REJECT, CODE_TOP, MIXED_MIN_LOOKUPS, UNMARK_PREFIX};
 pub use optimiser::{MapKind, MAP_PREFIX, MIN_MAP_RUN, PREFIX_HASH_MIN};
 pub use rules::rule_matches;
 

@@ -3,6 +3,7 @@
 
   report.py OUT_DIR        the full report (tables, ratios, targets)
   report.py --median FILE  one line for a hyperfine JSON file (progress output)
+  report.py --chart OUT_DIR  the connection-rate chart, as SVG
 
 Raw files in OUT_DIR (all written by run.sh):
   hf-<what>-<tool>-<level>.json  hyperfine results (times of every run)
@@ -78,14 +79,15 @@ class Results:
         m = re.search(r"Requests/sec:\s+([\d.]+)", open(p).read())
         return float(m.group(1)) if m else None
 
-    def paired(self, cfg, level):
-        """Median over rounds of cfg's rate / the no-firewall rate of the same round.
+    def paired(self, cfg, level, base="none"):
+        """Median over rounds of cfg's rate / the base's rate (no firewall) of the same
+        round.
 
         The configurations are measured in turns, so a round's pair saw the same
         conditions on the machine; this is steadier than a ratio of medians."""
         ratios = []
         for rnd in range(1, 100):
-            a, b = self.round_rate(cfg, level, rnd), self.round_rate("none", level, rnd)
+            a, b = self.round_rate(cfg, level, rnd), self.round_rate(base, level, rnd)
             if a is None or b is None:
                 break
             ratios.append(a / b)
@@ -194,10 +196,12 @@ def report(out):
         w(f"| {level_name(lv)} | " + " | ".join(
             "n/a" if c[k] is None else f"{c[k]:,.0f}" for k in CONN_CONFIGS)
           + " | " + " | ".join(fmt_r(r.paired(k, lv)) for k in CONN_CONFIGS[1:]) + " |")
-    cn, cr, cu = r.conn("none", "10000s"), r.conn("rampart", "10000s"), r.conn("ufw", "10000s")
-    if cr is not None:
-        w(f"| 10k, shuffled order | {cn:,.0f} | {cr:,.0f} | {'' if cu is None else f'{cu:,.0f}'} | | | "
-          f"{fmt_r(r.paired('rampart', '10000s'))} | {'' if cu is None else fmt_r(r.paired('ufw', '10000s'))} | | |")
+    if r.conn("rampart", "10000s") is not None:
+        c = {cfg: r.conn(cfg, "10000s") for cfg in CONN_CONFIGS}
+        w("| 10k, shuffled order | " + " | ".join(
+            "" if c[k] is None else f"{c[k]:,.0f}" for k in CONN_CONFIGS)
+          + " | " + " | ".join("" if c[k] is None else fmt_r(r.paired(k, "10000s"))
+                               for k in CONN_CONFIGS[1:]) + " |")
     w("")
     errs = []
     for p in sorted(glob.glob(os.path.join(out, "wrk-*.txt"))):
@@ -303,7 +307,96 @@ def report(out):
     if v is not None:
         w(f"| `status verbose` (with every rule's counters) ≤ 1/10 of UFW's | {fmt_r(v, 2)}× | {verdict_max(v, 0.10)} |")
     w("")
+
+    w("### Targets of \"ahead of UFW in every row\"\n")
+    w("| target | measured | verdict |")
+    w("|---|---|---|")
+    v = r.paired("rampart", "10000s")
+    u = r.paired("ufw", "10000s")
+    w(f"| shuffled 10k: conn rate ≥ 0.6 × no firewall | {fmt_r(v)} (UFW {fmt_r(u)}) | {verdict_min(v, 0.6)} |")
+    v = ratio(v, u)
+    w(f"| shuffled 10k: over 2 × UFW's conn rate | {fmt_r(v, 1)}× | "
+      f"{'not measured' if v is None else 'met' if v > 2.0 else '**missed**'} |")
+    v = ratio(r.med("apply-rampart-10000s"), r.med("apply-rampart-10000"))
+    w(f"| shuffled 10k: apply ≤ 2 × the grouped apply | {fmt_r(v, 1)}× | {verdict_max(v, 2.0)} |")
+    v = r.paired("rampart", 10000, base="ct")
+    w(f"| grouped 10k: conn rate ≥ 0.97 × conntrack alone | {fmt_r(v)} | {verdict_min(v, 0.97)} |")
+    v = r.paired("rampart", "10000s", base="ct")
+    if v is not None:
+        w(f"| (shuffled 10k: conn rate vs conntrack alone) | {fmt_r(v)} | |")
+    v = ratio(r.med("apply-rampart-10000"), r.med("apply-nft-10000"))
+    w(f"| full apply at 10k ≤ 1.0 × `nft -f` of the hand-written sets | {fmt_r(v, 2)}× | {verdict_max(v, 1.0)} |")
+    v = ratio(r.med("add-rampart-1000"), r.med("add-ufw-1000"))
+    w(f"| add one rule at 1k ≤ 1/20 of UFW | {fmt_r(v, 3)}× | {verdict_max(v, 0.05)} |")
+    v = ratio(r.med("add-rampart-10000"), r.med("add-ufw-10000"))
+    w(f"| add one rule at 10k ≤ 1/40 of UFW | {fmt_r(v, 3)}× | {verdict_max(v, 0.025)} |")
+    w("")
     return "\n".join(lines)
+
+
+# Series of the chart: configuration, label, colour.
+CHART_SERIES = (
+    ("none", "no firewall", "#444444"),
+    ("ct", "conntrack alone", "#7f7f7f"),
+    ("nft", "hand-written nft sets", "#2ca02c"),
+    ("ufw", "UFW", "#d62728"),
+    ("rampart", "rampart", "#1f77b4"),
+)
+
+
+def chart(out):
+    """An SVG of new connections/s against rule count: a line per configuration for the
+    grouped rule sets (0, 1k, 10k rules), and hollow markers for the shuffled 10k."""
+    r = Results(out)
+    levels = (0, 1000, 10000)
+    width, height = 720, 420
+    left, right, top, bottom = 70, 200, 40, 60
+    pw, ph = width - left - right, height - top - bottom
+    values = [r.conn(c, lv) for c, _, _ in CHART_SERIES for lv in levels + ("10000s",)]
+    ymax = max([v for v in values if v] or [1]) * 1.1
+    step = 10 ** (len(str(int(ymax))) - 1)
+    ymax = (int(ymax / step) + 1) * step
+    xs = {0: left + pw * 0.05, 1000: left + pw * 0.45, 10000: left + pw * 0.85}
+    y = lambda v: top + ph * (1 - v / ymax)
+    s = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+         f'font-family="sans-serif" font-size="12">',
+         f'<rect width="{width}" height="{height}" fill="white"/>',
+         f'<text x="{left}" y="22" font-size="14">New TCP connections per second against the '
+         f'number of rules (median of rounds)</text>']
+    for i in range(0, 6):
+        v = ymax * i / 5
+        s.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/>')
+        s.append(f'<text x="{left - 8}" y="{y(v) + 4:.1f}" text-anchor="end">{v:,.0f}</text>')
+    for lv, x in xs.items():
+        s.append(f'<text x="{x:.1f}" y="{top + ph + 20}" text-anchor="middle">{level_name(lv)}</text>')
+    s.append(f'<text x="{left + pw / 2}" y="{height - 15}" text-anchor="middle">rules</text>')
+    s.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + ph}" stroke="#000"/>')
+    s.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#000"/>')
+    legend_y = top + 10
+    for cfg, label, colour in CHART_SERIES:
+        pts = [(xs[lv], y(v)) for lv in levels if (v := r.conn(cfg, lv))]
+        if len(pts) > 1:
+            s.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
+                     + " ".join(f"{a:.1f},{b:.1f}" for a, b in pts) + '"/>')
+        for a, b in pts:
+            s.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="4" fill="{colour}"/>')
+        v = r.conn(cfg, "10000s")
+        if v:
+            s.append(f'<circle cx="{xs[10000] + 14:.1f}" cy="{y(v):.1f}" r="5" fill="white" '
+                     f'stroke="{colour}" stroke-width="2"/>')
+        if pts or v:
+            s.append(f'<line x1="{left + pw + 15}" x2="{left + pw + 35}" y1="{legend_y}" '
+                     f'y2="{legend_y}" stroke="{colour}" stroke-width="2"/>')
+            s.append(f'<text x="{left + pw + 40}" y="{legend_y + 4}">{label}</text>')
+            legend_y += 20
+    legend_y += 10
+    s.append(f'<circle cx="{left + pw + 25}" cy="{legend_y}" r="4" fill="#444"/>')
+    s.append(f'<text x="{left + pw + 40}" y="{legend_y + 4}">grouped order</text>')
+    legend_y += 20
+    s.append(f'<circle cx="{left + pw + 25}" cy="{legend_y}" r="5" fill="white" stroke="#444" stroke-width="2"/>')
+    s.append(f'<text x="{left + pw + 40}" y="{legend_y + 4}">shuffled order (10k)</text>')
+    s.append("</svg>")
+    return "\n".join(s) + "\n"
 
 
 def count_objects(text):
@@ -320,6 +413,8 @@ def main():
         print(count_objects(sys.stdin.read()))
     elif len(sys.argv) == 3 and sys.argv[1] == "--median":
         print(summary(sys.argv[2]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--chart":
+        sys.stdout.write(chart(sys.argv[2]))
     elif len(sys.argv) == 2:
         print(report(sys.argv[1]))
     else:

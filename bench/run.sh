@@ -414,9 +414,9 @@ if [[ " ${LEVELS[*]} " == *" 10000 "* ]]; then
     log "level 10000, shuffled order: rampart and ufw"
     load_rampart 10000-shuffled
     load_ufw 10000-shuffled
-    hf "apply-rampart-10000s" 3 in_rampart -- "$RAMPART --config-dir $RCONF reload" --warmup 1
+    hf "apply-rampart-10000s" 5 in_rampart -- "$RAMPART --config-dir $RCONF reload" --warmup 1
     objects rampart 10000s
-    conn_rates 10000s "$WRK_ROUNDS" none rampart ufw
+    conn_rates 10000s "$WRK_ROUNDS" none rampart ufw ct
 fi
 
 # Diagnosis: which part of the 10k mix costs rampart apply time and connection rate.
@@ -436,3 +436,5 @@ echo "load_after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
 
 log "report"
 python3 "$BENCH_DIR/report.py" "$OUT" | tee "$OUT/results.md"
+python3 "$BENCH_DIR/report.py" --chart "$OUT" >"$OUT/connections.svg"
+log "chart: $OUT/connections.svg (copy it beside BENCHMARKS.md as bench/connections.svg)"

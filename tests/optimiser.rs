@@ -337,7 +337,7 @@ proptest! {
             let want = p.decide(&pkt);
             for mark in [0u32, 0x5a] {
                 let got = interpret::decide_marked(&plan, &pkt, mark);
-                let (d, out) = got.clone().map_err(|e| TestCaseError::fail(e))?;
+                let (d, out) = got.clone().map_err(TestCaseError::fail)?;
                 prop_assert_eq!(d, want, "packet {:?} with mark {}", pkt, mark);
                 if d != rampart::model::Decision::Drop {
                     prop_assert_eq!(out, mark, "packet {:?} leaves with another mark", pkt);

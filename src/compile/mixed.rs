@@ -56,6 +56,12 @@ const CELLS_PER_RULE: usize = 16;
 /// An address interval, inclusive.
 type Span = (u128, u128);
 
+/// A first-match cell: source interval, protocol-and-port interval, the winning place.
+pub(super) type Cell = (Span, (u32, u32), usize);
+
+/// One protocol-and-port segment's first-match pieces over sources, and its interval.
+type Segment = (Vec<(Span, usize)>, u32, u32);
+
 /// A port rule's key as a rectangle: source interval × (protocol, port) interval, the
 /// protocol in the high bits (0 TCP, 1 UDP), so one rectangle is one protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +126,7 @@ pub(super) fn claim_1d(items: impl IntoIterator<Item = (Span, usize)>) -> Vec<(S
 /// First match in two dimensions: the rectangles in place order; disjoint cells, each
 /// with the place that wins it. None when the cells would be too many (more than
 /// `cap`), or the work to find them too large.
-pub(super) fn claim_2d(rects: &[Rect], cap: usize) -> Option<Vec<(Span, (u32, u32), usize)>> {
+pub(super) fn claim_2d(rects: &[Rect], cap: usize) -> Option<Vec<Cell>> {
     let mut bounds: Vec<u64> = rects
         .iter()
         .flat_map(|r| [u64::from(r.pp.0), u64::from(r.pp.1) + 1])
@@ -140,11 +146,10 @@ pub(super) fn claim_2d(rects: &[Rect], cap: usize) -> Option<Vec<(Span, (u32, u3
             seg.push(i);
         }
     }
-    let mut out: Vec<(Span, (u32, u32), usize)> = Vec::new();
+    let mut out: Vec<Cell> = Vec::new();
     // The previous segment's pieces and where its run of equal segments began.
-    let mut prev: Option<(Vec<(Span, usize)>, u32, u32)> = None;
-    let flush = |prev: &mut Option<(Vec<(Span, usize)>, u32, u32)>,
-                 out: &mut Vec<(Span, (u32, u32), usize)>| {
+    let mut prev: Option<Segment> = None;
+    let flush = |prev: &mut Option<Segment>, out: &mut Vec<Cell>| {
         if let Some((pieces, lo, hi)) = prev.take() {
             out.extend(
                 pieces
@@ -317,7 +322,7 @@ enum StageKind {
     /// Host source, one protocol and port: a hash map (`ip saddr . meta l4proto . th dport`).
     Exact(Vec<(u128, u32, usize)>),
     /// Source interval × protocol and port interval.
-    Cells(Vec<(Span, (u32, u32), usize)>),
+    Cells(Vec<Cell>),
     /// Any source: protocol and port interval (`meta l4proto . th dport`).
     Ports(Vec<((u32, u32), usize)>),
     /// Source-only rules: a source interval (`ip saddr`).

@@ -466,6 +466,65 @@ fn stages(members: &[Member]) -> Option<Vec<Stage>> {
     Some(out)
 }
 
+/// A lookup's elements as boxes: source interval × protocol-and-port interval, place.
+fn boxes(stage: &Stage) -> Vec<Cell> {
+    const ALL_PP: (u32, u32) = (0, u32::MAX);
+    const ALL_SRC: Span = (0, u128::MAX);
+    match &stage.kind {
+        StageKind::Exact(v) => v
+            .iter()
+            .map(|(a, pp, p)| ((*a, *a), (*pp, *pp), *p))
+            .collect(),
+        StageKind::Cells(v) => v.clone(),
+        StageKind::Ports(v) => v.iter().map(|(pp, p)| (ALL_SRC, *pp, *p)).collect(),
+        StageKind::Src(v) => v.iter().map(|(s, p)| (*s, ALL_PP, *p)).collect(),
+    }
+}
+
+/// Whether lookup `i` must compare the mark: some element of an earlier lookup (of a
+/// family it serves) overlaps one of its elements and belongs to an earlier rule, so
+/// the earlier match must win. Otherwise every match of lookup `i` is the first rule
+/// so far, and it sets the mark unconditionally. When the check would take too long,
+/// the answer is yes (always correct, only slower to load).
+fn needs_mark(stages: &[Stage], i: usize) -> bool {
+    let fams = |s: &Stage| [Family::V4, Family::V6].map(|f| s.serves(f));
+    let mine = fams(&stages[i]);
+    let mut earlier: Vec<Cell> = stages[..i]
+        .iter()
+        .filter(|s| fams(s).iter().zip(&mine).any(|(a, b)| *a && *b))
+        .flat_map(boxes)
+        .collect();
+    if earlier.is_empty() {
+        return false;
+    }
+    earlier.sort_unstable_by_key(|(_, pp, _)| pp.0);
+    // The largest interval end among the boxes sorted before each index.
+    let mut reach = Vec::with_capacity(earlier.len());
+    let mut top = 0u32;
+    for (_, pp, _) in &earlier {
+        top = top.max(pp.1);
+        reach.push(top);
+    }
+    let mut work = 0usize;
+    for (src, pp, place) in boxes(&stages[i]) {
+        let end = earlier.partition_point(|(_, e, _)| e.0 <= pp.1);
+        for j in (0..end).rev() {
+            if reach[j] < pp.0 {
+                break;
+            }
+            work += 1;
+            if work > 5_000_000 {
+                return true;
+            }
+            let (esrc, epp, eplace) = earlier[j];
+            if epp.1 >= pp.0 && esrc.0 <= src.1 && src.0 <= esrc.1 && eplace < place {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 impl Builder {
     /// A mixed run (see the module's text), or, when its cells would be too many, the
     /// run compiled the ordinary way.
@@ -528,22 +587,10 @@ impl Builder {
             verdicts.push(Expression::List(vec![key, Expression::Verdict(verdict)]));
         }
         self.chain(&mixed);
-        // Families some earlier lookup already serves: a lookup that is the first for
-        // every family it serves needs no mark in its key (the mark is still 0).
-        let mut served = [false, false];
-        let fam_slot = |f: Family| match f {
-            Family::V4 => 0,
-            Family::V6 => 1,
-        };
-        for stage in &stages {
-            let fams: Vec<Family> = [Family::V4, Family::V6]
-                .into_iter()
-                .filter(|f| stage.serves(*f))
-                .collect();
-            let first = fams.iter().all(|f| !served[fam_slot(*f)]);
-            for f in &fams {
-                served[fam_slot(*f)] = true;
-            }
+        // A lookup needs the mark in its key only where an earlier lookup's rule may
+        // have matched first (see `needs_mark`).
+        for (i, stage) in stages.iter().enumerate() {
+            let first = !needs_mark(&stages, i);
             let family = stage.family.or(stage.only).unwrap_or(Family::V4);
             let (ip, addr_type) = match family {
                 Family::V4 => ("ip", SetType::Ipv4Addr),
@@ -611,7 +658,7 @@ impl Builder {
                             (vec![word(proto_word(*lo)), port_expr(*lo, *hi)], *place)
                         })
                         .collect(),
-                    true,
+                    !first || v.iter().any(|((lo, hi), _)| lo != hi),
                 ),
                 StageKind::Src(v) => (
                     vec![addr_type],
@@ -619,7 +666,7 @@ impl Builder {
                     v.iter()
                         .map(|(span, place)| (vec![span_expr(*span, family)], *place))
                         .collect(),
-                    true,
+                    !first || v.iter().any(|(span, _)| span.0 != span.1),
                 ),
             };
             let mut types = types;

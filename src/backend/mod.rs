@@ -23,6 +23,7 @@ use crate::compile::Plan;
 mod diff;
 mod json;
 mod memory;
+mod netlink;
 mod nft;
 
 pub use diff::element_batch;
@@ -156,6 +157,46 @@ pub enum BackendError {
 }
 
 /// What a backend must do.
+/// Packets and bytes counted by the kernel's rules and map elements: rules by (chain,
+/// index among the chain's rules), elements by (map, the key as compact JSON), as
+/// [`Plan::rule_tags`] and [`Plan::element_tags`] name them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub rules: std::collections::HashMap<(String, usize), (u64, u64)>,
+    pub elements: std::collections::HashMap<(String, String), (u64, u64)>,
+}
+
+impl Counters {
+    /// The counters of an `nft -j list table` listing.
+    pub fn from_listing(listing: &serde_json::Value) -> Counters {
+        let mut out = Counters::default();
+        let mut index: std::collections::HashMap<String, usize> = Default::default();
+        let count = |c: &serde_json::Value| Some((c["packets"].as_u64()?, c["bytes"].as_u64()?));
+        for item in listing["nftables"].as_array().into_iter().flatten() {
+            if let (Some(chain), Some(expr)) = (
+                item["rule"]["chain"].as_str(),
+                item["rule"]["expr"].as_array(),
+            ) {
+                let n = index.entry(chain.to_string()).or_insert(0);
+                let at = *n;
+                *n += 1;
+                if let Some(c) = expr.iter().find_map(|s| s.get("counter")).and_then(count) {
+                    out.rules.insert((chain.to_string(), at), c);
+                }
+            }
+            let map = item["map"]["name"].as_str().unwrap_or("");
+            for el in item["map"]["elem"].as_array().into_iter().flatten() {
+                let key = &el[0]["elem"];
+                if let Some(c) = count(&key["counter"]) {
+                    out.elements
+                        .insert((map.to_string(), key["val"].to_string()), c);
+                }
+            }
+        }
+        out
+    }
+}
+
 pub trait Backend: Sync {
     /// What the kernel holds of rampart's table.
     fn state(&self) -> Result<KernelState, BackendError> {
@@ -197,6 +238,12 @@ pub trait Backend: Sync {
         Err(BackendError::Read(
             "this backend cannot list the table".into(),
         ))
+    }
+    /// The counters of the plan's tagged rules and map elements (`status verbose`):
+    /// read from [`Backend::list_json`] unless the backend has a faster way.
+    fn counters(&self, plan: &Plan) -> Result<Counters, BackendError> {
+        let _ = plan;
+        Ok(Counters::from_listing(&self.list_json()?))
     }
     /// Delete elements (set name, the element as nft JSON) of rampart's sets, in one
     /// transaction (`rampart limits --reset`).

@@ -543,6 +543,14 @@ impl Backend for NftBackend {
         NftBackend::listing(out)
     }
 
+    fn counters(&self, plan: &Plan) -> Result<super::Counters, BackendError> {
+        // Straight from the kernel; nft's listing where that fails.
+        match super::netlink::counters(TABLE, plan) {
+            Ok(c) => Ok(c),
+            Err(_) => Ok(super::Counters::from_listing(&self.list_json()?)),
+        }
+    }
+
     fn delete_elements(&self, elems: &[(String, Value)]) -> Result<(), BackendError> {
         let cmds: Vec<Value> = elems
             .iter()

@@ -46,18 +46,15 @@ fn rules_json_counted(
 /// key).
 pub(super) fn rule_counts(
     policy: &crate::model::Policy,
-    listing: &serde_json::Value,
+    plan: &crate::compile::Plan,
+    counters: &crate::backend::Counters,
 ) -> Vec<Option<observe::Count>> {
     use std::collections::HashMap;
-    let plan = crate::compile::compile(policy);
-    let mut index: HashMap<String, usize> = HashMap::new();
     let mut by_tag: HashMap<(String, char), observe::Count> = HashMap::new();
-    let mut add = |tag: &str, counter: &serde_json::Value| {
+    let mut add = |tag: &str, (p, b): (u64, u64)| {
         let Some((hash, fams)) = tag.split_once('.') else {
             return;
         };
-        let (p, b) = (counter["packets"].as_u64(), counter["bytes"].as_u64());
-        let (Some(p), Some(b)) = (p, b) else { return };
         for f in fams.chars() {
             let c = by_tag.entry((hash.to_string(), f)).or_default();
             c.packets += p;
@@ -65,27 +62,14 @@ pub(super) fn rule_counts(
             c.both_families |= fams.len() > 1;
         }
     };
-    for item in listing["nftables"].as_array().into_iter().flatten() {
-        if let (Some(chain), Some(expr)) = (
-            item["rule"]["chain"].as_str(),
-            item["rule"]["expr"].as_array(),
-        ) {
-            let n = index.entry(chain.to_string()).or_insert(0);
-            let tag = plan.rule_tags.get(&(chain.to_string(), *n));
-            *n += 1;
-            if let (Some(tag), Some(c)) = (tag, expr.iter().find_map(|s| s.get("counter"))) {
-                add(tag, c);
-            }
+    for (at, c) in &counters.rules {
+        if let Some(tag) = plan.rule_tags.get(at) {
+            add(tag, *c);
         }
-        let map = item["map"]["name"].as_str().unwrap_or("");
-        for el in item["map"]["elem"].as_array().into_iter().flatten() {
-            let key = &el[0]["elem"];
-            let tag = plan
-                .element_tags
-                .get(&(map.to_string(), key["val"].to_string()));
-            if let Some(tag) = tag {
-                add(tag, &key["counter"]);
-            }
+    }
+    for (at, c) in &counters.elements {
+        if let Some(tag) = plan.element_tags.get(at) {
+            add(tag, *c);
         }
     }
     policy
@@ -158,9 +142,12 @@ impl Ctx<'_> {
         // The counters, when the kernel holds what is shown: one listing of the table
         // (verbose and JSON views only; none from a backend that cannot list).
         let counts = (active && (json || view == StatusView::Verbose))
-            .then(|| self.backend.list_json().ok())
-            .flatten()
-            .map(|listing| rule_counts(&shown, &listing));
+            .then(|| {
+                let plan = crate::compile::compile(&shown);
+                let counters = self.backend.counters(&plan).ok()?;
+                Some(rule_counts(&shown, &plan, &counters))
+            })
+            .flatten();
         if json {
             let doc = serde_json::json!({
                 "schema": STATUS_SCHEMA,

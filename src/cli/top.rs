@@ -50,9 +50,12 @@ impl Ctx<'_> {
         if !fw.kernel().is_loaded() {
             return Ok(None);
         }
-        let listing = self.backend.list_json()?;
         let policy = fw.policy();
-        let counts = super::report::rule_counts(policy, &listing);
+        let plan = crate::compile::compile(policy);
+        // One listing for both the rules' counters and the limits' state.
+        let listing = self.backend.list_json()?;
+        let counters = crate::backend::Counters::from_listing(&listing);
+        let counts = super::report::rule_counts(policy, &plan, &counters);
         let rules = policy
             .rules
             .iter()

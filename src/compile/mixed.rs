@@ -191,15 +191,19 @@ pub(super) fn mixable(m: &Member) -> bool {
         .all(|r| MapKey::of(r).is_some() && r.is_terminal())
 }
 
-/// What the ordinary compilation of these members costs per packet, in lookups.
-fn ordinary_cost(members: &[Member]) -> usize {
-    runs(members)
-        .iter()
+/// What ordinary runs cost per packet, in lookups.
+pub(super) fn cost(runs: &[Run]) -> usize {
+    runs.iter()
         .map(|r| match r {
             Run::Map(..) => 2,
             _ => 1,
         })
         .sum()
+}
+
+/// What the ordinary compilation of these members costs per packet, in lookups.
+fn ordinary_cost(members: &[Member]) -> usize {
+    cost(&runs(members))
 }
 
 /// The stretches (start, end) of a chain's members that are compiled as mixed runs:

@@ -403,6 +403,12 @@ impl Builder {
     /// map shapes as mixed runs (see `mixed`).
     pub(super) fn user_rules(&mut self, chain: &str, rules: &[&Rule]) {
         let members = merge_families(rules);
+        let ordinary = runs(&members);
+        // A chain whose ordinary runs are few has no stretch worth a mixed run.
+        if super::mixed::cost(&ordinary) < super::mixed::MIXED_MIN_LOOKUPS {
+            self.emit_runs(chain, ordinary);
+            return;
+        }
         let mut start = 0;
         for (s, e) in super::mixed::stretches(&members) {
             self.emit_runs(chain, runs(&members[start..s]));

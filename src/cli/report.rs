@@ -143,9 +143,14 @@ impl Ctx<'_> {
         // (verbose and JSON views only; none from a backend that cannot list).
         let counts = (active && (json || view == StatusView::Verbose))
             .then(|| {
+                let t = crate::backend::Timer::start();
                 let plan = crate::compile::compile(&shown);
+                t.lap("compile");
                 let counters = self.backend.counters(&plan).ok()?;
-                Some(rule_counts(&shown, &plan, &counters))
+                t.lap("counters read");
+                let counts = rule_counts(&shown, &plan, &counters);
+                t.lap("counts per rule");
+                Some(counts)
             })
             .flatten();
         if json {

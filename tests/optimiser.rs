@@ -227,9 +227,24 @@ proptest! {
     }
 }
 
+/// Ports for mixed runs, edges of the port space included.
+fn mixed_ports() -> impl Strategy<Value = Option<Ports>> {
+    let first =
+        prop_oneof![4 => 20u16..32, 1 => Just(1u16), 1 => Just(65534u16), 1 => Just(65535u16)];
+    let range = (first, 0u16..4).prop_map(|(a, w)| PortRange {
+        first: a,
+        last: a.saturating_add(w),
+    });
+    prop_oneof![
+        1 => Just(None),
+        4 => prop::collection::vec(range, 1..4).prop_map(|v| Some(Ports(v))),
+    ]
+}
+
 /// Rules of the shapes a mixed run holds, in a small space so that they overlap often:
-/// source-only rules, rules from anywhere to ports, rules from a source to ports, and
-/// limits that accept under the limit.
+/// source-only rules, rules from anywhere (or from the whole address space) to ports,
+/// rules from a source to ports, limits that accept under the limit; now and then a
+/// rule no map holds (logged, or on an interface), which splits the stretch.
 fn mixed_rule() -> impl Strategy<Value = Rule> {
     let family = prop_oneof![Just(Family::V4), Just(Family::V6)];
     family.prop_flat_map(|family| {
@@ -240,15 +255,20 @@ fn mixed_rule() -> impl Strategy<Value = Rule> {
                 2 => Just(Action::Reject),
                 1 => Just(Action::Limit),
             ],
-            0u8..3,
+            0u8..5,
             net(family),
             prop_oneof![Just(Proto::Any), Just(Proto::Tcp), Just(Proto::Udp)],
-            ports(),
+            mixed_ports(),
+            prop_oneof![6 => Just(Direction::In), 1 => Just(Direction::Out)],
+            prop_oneof![20 => Just(0u8), 1 => Just(1), 1 => Just(2)],
         )
-            .prop_map(move |(action, shape, src, proto, dports)| {
-                let any = match family {
-                    Family::V4 => "198.18.0.0/23".parse().unwrap(),
-                    Family::V6 => "2001:db8::/63".parse().unwrap(),
+            .prop_map(move |(action, shape, src, proto, dports, direction, odd)| {
+                let (any, all): (IpNet, IpNet) = match family {
+                    Family::V4 => (
+                        "198.18.0.0/23".parse().unwrap(),
+                        "0.0.0.0/0".parse().unwrap(),
+                    ),
+                    Family::V6 => ("2001:db8::/63".parse().unwrap(), "::/0".parse().unwrap()),
                 };
                 let (src, proto, dports) = match shape {
                     // Source only.
@@ -259,6 +279,11 @@ fn mixed_rule() -> impl Strategy<Value = Rule> {
                         proto,
                         dports.or(Some(Ports(vec![PortRange::single(22)]))),
                     ),
+                    // From the whole address space to ports, or source-only from it.
+                    2 => match dports {
+                        Some(p) => (Some(all), proto, Some(p)),
+                        None => (Some(all), Proto::Any, None),
+                    },
                     // From a source to ports (or to a protocol).
                     _ => (
                         src,
@@ -272,10 +297,14 @@ fn mixed_rule() -> impl Strategy<Value = Rule> {
                 };
                 Rule {
                     action,
-                    direction: Direction::In,
-                    iface: None,
+                    direction,
+                    iface: (odd == 2).then(|| "eth0".parse().unwrap()),
                     out_iface: None,
-                    log: RuleLog::None,
+                    log: if odd == 1 {
+                        RuleLog::Log
+                    } else {
+                        RuleLog::None
+                    },
                     family,
                     proto,
                     from: Endpoint {
@@ -321,6 +350,18 @@ fn mixed_policy() -> impl Strategy<Value = Policy> {
         })
 }
 
+/// Packets for mixed runs: the small address space, and ports at the edges too.
+fn mixed_packet() -> impl Strategy<Value = Packet> {
+    (
+        packet(),
+        prop_oneof![6 => 18u16..38, 1 => Just(1u16), 1 => Just(65534u16), 1 => Just(65535u16)],
+    )
+        .prop_map(|(mut p, port)| {
+            p.dport = port;
+            p
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
 
@@ -329,15 +370,16 @@ proptest! {
     /// tool's (the run compiled the ordinary way), and what it lets on leaves with the
     /// mark it came with.
     #[test]
-    fn mixed_runs_decide_like_the_model(p in mixed_policy(), packets in prop::collection::vec(packet(), 24)) {
+    fn mixed_runs_decide_like_the_model(
+        p in mixed_policy(),
+        packets in prop::collection::vec(mixed_packet(), 24),
+        other in 1u32..,
+    ) {
         let plan = compile(&p);
         for pkt in &packets {
-            let mut pkt = pkt.clone();
-            pkt.direction = Direction::In;
-            let want = p.decide(&pkt);
-            for mark in [0u32, 0x5a] {
-                let got = interpret::decide_marked(&plan, &pkt, mark);
-                let (d, out) = got.clone().map_err(TestCaseError::fail)?;
+            let want = p.decide(pkt);
+            for mark in [0u32, other] {
+                let (d, out) = interpret::decide_marked(&plan, pkt, mark).map_err(TestCaseError::fail)?;
                 prop_assert_eq!(d, want, "packet {:?} with mark {}", pkt, mark);
                 if d != rampart::model::Decision::Drop {
                     prop_assert_eq!(out, mark, "packet {:?} leaves with another mark", pkt);
@@ -345,6 +387,23 @@ proptest! {
             }
         }
     }
+}
+
+/// The generated mixed policies do make mixed runs, several to a chain at times, in
+/// both directions (so the property above covers them).
+#[test]
+fn mixed_policies_make_mixed_runs() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let (mut any, mut second, mut out) = (0, 0, 0);
+    for _ in 0..200 {
+        let p = mixed_policy().new_tree(&mut runner).unwrap().current();
+        let text = rampart::render::plan_text(&compile(&p));
+        any += usize::from(text.contains("jump user_input_mixed_0"));
+        second += usize::from(text.contains("jump user_input_mixed_1"));
+        out += usize::from(text.contains("jump user_output_mixed_0"));
+    }
+    assert!(any > 100 && second > 0 && out > 0, "{any} {second} {out}");
 }
 
 /// Interleaved rules do become a mixed run (so the property above covers it).

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nftables::expr::{Expression, NamedExpression};
-use nftables::schema::{NfListObject, SetType, SetTypeValue};
+use nftables::schema::{NfListObject, SetFlag, SetType, SetTypeValue};
 use nix::sys::socket::{
     bind, recv, send, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
     SockType,
@@ -24,11 +24,19 @@ use super::Counters;
 
 /// nfnetlink subsystem of nf_tables, and its message types.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFTA_GEN_ID: u16 = 1;
 /// Netlink header flags and message types.
 const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
+/// A dump's parts were made across a change of what it lists.
+const NLM_F_DUMP_INTR: u16 = 0x10;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 /// `inet` tables.
@@ -66,8 +74,8 @@ fn cstr(s: &str) -> Vec<u8> {
     v
 }
 
-/// A dump request of nf_tables message `msg` with these attributes.
-fn request(msg: u16, seq: u32, attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
+/// A request (a dump, when `dump`) of nf_tables message `msg` with these attributes.
+fn request(msg: u16, seq: u32, dump: bool, attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
     let mut body = vec![NFPROTO_INET, 0, 0, 0];
     for (kind, payload) in attrs {
         attr(&mut body, *kind, payload);
@@ -75,7 +83,12 @@ fn request(msg: u16, seq: u32, attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + body.len());
     out.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
     out.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | msg).to_ne_bytes());
-    out.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    let flags = if dump {
+        NLM_F_REQUEST | NLM_F_DUMP
+    } else {
+        NLM_F_REQUEST | NLM_F_ACK
+    };
+    out.extend_from_slice(&flags.to_ne_bytes());
     out.extend_from_slice(&seq.to_ne_bytes());
     out.extend_from_slice(&0u32.to_ne_bytes());
     out.extend_from_slice(&body);
@@ -149,44 +162,94 @@ impl Dumper {
         Ok(Dumper { fd, seq: 0 })
     }
 
-    /// The payloads (after the 4-byte nfgenmsg) of every message a dump answers with.
-    fn dump(&mut self, msg: u16, attrs: &[(u16, Vec<u8>)]) -> io::Result<Vec<Vec<u8>>> {
+    /// The payloads (after the 4-byte nfgenmsg) of every message of type `reply` a
+    /// request answers with (a dump's, when `dump`). An error when the kernel reports
+    /// one, when a dump was interrupted by a change (its parts would not agree), or
+    /// when a message did not fit the buffer.
+    fn ask(
+        &mut self,
+        msg: u16,
+        reply: u16,
+        dump: bool,
+        attrs: &[(u16, Vec<u8>)],
+    ) -> io::Result<Vec<Vec<u8>>> {
         self.seq += 1;
         send(
             self.fd.as_raw_fd(),
-            &request(msg, self.seq, attrs),
+            &request(msg, self.seq, dump, attrs),
             MsgFlags::empty(),
         )?;
+        let want = (NFNL_SUBSYS_NFTABLES << 8) | reply;
         let mut out = Vec::new();
         let mut buf = vec![0u8; 1 << 16];
         loop {
-            let n = recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+            let n = recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::MSG_TRUNC)?;
+            if n > buf.len() {
+                return Err(io::Error::other("a netlink message did not fit the buffer"));
+            }
+            if n == 0 {
+                return Err(io::Error::other("netlink closed before the answer ended"));
+            }
             let mut b = &buf[..n];
             while b.len() >= 16 {
-                let len = (u32_at(b, 0) as usize).clamp(16, b.len());
-                let (kind, seq) = (u16_at(b, 4), u32_at(b, 8));
+                let len = u32_at(b, 0) as usize;
+                if len < 16 || len > b.len() {
+                    return Err(io::Error::other("a cut netlink message"));
+                }
+                let (kind, flags, seq) = (u16_at(b, 4), u16_at(b, 6), u32_at(b, 8));
                 let body = &b[16..len];
                 b = &b[len.next_multiple_of(4).min(b.len())..];
                 if seq != self.seq {
                     continue;
                 }
+                if flags & NLM_F_DUMP_INTR != 0 {
+                    return Err(io::Error::other("the table changed during the dump"));
+                }
+                let code = || {
+                    (body.len() >= 4)
+                        .then(|| i32::from_ne_bytes([body[0], body[1], body[2], body[3]]))
+                };
                 match kind {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let code = if body.len() >= 4 {
-                            i32::from_ne_bytes([body[0], body[1], body[2], body[3]])
-                        } else {
-                            -libc_eio()
+                    NLMSG_DONE => {
+                        return match code() {
+                            Some(c) if c < 0 => Err(io::Error::from_raw_os_error(-c)),
+                            _ => Ok(out),
                         };
-                        return Err(io::Error::from_raw_os_error(-code));
                     }
-                    _ => out.push(body.get(4..).unwrap_or(&[]).to_vec()),
+                    NLMSG_ERROR => {
+                        return match code() {
+                            Some(0) if !dump => Ok(out),
+                            Some(c) if c < 0 => Err(io::Error::from_raw_os_error(-c)),
+                            _ => Err(io::Error::from_raw_os_error(libc_eio())),
+                        };
+                    }
+                    k if k == want => {
+                        out.push(body.get(4..).unwrap_or(&[]).to_vec());
+                        if !dump {
+                            return Ok(out);
+                        }
+                    }
+                    _ => {}
                 }
             }
-            if n == 0 {
-                return Ok(out);
-            }
         }
+    }
+
+    fn dump(&mut self, msg: u16, reply: u16, attrs: &[(u16, Vec<u8>)]) -> io::Result<Vec<Vec<u8>>> {
+        self.ask(msg, reply, true, attrs)
+    }
+
+    /// The ruleset's generation: it changes with every committed transaction.
+    fn generation(&mut self) -> io::Result<u32> {
+        let msgs = self.ask(NFT_MSG_GETGEN, NFT_MSG_NEWGEN, false, &[])?;
+        let a = attrs(
+            msgs.first()
+                .ok_or_else(|| io::Error::other("no generation"))?,
+        );
+        get(&a, NFTA_GEN_ID)
+            .and_then(|v| v.get(..4))
+            .map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
+            .ok_or_else(|| io::Error::other("no generation"))
     }
 }
 
@@ -195,8 +258,9 @@ fn libc_eio() -> i32 {
 }
 
 /// The bytes of one field of a key as the kernel holds it: addresses and ports in
-/// network order, protocols as one byte, marks in the host's order.
-fn field_bytes(e: &Expression, t: &SetType) -> Option<Vec<u8>> {
+/// network order, protocols as one byte, marks in the host's order (in network order
+/// in an interval map, as nft writes range keys).
+fn field_bytes(e: &Expression, t: &SetType, interval: bool) -> Option<Vec<u8>> {
     // The start of a prefix or a range.
     let start = match e {
         Expression::Named(NamedExpression::Prefix(p)) => p.addr.as_ref(),
@@ -219,6 +283,7 @@ fn field_bytes(e: &Expression, t: &SetType) -> Option<Vec<u8>> {
         (SetType::InetService, Expression::Number(n)) => {
             u16::try_from(*n).ok()?.to_be_bytes().to_vec()
         }
+        (SetType::Mark, Expression::Number(n)) if interval => n.to_be_bytes().to_vec(),
         (SetType::Mark, Expression::Number(n)) => n.to_ne_bytes().to_vec(),
         _ => return None,
     })
@@ -226,20 +291,20 @@ fn field_bytes(e: &Expression, t: &SetType) -> Option<Vec<u8>> {
 
 /// A plan element's key as the bytes of the kernel's element that starts it: the start
 /// of each field, each field of a concatenation padded to 4 bytes.
-pub fn key_bytes(key: &Expression, types: &SetTypeValue) -> Option<Vec<u8>> {
+pub fn key_bytes(key: &Expression, types: &SetTypeValue, interval: bool) -> Option<Vec<u8>> {
     match (key, types) {
         (Expression::Named(NamedExpression::Concat(parts)), SetTypeValue::Concatenated(ts))
             if parts.len() == ts.len() =>
         {
             let mut out = Vec::new();
             for (p, t) in parts.iter().zip(ts.iter()) {
-                let mut f = field_bytes(p, t)?;
+                let mut f = field_bytes(p, t, interval)?;
                 f.resize(f.len().next_multiple_of(4), 0);
                 out.extend(f);
             }
             Some(out)
         }
-        (k, SetTypeValue::Single(t)) => field_bytes(k, t),
+        (k, SetTypeValue::Single(t)) => field_bytes(k, t, interval),
         _ => None,
     }
 }
@@ -248,6 +313,21 @@ pub fn key_bytes(key: &Expression, types: &SetTypeValue) -> Option<Vec<u8>> {
 /// now: rules by (chain, index in the chain), elements by (map, key text).
 pub fn counters(table: &str, plan: &Plan) -> io::Result<Counters> {
     let mut d = Dumper::new()?;
+    // The dumps are one snapshot only if no transaction came between them: read the
+    // generation before and after, and try again (then give up) if it moved.
+    for _ in 0..3 {
+        let before = d.generation()?;
+        let out = read_counters(&mut d, table, plan)?;
+        if d.generation()? == before {
+            return Ok(out);
+        }
+    }
+    Err(io::Error::other(
+        "the ruleset kept changing while its counters were read",
+    ))
+}
+
+fn read_counters(d: &mut Dumper, table: &str, plan: &Plan) -> io::Result<Counters> {
     let mut out = Counters::default();
     // The rules of the chains that hold user rules, one chain at a time (not the
     // limits' chains).
@@ -260,9 +340,11 @@ pub fn counters(table: &str, plan: &Plan) -> io::Result<Counters> {
             (NFTA_RULE_CHAIN, cstr(chain)),
         ];
         let mut at = 0usize;
-        for msg in d.dump(NFT_MSG_GETRULE, &req)? {
+        for msg in d.dump(NFT_MSG_GETRULE, NFT_MSG_NEWRULE, &req)? {
             let a = attrs(&msg);
-            if get(&a, NFTA_RULE_CHAIN).map(text).as_deref() != Some(chain) {
+            if get(&a, NFTA_RULE_TABLE).map(text).as_deref() != Some(table)
+                || get(&a, NFTA_RULE_CHAIN).map(text).as_deref() != Some(chain)
+            {
                 continue;
             }
             let n = at;
@@ -292,7 +374,11 @@ pub fn counters(table: &str, plan: &Plan) -> io::Result<Counters> {
         };
         for e in m.elem.as_deref().unwrap_or(&[]) {
             if let Expression::List(kv) = e {
-                if let Some(bytes) = key_bytes(&kv[0], &m.set_type) {
+                let interval = m
+                    .flags
+                    .as_ref()
+                    .is_some_and(|f| f.contains(&SetFlag::Interval));
+                if let Some(bytes) = key_bytes(&kv[0], &m.set_type, interval) {
                     keys.insert(bytes, key_text(&kv[0]));
                 }
             }
@@ -303,7 +389,7 @@ pub fn counters(table: &str, plan: &Plan) -> io::Result<Counters> {
             (NFTA_SET_ELEM_LIST_TABLE, cstr(table)),
             (NFTA_SET_ELEM_LIST_SET, cstr(map)),
         ];
-        for msg in d.dump(NFT_MSG_GETSETELEM, &attrs_req)? {
+        for msg in d.dump(NFT_MSG_GETSETELEM, NFT_MSG_NEWSETELEM, &attrs_req)? {
             let a = attrs(&msg);
             let Some(list) = get(&a, NFTA_SET_ELEM_LIST_ELEMENTS) else {
                 continue;

@@ -2,23 +2,26 @@
 //! between `allow PORT` and `allow from HOST to any port PORT`) in a constant number of
 //! lookups, however the rules interleave.
 //!
-//! The packet mark is the register that carries the first matching source-only rule
-//! from one lookup to the next:
+//! Each rule of the run gets a code (see [`codes`]): the earlier the rule, the larger
+//! its code; 0 means "no rule yet". The rules are split by key shape into lookups
+//! (stages), each a map from the key to the code of the stage's first rule that
+//! matches it (its elements are the first-match cells of its rules). The packet mark
+//! is the register that carries the best code so far from one lookup to the next:
 //!
 //! ```text
-//! meta mark set ip saddr map @…_a4                                   # the first source-only rule
-//! meta mark set ip saddr . meta l4proto . th dport . meta mark map @…_k4   # a port rule before it
-//! meta mark vmap @…_v                                                # the winner's verdict
+//! meta mark set ip saddr . meta l4proto . th dport map @…_h4        # hosts and ports
+//! meta mark set meta l4proto . th dport map @…_pb                   # ports, from anywhere
+//! meta mark set ip saddr . meta mark map @…_a4                      # source-only rules
+//! meta mark vmap @…_v                                               # the winner's verdict
 //! ```
 //!
-//! Each rule gets a code, [`CODE_TOP`] minus its place in the run, so an earlier rule has
-//! a larger code and "no source-only rule matched" is 0. The second map's elements are
-//! the first-match cells of the port rules, each with the mark range `0 ..= code - 1`:
-//! the cell's rule wins unless the source-only rule in the mark came first. Other tools'
-//! marks are untouched: only packets that arrive with mark 0 take this path, and every
-//! verdict of it that lets the packet on (accept, reject, a limit, falling through) sets
-//! the mark back to 0 first; a packet with a mark takes the run compiled the ordinary
-//! way, in a chain of its own.
+//! A stage whose rules may lose to an earlier stage's (an overlapping element of an
+//! earlier rule, see [`needs_mark`]) has the mark in its key, each element matching only
+//! the marks `0 ..= code - 1`: it replaces the mark only when its rule comes first.
+//! Other tools' marks are untouched: only packets that arrive with mark 0 take this
+//! path, and every verdict of it that lets the packet on (accept, reject, a limit,
+//! falling through) sets the mark back to 0 first; a packet with a mark takes the run
+//! compiled the ordinary way, in a chain of its own.
 
 use std::collections::BTreeMap;
 
@@ -33,11 +36,12 @@ use super::nft::*;
 use super::optimiser::{interval, runs, MapKey, MapKind, Member, Run, MAP_PREFIX};
 use super::{Builder, CHAIN_REJECT, FAMILY, TABLE};
 
-/// Codes are `CODE_TOP - place`: a mixed run holds fewer rules than this.
+/// A mixed run holds fewer rules than this (longer stretches are split).
 pub const CODE_TOP: u32 = 1 << 16;
 
 /// Fewest lookups the ordinary compilation of a stretch of map rules must cost before
-/// it is compiled as a mixed run instead (which costs five lookups and two rules).
+/// it is considered for a mixed run; it becomes one only if that costs fewer (its
+/// stages, the verdict map and the two rules that enter it or its ordinary copy).
 pub const MIXED_MIN_LOOKUPS: usize = 12;
 
 /// Sets the mark back to 0, then accepts.
@@ -530,12 +534,16 @@ fn needs_mark(stages: &[Stage], i: usize) -> bool {
 }
 
 impl Builder {
-    /// A mixed run (see the module's text), or, when its cells would be too many, the
-    /// run compiled the ordinary way.
+    /// A mixed run (see the module's text), or, when its cells would be too many or it
+    /// would cost more lookups, the run compiled the ordinary way.
     pub(super) fn mixed_run(&mut self, chain: &str, members: &[Member]) {
-        let Some(stages) = stages(members) else {
-            self.emit_runs(chain, runs(members));
-            return;
+        let ordinary = runs(members);
+        let stages = match stages(members) {
+            Some(s) if s.len() + 3 < cost(&ordinary) => s,
+            _ => {
+                self.emit_runs(chain, ordinary);
+                return;
+            }
         };
         let k = {
             let n = self.mixed_runs.entry(chain.to_string()).or_insert(0);
@@ -736,7 +744,7 @@ impl Builder {
         );
         // Packets that came with a mark: the ordinary compilation.
         self.chain(&marked);
-        self.emit_runs(&marked, runs(members));
+        self.emit_runs(&marked, ordinary);
         self.rule(chain, vec![m_eq(mark(), num(0)), jump(&mixed)]);
         self.rule(
             chain,

@@ -369,7 +369,7 @@ def chart(out):
         s.append(f'<text x="{left - 8}" y="{y(v) + 4:.1f}" text-anchor="end">{v:,.0f}</text>')
     for lv, x in xs.items():
         s.append(f'<text x="{x:.1f}" y="{top + ph + 20}" text-anchor="middle">{level_name(lv)}</text>')
-    s.append(f'<text x="{left + pw / 2}" y="{height - 15}" text-anchor="middle">rules</text>')
+    s.append(f'<text x="{left + pw / 2}" y="{height - 15}" text-anchor="middle">rules (0, 1k, 10k: not to scale)</text>')
     s.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + ph}" stroke="#000"/>')
     s.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#000"/>')
     legend_y = top + 10

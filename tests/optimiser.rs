@@ -58,16 +58,21 @@ fn ports() -> impl Strategy<Value = Option<Ports>> {
     ]
 }
 
+/// Actions, allows most often.
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        4 => Just(Action::Allow),
+        3 => Just(Action::Deny),
+        2 => Just(Action::Reject),
+        1 => Just(Action::Limit),
+    ]
+}
+
 fn rule() -> impl Strategy<Value = Rule> {
     let family = prop_oneof![Just(Family::V4), Just(Family::V6)];
     family.prop_flat_map(|family| {
         (
-            prop_oneof![
-                4 => Just(Action::Allow),
-                3 => Just(Action::Deny),
-                2 => Just(Action::Reject),
-                1 => Just(Action::Limit),
-            ],
+            action(),
             prop_oneof![5 => Just(Direction::In), 1 => Just(Direction::Out)],
             prop_oneof![
                 12 => Just(None),
@@ -249,12 +254,7 @@ fn mixed_rule() -> impl Strategy<Value = Rule> {
     let family = prop_oneof![Just(Family::V4), Just(Family::V6)];
     family.prop_flat_map(|family| {
         (
-            prop_oneof![
-                4 => Just(Action::Allow),
-                3 => Just(Action::Deny),
-                2 => Just(Action::Reject),
-                1 => Just(Action::Limit),
-            ],
+            action(),
             0u8..5,
             net(family),
             prop_oneof![Just(Proto::Any), Just(Proto::Tcp), Just(Proto::Udp)],

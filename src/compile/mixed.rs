@@ -618,6 +618,16 @@ impl Builder {
                 }
             };
             let proto_word = |pp: u32| if pp >> 16 == 1 { "udp" } else { "tcp" };
+            // `ip saddr . meta l4proto . th dport`, and its types.
+            let host_port_types =
+                || vec![addr_type, SetType::InetProto, SetType::InetService];
+            let host_port_key = || {
+                vec![
+                    payload(ip, "saddr"),
+                    meta(MetaKey::L4proto),
+                    payload("th", "dport"),
+                ]
+            };
             let (types, key, elems, interval): (
                 Vec<SetType>,
                 Vec<Expression<'static>>,
@@ -625,12 +635,8 @@ impl Builder {
                 bool,
             ) = match &stage.kind {
                 StageKind::Exact(v) => (
-                    vec![addr_type, SetType::InetProto, SetType::InetService],
-                    vec![
-                        payload(ip, "saddr"),
-                        meta(MetaKey::L4proto),
-                        payload("th", "dport"),
-                    ],
+                    host_port_types(),
+                    host_port_key(),
                     v.iter()
                         .map(|(a, pp, place)| {
                             let parts = vec![
@@ -644,12 +650,8 @@ impl Builder {
                     !first,
                 ),
                 StageKind::Cells(v) => (
-                    vec![addr_type, SetType::InetProto, SetType::InetService],
-                    vec![
-                        payload(ip, "saddr"),
-                        meta(MetaKey::L4proto),
-                        payload("th", "dport"),
-                    ],
+                    host_port_types(),
+                    host_port_key(),
                     v.iter()
                         .map(|(span, (lo, hi), place)| {
                             let parts = vec![

@@ -619,8 +619,7 @@ impl Builder {
             };
             let proto_word = |pp: u32| if pp >> 16 == 1 { "udp" } else { "tcp" };
             // `ip saddr . meta l4proto . th dport`, and its types.
-            let host_port_types =
-                || vec![addr_type, SetType::InetProto, SetType::InetService];
+            let host_port_types = || vec![addr_type, SetType::InetProto, SetType::InetService];
             let host_port_key = || {
                 vec![
                     payload(ip, "saddr"),

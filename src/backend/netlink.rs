@@ -24,8 +24,12 @@ use super::Counters;
 
 /// nfnetlink subsystem of nf_tables, and its message types.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_GETSET: u16 = 10;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_NEWGEN: u16 = 15;
@@ -45,6 +49,14 @@ const NFPROTO_INET: u8 = 1;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
+/// Chain and set attributes.
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_FLAGS: u16 = 3;
+const NFT_SET_ANONYMOUS: u32 = 0x1;
+const NFT_SET_MAP: u32 = 0x8;
 /// Expression attributes.
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
@@ -425,4 +437,56 @@ fn read_counters(d: &mut Dumper, table: &str, plan: &Plan) -> io::Result<Counter
         }
     }
     Ok(out)
+}
+
+/// The names of a table's chains, sets and maps, from one consistent snapshot (the
+/// generation read before and after, as for the counters).
+pub fn names(table: &str) -> io::Result<(Vec<String>, Vec<String>, Vec<String>)> {
+    let mut d = Dumper::new()?;
+    for _ in 0..3 {
+        let before = d.generation()?;
+        let mut chains = Vec::new();
+        for msg in d.dump(
+            NFT_MSG_GETCHAIN,
+            NFT_MSG_NEWCHAIN,
+            &[(NFTA_CHAIN_TABLE, cstr(table))],
+        )? {
+            let a = attrs(&msg);
+            if get(&a, NFTA_CHAIN_TABLE).map(text).as_deref() == Some(table) {
+                chains.extend(get(&a, NFTA_CHAIN_NAME).map(text));
+            }
+        }
+        let (mut sets, mut maps) = (Vec::new(), Vec::new());
+        for msg in d.dump(
+            NFT_MSG_GETSET,
+            NFT_MSG_NEWSET,
+            &[(NFTA_SET_TABLE, cstr(table))],
+        )? {
+            let a = attrs(&msg);
+            if get(&a, NFTA_SET_TABLE).map(text).as_deref() != Some(table) {
+                continue;
+            }
+            let Some(name) = get(&a, NFTA_SET_NAME).map(text) else {
+                continue;
+            };
+            let flags = get(&a, NFTA_SET_FLAGS)
+                .and_then(|f| f.get(..4))
+                .map_or(0, |f| u32::from_be_bytes([f[0], f[1], f[2], f[3]]));
+            // Anonymous sets (`{ 22, 80 }` in a rule) are the rules', not the table's.
+            if flags & NFT_SET_ANONYMOUS != 0 {
+                continue;
+            }
+            if flags & NFT_SET_MAP != 0 {
+                maps.push(name);
+            } else {
+                sets.push(name);
+            }
+        }
+        if d.generation()? == before {
+            return Ok((chains, sets, maps));
+        }
+    }
+    Err(io::Error::other(
+        "the ruleset kept changing while it was read",
+    ))
 }

@@ -269,9 +269,15 @@ impl NftBackend {
     }
 
     /// The names of rampart's chains, sets and maps (None if the table is absent).
-    /// Listed per kind, tersely, side by side: listing the whole table costs time in
-    /// proportion to its rules, these do not.
+    /// Read over netlink (a dump of the table's chains and one of its sets), else
+    /// listed by nft per kind, tersely, side by side: listing the whole table costs
+    /// time in proportion to its rules, these do not.
     pub fn read(&self) -> Result<Option<KernelTable>, BackendError> {
+        // Straight from the kernel over netlink; through nft where that fails.
+        if let Ok((chains, sets, maps)) = super::netlink::names(TABLE) {
+            let empty = chains.is_empty() && sets.is_empty() && maps.is_empty();
+            return Ok((!empty).then_some(KernelTable { chains, sets, maps }));
+        }
         let running = [
             spawn(&["-j", "list", "chains", "inet"], None),
             spawn(&["-j", "-t", "list", "sets", "inet"], None),

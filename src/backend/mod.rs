@@ -156,7 +156,6 @@ pub enum BackendError {
     Read(String),
 }
 
-/// What a backend must do.
 /// Packets and bytes counted by the kernel's rules and map elements: rules by (chain,
 /// index among the chain's rules), elements by (map, the key as compact JSON), as
 /// [`Plan::rule_tags`] and [`Plan::element_tags`] name them.
@@ -197,6 +196,7 @@ impl Counters {
     }
 }
 
+/// What a backend must do.
 pub trait Backend: Sync {
     /// What the kernel holds of rampart's table.
     fn state(&self) -> Result<KernelState, BackendError> {

@@ -1,10 +1,14 @@
-//! Counters read from the kernel over nfnetlink: one dump of the table's rules and one
-//! of each map's elements, without starting `nft` (which builds its whole cache, every
-//! element of every set, before it lists anything: 0.4 s at 10,000 rules).
+//! rampart's table read from the kernel over nfnetlink, without starting `nft` (which
+//! builds its whole cache, every element of every set, before it lists anything: 0.4 s
+//! at 10,000 rules). Each reading is one snapshot: the ruleset's generation is read
+//! before and after its dumps (see [`snapshot`]).
 //!
-//! Only what `status verbose` needs is read: each rule's chain and counter, and each
-//! map element's key and counter. Keys are matched to the plan's elements by their
-//! bytes, as the kernel holds them (see [`key_bytes`]).
+//! Only two things are read:
+//! - [`counters`] (`status verbose`): one dump of each user chain's rules and one of
+//!   each map's elements, for their counters; keys are matched to the plan's elements
+//!   by their bytes, as the kernel holds them (see [`key_bytes`]);
+//! - [`names`]: the names of the table's chains, sets and maps (before a change, and to
+//!   verify it after).
 
 use std::collections::HashMap;
 use std::io;
@@ -113,6 +117,10 @@ fn u16_at(b: &[u8], i: usize) -> u16 {
 
 fn u32_at(b: &[u8], i: usize) -> u32 {
     u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+fn be32(b: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?))
 }
 
 fn be64(b: &[u8]) -> Option<u64> {
@@ -259,8 +267,7 @@ impl Dumper {
                 .ok_or_else(|| io::Error::other("no generation"))?,
         );
         get(&a, NFTA_GEN_ID)
-            .and_then(|v| v.get(..4))
-            .map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
+            .and_then(be32)
             .ok_or_else(|| io::Error::other("no generation"))
     }
 }
@@ -321,22 +328,26 @@ pub fn key_bytes(key: &Expression, types: &SetTypeValue, interval: bool) -> Opti
     }
 }
 
-/// The counters of the plan's tagged rules and map elements, as the kernel holds them
-/// now: rules by (chain, index in the chain), elements by (map, key text).
-pub fn counters(table: &str, plan: &Plan) -> io::Result<Counters> {
+/// What `read` reads, in one snapshot: the ruleset's generation is the same before
+/// and after it (tried again, then given up, if a transaction came between).
+fn snapshot<T>(mut read: impl FnMut(&mut Dumper) -> io::Result<T>) -> io::Result<T> {
     let mut d = Dumper::new()?;
-    // The dumps are one snapshot only if no transaction came between them: read the
-    // generation before and after, and try again (then give up) if it moved.
     for _ in 0..3 {
         let before = d.generation()?;
-        let out = read_counters(&mut d, table, plan)?;
+        let out = read(&mut d)?;
         if d.generation()? == before {
             return Ok(out);
         }
     }
     Err(io::Error::other(
-        "the ruleset kept changing while its counters were read",
+        "the ruleset kept changing while it was read",
     ))
+}
+
+/// The counters of the plan's tagged rules and map elements, as the kernel holds them
+/// now: rules by (chain, index in the chain), elements by (map, key text).
+pub fn counters(table: &str, plan: &Plan) -> io::Result<Counters> {
+    snapshot(|d| read_counters(d, table, plan))
 }
 
 fn read_counters(d: &mut Dumper, table: &str, plan: &Plan) -> io::Result<Counters> {
@@ -384,12 +395,12 @@ fn read_counters(d: &mut Dumper, table: &str, plan: &Plan) -> io::Result<Counter
         let Some(keys) = maps.get_mut(m.name.as_ref()) else {
             continue;
         };
+        let interval = m
+            .flags
+            .as_ref()
+            .is_some_and(|f| f.contains(&SetFlag::Interval));
         for e in m.elem.as_deref().unwrap_or(&[]) {
             if let Expression::List(kv) = e {
-                let interval = m
-                    .flags
-                    .as_ref()
-                    .is_some_and(|f| f.contains(&SetFlag::Interval));
                 if let Some(bytes) = key_bytes(&kv[0], &m.set_type, interval) {
                     keys.insert(bytes, key_text(&kv[0]));
                 }
@@ -409,11 +420,8 @@ fn read_counters(d: &mut Dumper, table: &str, plan: &Plan) -> io::Result<Counter
             for (_, el) in attrs(list) {
                 let e = attrs(el);
                 let end = get(&e, NFTA_SET_ELEM_FLAGS)
-                    .and_then(|f| f.get(..4))
-                    .is_some_and(|f| {
-                        u32::from_be_bytes([f[0], f[1], f[2], f[3]]) & NFT_SET_ELEM_INTERVAL_END
-                            != 0
-                    });
+                    .and_then(be32)
+                    .is_some_and(|f| f & NFT_SET_ELEM_INTERVAL_END != 0);
                 if end {
                     continue;
                 }
@@ -439,12 +447,9 @@ fn read_counters(d: &mut Dumper, table: &str, plan: &Plan) -> io::Result<Counter
     Ok(out)
 }
 
-/// The names of a table's chains, sets and maps, from one consistent snapshot (the
-/// generation read before and after, as for the counters).
+/// The names of a table's chains, sets and maps, in one snapshot.
 pub fn names(table: &str) -> io::Result<(Vec<String>, Vec<String>, Vec<String>)> {
-    let mut d = Dumper::new()?;
-    for _ in 0..3 {
-        let before = d.generation()?;
+    snapshot(|d| {
         let mut chains = Vec::new();
         for msg in d.dump(
             NFT_MSG_GETCHAIN,
@@ -469,9 +474,7 @@ pub fn names(table: &str) -> io::Result<(Vec<String>, Vec<String>, Vec<String>)>
             let Some(name) = get(&a, NFTA_SET_NAME).map(text) else {
                 continue;
             };
-            let flags = get(&a, NFTA_SET_FLAGS)
-                .and_then(|f| f.get(..4))
-                .map_or(0, |f| u32::from_be_bytes([f[0], f[1], f[2], f[3]]));
+            let flags = get(&a, NFTA_SET_FLAGS).and_then(be32).unwrap_or(0);
             // Anonymous sets (`{ 22, 80 }` in a rule) are the rules', not the table's.
             if flags & NFT_SET_ANONYMOUS != 0 {
                 continue;
@@ -482,11 +485,6 @@ pub fn names(table: &str) -> io::Result<(Vec<String>, Vec<String>, Vec<String>)>
                 sets.push(name);
             }
         }
-        if d.generation()? == before {
-            return Ok((chains, sets, maps));
-        }
-    }
-    Err(io::Error::other(
-        "the ruleset kept changing while it was read",
-    ))
+        Ok((chains, sets, maps))
+    })
 }

@@ -96,31 +96,13 @@ fn run_rule(plan: &Plan, stmts: &[Statement], p: &Packet, mark: &mut u32) -> Res
                 }
             }
             Statement::VerdictMap(vm) => {
-                let keys = key_values(&vm.key, p, *mark)?;
-                // A named map: `vmap @name`, elements `[key, verdict]`.
-                let Expression::String(name) = &vm.data else {
-                    return Err(format!("unknown verdict map lookup {:?}", vm.data));
+                let Some(verdict) = lookup(plan, &vm.key, &vm.data, p, *mark)? else {
+                    return Ok(Step::Next);
                 };
-                let elems = plan.map_elements(name.trim_start_matches('@'));
-                let mut found: Vec<Statement> = Vec::new();
-                for e in elems.iter() {
-                    let Expression::List(kv) = e else {
-                        return Err(format!("unknown map element {e:?}"));
-                    };
-                    let [key, verdict] = kv.as_slice() else {
-                        return Err(format!("unknown map element {e:?}"));
-                    };
-                    if key_matches(key, &keys)? {
-                        found.push(verdict_stmt(verdict)?);
-                    }
-                }
-                match found.as_slice() {
-                    [] => return Ok(Step::Next),
-                    [st] => match run_rule(plan, std::slice::from_ref(st), p, mark)? {
-                        Step::Next => {}
-                        other => return Ok(other),
-                    },
-                    _ => return Err(format!("{} map elements match {keys:?}", found.len())),
+                let st = verdict_stmt(verdict)?;
+                match run_rule(plan, std::slice::from_ref(&st), p, mark)? {
+                    Step::Next => {}
+                    other => return Ok(other),
                 }
             }
             Statement::Accept(_) => return Ok(Step::Done(Decision::Accept)),
@@ -159,28 +141,10 @@ fn run_rule(plan: &Plan, stmts: &[Statement], p: &Packet, mark: &mut u32) -> Res
                 match &m.value {
                     Expression::Number(n) => *mark = *n,
                     Expression::Named(NamedExpression::Map(map)) => {
-                        let keys = key_values(&map.key, p, *mark)?;
-                        let Expression::String(name) = &map.data else {
-                            return Err(format!("unknown map lookup {:?}", map.data));
-                        };
-                        let mut found = Vec::new();
-                        for e in plan.map_elements(name.trim_start_matches('@')) {
-                            let Expression::List(kv) = e else {
-                                return Err(format!("unknown map element {e:?}"));
-                            };
-                            let [k, Expression::Number(v)] = kv.as_slice() else {
-                                return Err(format!("unknown map element {e:?}"));
-                            };
-                            if key_matches(k, &keys)? {
-                                found.push(*v);
-                            }
-                        }
-                        match found.as_slice() {
-                            [] => return Ok(Step::Next),
-                            [v] => *mark = *v,
-                            _ => {
-                                return Err(format!("{} map elements match {keys:?}", found.len()))
-                            }
+                        match lookup(plan, &map.key, &map.data, p, *mark)? {
+                            None => return Ok(Step::Next),
+                            Some(Expression::Number(v)) => *mark = *v,
+                            Some(v) => return Err(format!("unknown mark value {v:?}")),
                         }
                     }
                     v => return Err(format!("unknown mark value {v:?}")),
@@ -192,6 +156,39 @@ fn run_rule(plan: &Plan, stmts: &[Statement], p: &Packet, mark: &mut u32) -> Res
         }
     }
     Ok(Step::Next)
+}
+
+/// The value of the one element of a named map (`@name`, elements `[key, value]`) that
+/// holds the packet's key; None when none does. Two elements holding it is an error:
+/// nft refuses overlapping elements.
+fn lookup<'p>(
+    plan: &'p Plan,
+    key: &Expression,
+    data: &Expression,
+    p: &Packet,
+    mark: u32,
+) -> Result<Option<&'p Expression<'static>>, String> {
+    let keys = key_values(key, p, mark)?;
+    let Expression::String(name) = data else {
+        return Err(format!("unknown map lookup {data:?}"));
+    };
+    let mut found = Vec::new();
+    for e in plan.map_elements(name.trim_start_matches('@')) {
+        let Expression::List(kv) = e else {
+            return Err(format!("unknown map element {e:?}"));
+        };
+        let [k, value] = kv.as_slice() else {
+            return Err(format!("unknown map element {e:?}"));
+        };
+        if key_matches(k, &keys)? {
+            found.push(value);
+        }
+    }
+    match found.as_slice() {
+        [] => Ok(None),
+        [v] => Ok(Some(*v)),
+        _ => Err(format!("{} map elements match {keys:?}", found.len())),
+    }
 }
 
 /// What a limit's chain does under its limit: `Some(Accept)`, or None for return.

@@ -40,9 +40,9 @@ fn rules_json_counted(
     )
 }
 
-/// Each user rule's count, from one listing of rampart's table: the counters of the
-/// kernel rules and map elements the policy's plan says stand for the rule (its tag,
-/// see `compile::rule_tag`: a kernel rule by its place in its chain, an element by its
+/// Each user rule's count: the sum of the counters of the kernel rules and map
+/// elements the policy's plan says stand for the rule (its tag, see
+/// `compile::rule_tag`: a kernel rule by its place in its chain, an element by its
 /// key).
 pub(super) fn rule_counts(
     policy: &crate::model::Policy,
@@ -139,8 +139,8 @@ impl Ctx<'_> {
             );
             fw.policy().clone()
         };
-        // The counters, when the kernel holds what is shown: one listing of the table
-        // (verbose and JSON views only; none from a backend that cannot list).
+        // The counters, when the kernel holds what is shown (verbose and JSON views
+        // only; none from a backend that cannot read them).
         let counts = (active && (json || view == StatusView::Verbose))
             .then(|| {
                 let t = crate::backend::Timer::start();

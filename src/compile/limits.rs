@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use nftables::expr::{BinaryOperation, Elem, Expression, MetaKey, NamedExpression};
 use nftables::schema::{NfListObject, Set, SetFlag, SetPolicy, SetType, SetTypeValue};
-use nftables::stmt::{self, Match, Operator, Statement};
+use nftables::stmt::{self, Statement};
 
 use crate::model::{Family, Limit, LimitKey, Over, Proto, Rule, RuleLog, Then};
 
@@ -167,11 +167,7 @@ pub(super) fn slot_rules(
         .map(|k| {
             let e = Expression::Named(NamedExpression::Concat(elem(k)));
             vec![
-                Statement::Match(Match {
-                    left: e.clone(),
-                    right: s(&format!("@{set}")),
-                    op: Operator::NEQ,
-                }),
+                m_ne(e.clone(), s(&format!("@{set}"))),
                 dynset_add(
                     set,
                     Expression::Named(NamedExpression::Elem(Elem {
@@ -297,13 +293,7 @@ impl Builder {
                 target: over_chain.clone().into(),
             })
         };
-        let absent = |set: &str| {
-            Statement::Match(Match {
-                left: key.clone(),
-                right: s(&format!("@{set}")),
-                op: Operator::NEQ,
-            })
-        };
+        let absent = |set: &str| m_ne(key.clone(), s(&format!("@{set}")));
         let mut rules: Vec<Vec<Statement<'static>>> = Vec::new();
         if let Some(n) = spec.conn {
             let count = Statement::CTCount(stmt::CTCount {

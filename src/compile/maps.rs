@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use nftables::expr::Verdict as NftVerdict;
-use nftables::expr::{BinaryOperation, Expression, MetaKey, NamedExpression, Range};
+use nftables::expr::{BinaryOperation, Expression, MetaKey, NamedExpression};
 use nftables::schema::{Map, NfListObject, SetFlag, SetType, SetTypeValue};
 use nftables::stmt::{self, Statement};
 
@@ -174,13 +174,7 @@ impl Builder {
             for proto in &key.protos {
                 for r in &key.ports {
                     let single = r.first == r.last;
-                    let port = if single {
-                        num(u32::from(r.first))
-                    } else {
-                        Expression::Range(Box::new(Range {
-                            range: [num(u32::from(r.first)), num(u32::from(r.last))],
-                        }))
-                    };
+                    let port = port_range(u32::from(r.first), u32::from(r.last));
                     let (shape, parts) = match (single, host, anywhere) {
                         (true, true, _) => ('h', vec![addr.clone(), word(proto.word()), port]),
                         (true, _, true) => ('p', vec![word(proto.word()), port]),

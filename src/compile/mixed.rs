@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use nftables::expr::Verdict as NftVerdict;
 use nftables::expr::{Expression, MetaKey, NamedExpression, Range};
 use nftables::schema::{Map, NfListObject, SetFlag, SetType, SetTypeValue};
-use nftables::stmt::{self, Operator, Statement};
+use nftables::stmt::{self, Statement};
 
 use crate::model::{Action, Family, Proto, Rule};
 
@@ -205,15 +205,10 @@ pub(super) fn cost(runs: &[Run]) -> usize {
         .sum()
 }
 
-/// What the ordinary compilation of these members costs per packet, in lookups.
-fn ordinary_cost(members: &[Member]) -> usize {
-    cost(&runs(members))
-}
-
-/// The stretches (start, end) of a chain's members that are compiled as mixed runs:
-/// maximal stretches of mixable members whose ordinary compilation would cost at least
-/// [`MIXED_MIN_LOOKUPS`] lookups.
-pub(super) fn stretches(members: &[Member]) -> Vec<(usize, usize)> {
+/// The stretches (start, end, their ordinary runs) of a chain's members that are
+/// candidates for mixed runs: maximal stretches of mixable members whose ordinary
+/// compilation would cost at least [`MIXED_MIN_LOOKUPS`] lookups.
+pub(super) fn stretches<'a>(members: &[Member<'a>]) -> Vec<(usize, usize, Vec<Run<'a>>)> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < members.len() {
@@ -225,8 +220,9 @@ pub(super) fn stretches(members: &[Member]) -> Vec<(usize, usize)> {
         while i < members.len() && mixable(&members[i]) && i - start + 1 < CODE_TOP as usize {
             i += 1;
         }
-        if ordinary_cost(&members[start..i]) >= MIXED_MIN_LOOKUPS {
-            out.push((start, i));
+        let ordinary = runs(&members[start..i]);
+        if cost(&ordinary) >= MIXED_MIN_LOOKUPS {
+            out.push((start, i, ordinary));
         }
     }
     out
@@ -256,15 +252,9 @@ fn span_expr(span: Span, family: Family) -> Expression<'static> {
     }))
 }
 
+/// The port range of a protocol-and-port interval.
 fn port_expr(lo: u32, hi: u32) -> Expression<'static> {
-    let (lo, hi) = (lo & 0xffff, hi & 0xffff);
-    if lo == hi {
-        num(lo)
-    } else {
-        Expression::Range(Box::new(Range {
-            range: [num(lo), num(hi)],
-        }))
-    }
+    port_range(lo & 0xffff, hi & 0xffff)
 }
 
 fn mark() -> Expression<'static> {
@@ -534,10 +524,10 @@ fn needs_mark(stages: &[Stage], i: usize) -> bool {
 }
 
 impl Builder {
-    /// A mixed run (see the module's text), or, when its cells would be too many or it
-    /// would cost more lookups, the run compiled the ordinary way.
-    pub(super) fn mixed_run(&mut self, chain: &str, members: &[Member]) {
-        let ordinary = runs(members);
+    /// A mixed run (see the module's text) of members whose ordinary runs are
+    /// `ordinary`, or, when its cells would be too many or it would cost more lookups,
+    /// those runs.
+    pub(super) fn mixed_run(&mut self, chain: &str, members: &[Member], ordinary: Vec<Run>) {
         let stages = match stages(members) {
             Some(s) if s.len() + 3 < cost(&ordinary) => s,
             _ => {
@@ -747,17 +737,7 @@ impl Builder {
         self.chain(&marked);
         self.emit_runs(&marked, ordinary);
         self.rule(chain, vec![m_eq(mark(), num(0)), jump(&mixed)]);
-        self.rule(
-            chain,
-            vec![
-                Statement::Match(stmt::Match {
-                    left: mark(),
-                    right: num(0),
-                    op: Operator::NEQ,
-                }),
-                jump(&marked),
-            ],
-        );
+        self.rule(chain, vec![m_ne(mark(), num(0)), jump(&marked)]);
     }
 
     /// A chain that sets the mark back to 0, then does `then` (made once).

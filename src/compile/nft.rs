@@ -87,6 +87,15 @@ pub(super) fn m_eq(left: Expression<'static>, right: Expression<'static>) -> Sta
     })
 }
 
+/// `LEFT != RIGHT`
+pub(super) fn m_ne(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::NEQ,
+    })
+}
+
 /// `LEFT RIGHT` for flag tests (`ct state established,related`).
 pub(super) fn m_in(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
     Statement::Match(Match {
@@ -190,17 +199,20 @@ pub(super) fn net_expr(net: IpNet) -> Expression<'static> {
     }
 }
 
+/// `22` or `1000-2000`
+pub(super) fn port_range(first: u32, last: u32) -> Expression<'static> {
+    if first == last {
+        num(first)
+    } else {
+        Expression::Range(Box::new(Range {
+            range: [num(first), num(last)],
+        }))
+    }
+}
+
 /// `22`, `1000-2000` or `{ 22, 80, 1000-2000 }`
 pub(super) fn ports_expr(ports: &Ports) -> Expression<'static> {
-    let one = |r: &crate::model::PortRange| {
-        if r.first == r.last {
-            num(u32::from(r.first))
-        } else {
-            Expression::Range(Box::new(Range {
-                range: [num(u32::from(r.first)), num(u32::from(r.last))],
-            }))
-        }
-    };
+    let one = |r: &crate::model::PortRange| port_range(u32::from(r.first), u32::from(r.last));
     match ports.0.as_slice() {
         [r] => one(r),
         many => {

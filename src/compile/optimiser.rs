@@ -410,9 +410,9 @@ impl Builder {
             return;
         }
         let mut start = 0;
-        for (s, e) in super::mixed::stretches(&members) {
+        for (s, e, stretch) in super::mixed::stretches(&members) {
             self.emit_runs(chain, runs(&members[start..s]));
-            self.mixed_run(chain, &members[s..e]);
+            self.mixed_run(chain, &members[s..e], stretch);
             start = e;
         }
         self.emit_runs(chain, runs(&members[start..]));

@@ -1,7 +1,7 @@
 //! Plain user rules: one nft rule per model rule (a log rule first when it logs).
 
 use nftables::expr::MetaKey;
-use nftables::stmt::{Match, Operator, Statement};
+use nftables::stmt::Statement;
 
 use crate::model::{Action, Direction, Family, Proto, Rule};
 
@@ -112,11 +112,7 @@ pub fn rule_matches(rule: &Rule, family: bool) -> Vec<Statement<'static>> {
         m.push(m_eq(dport(), ports_expr(ports)));
     }
     if let Some(except) = &rule.except {
-        m.push(Statement::Match(Match {
-            left: dport(),
-            right: ports_expr(except),
-            op: Operator::NEQ,
-        }));
+        m.push(m_ne(dport(), ports_expr(except)));
     }
     m
 }

@@ -95,15 +95,8 @@ impl Ctx<'_> {
 
     fn live(&self, terminal: &mut ratatui::DefaultTerminal, first: Sample) -> Result<(), CliError> {
         let mut prev = first;
-        let mut rule_hist: HashMap<String, VecDeque<u64>> = HashMap::new();
-        let mut limit_hist: HashMap<String, VecDeque<u64>> = HashMap::new();
-        let push = |h: &mut HashMap<String, VecDeque<u64>>, k: &str, v: u64| {
-            let q = h.entry(k.to_string()).or_default();
-            q.push_back(v);
-            if q.len() > HISTORY {
-                q.pop_front();
-            }
-        };
+        let mut rule_hist: History = HashMap::new();
+        let mut limit_hist: History = HashMap::new();
         let mut next_at = Instant::now() + Duration::from_secs(1);
         loop {
             let wait = next_at.saturating_duration_since(Instant::now());
@@ -122,30 +115,34 @@ impl Ctx<'_> {
                 return Ok(());
             };
             let secs = now.at.duration_since(prev.at).as_secs_f64().max(0.001);
+            // A rule is followed by its number and command, a limit by its command (its
+            // numbers change when rules are inserted before it).
             let before: HashMap<(usize, &str), u64> = prev
                 .rules
                 .iter()
                 .map(|(n, c, p)| ((*n, c.as_str()), *p))
                 .collect();
-            let mut rows: Vec<(usize, String, f64, u64)> = Vec::new();
-            for (n, cmd, p) in &now.rules {
-                let d = p.saturating_sub(*before.get(&(*n, cmd.as_str())).unwrap_or(p));
-                push(&mut rule_hist, &n.to_string(), d);
-                rows.push((*n, cmd.clone(), d as f64 / secs, *p));
-            }
-            rows.sort_by(|a, b| b.2.total_cmp(&a.2).then(b.3.cmp(&a.3)));
+            let rows = busiest(
+                now.rules
+                    .iter()
+                    .map(|(n, cmd, p)| ((*n, cmd.as_str()), n.to_string(), cmd, *p)),
+                &before,
+                &mut rule_hist,
+                secs,
+            );
             let lbefore: HashMap<&str, u64> = prev
                 .limits
                 .iter()
                 .map(|(_, c, r)| (c.as_str(), *r))
                 .collect();
-            let mut lrows: Vec<(String, String, f64, u64)> = Vec::new();
-            for (nums, cmd, r) in &now.limits {
-                let d = r.saturating_sub(*lbefore.get(cmd.as_str()).unwrap_or(r));
-                push(&mut limit_hist, nums, d);
-                lrows.push((nums.clone(), cmd.clone(), d as f64 / secs, *r));
-            }
-            lrows.sort_by(|a, b| b.2.total_cmp(&a.2).then(b.3.cmp(&a.3)));
+            let lrows = busiest(
+                now.limits
+                    .iter()
+                    .map(|(nums, cmd, r)| (cmd.as_str(), nums.clone(), cmd, *r)),
+                &lbefore,
+                &mut limit_hist,
+                secs,
+            );
             let draw = terminal.draw(|f| {
                 let [head, rules_area, limits_area] = Layout::vertical([
                     Constraint::Length(1),
@@ -162,56 +159,89 @@ impl Ctx<'_> {
                     .style(Style::default().add_modifier(Modifier::BOLD)),
                     head,
                 );
-                let bold = Style::default().add_modifier(Modifier::BOLD);
-                let table = Table::new(
-                    rows.iter().map(|(n, cmd, rate, total)| {
-                        Row::new(vec![
-                            format!("[{n:>2}]"),
-                            cmd.clone(),
-                            format!("{rate:.1}"),
-                            total.to_string(),
-                            spark(&rule_hist[&n.to_string()]),
-                        ])
-                    }),
-                    [
-                        Constraint::Length(5),
-                        Constraint::Min(30),
-                        Constraint::Length(9),
-                        Constraint::Length(10),
-                        Constraint::Length(HISTORY as u16),
-                    ],
-                )
-                .header(Row::new(vec!["", "rule", "pkts/s", "packets", "last minute"]).style(bold))
-                .block(Block::bordered().title("Busiest rules"));
-                f.render_widget(table, rules_area);
-                let limits = Table::new(
-                    lrows.iter().map(|(nums, cmd, rate, total)| {
-                        Row::new(vec![
-                            format!("[{nums}]"),
-                            cmd.clone(),
-                            format!("{rate:.1}"),
-                            total.to_string(),
-                            spark(&limit_hist[nums.as_str()]),
-                        ])
-                    }),
-                    [
-                        Constraint::Length(9),
-                        Constraint::Min(30),
-                        Constraint::Length(11),
-                        Constraint::Length(10),
-                        Constraint::Length(HISTORY as u16),
-                    ],
-                )
-                .header(
-                    Row::new(vec!["", "limit", "refused/s", "refused", "last minute"]).style(bold),
-                )
-                .block(Block::bordered().title("Limits refusing most"));
+                let rules = busiest_table(
+                    &rows,
+                    &rule_hist,
+                    (2, 5, 9),
+                    ["rule", "pkts/s", "packets"],
+                    "Busiest rules",
+                );
+                f.render_widget(rules, rules_area);
+                let limits = busiest_table(
+                    &lrows,
+                    &limit_hist,
+                    (0, 9, 11),
+                    ["limit", "refused/s", "refused"],
+                    "Limits refusing most",
+                );
                 f.render_widget(limits, limits_area);
             });
             draw.map_err(|e| super::usage(format!("terminal: {e}")))?;
             prev = now;
         }
     }
+}
+
+/// Each row's deltas of the last minute, by its id (a rule's number, a limit's numbers).
+type History = HashMap<String, VecDeque<u64>>;
+
+/// One row of the live view: id, command, per second since the last sample, total.
+type Busy = (String, String, f64, u64);
+
+/// The rows of one table of the live view, busiest first: each item (its key in
+/// `before`, its id, its command, its total now) with its rate since `before`, its
+/// history extended by that delta.
+fn busiest<'a, K: Eq + std::hash::Hash>(
+    now: impl Iterator<Item = (K, String, &'a String, u64)>,
+    before: &HashMap<K, u64>,
+    hist: &mut History,
+    secs: f64,
+) -> Vec<Busy> {
+    let mut rows: Vec<Busy> = Vec::new();
+    for (key, id, cmd, total) in now {
+        let d = total.saturating_sub(*before.get(&key).unwrap_or(&total));
+        let q = hist.entry(id.clone()).or_default();
+        q.push_back(d);
+        if q.len() > HISTORY {
+            q.pop_front();
+        }
+        rows.push((id, cmd.clone(), d as f64 / secs, total));
+    }
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2).then(b.3.cmp(&a.3)));
+    rows
+}
+
+/// A table of the live view: `[id]` (padded to `pad`), command, rate, total and the
+/// last minute's sparkline; the id column `id_width` wide, the rate column
+/// `rate_width`, under `header` (what, rate, total) and `title`.
+fn busiest_table<'a>(
+    rows: &[Busy],
+    hist: &History,
+    (pad, id_width, rate_width): (usize, u16, u16),
+    header: [&'a str; 3],
+    title: &'a str,
+) -> Table<'a> {
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    Table::new(
+        rows.iter().map(|(id, cmd, rate, total)| {
+            Row::new(vec![
+                format!("[{id:>pad$}]"),
+                cmd.clone(),
+                format!("{rate:.1}"),
+                total.to_string(),
+                spark(&hist[id.as_str()]),
+            ])
+        }),
+        [
+            Constraint::Length(id_width),
+            Constraint::Min(30),
+            Constraint::Length(rate_width),
+            Constraint::Length(10),
+            Constraint::Length(HISTORY as u16),
+        ],
+    )
+    .header(Row::new(vec!["", header[0], header[1], header[2], "last minute"]).style(bold))
+    .block(Block::bordered().title(title))
 }
 
 /// The plain-text view: rules by packets, then limits by refused connections.

@@ -151,8 +151,9 @@ fn counters_equal_the_connections_made() {
 }
 
 /// A mixed run (interleaved source-only and port rules): each rule's counter is its
-/// element of the run's verdict map, and equals the connections it decided, the ones
-/// it refused too. The counters read over netlink equal those of nft's listing.
+/// element of the run's verdict map plus its ordinary copy's (for packets that come
+/// with another tool's mark), and equals the connections it decided, the ones it
+/// refused too. The counters read over netlink equal those of nft's listing.
 #[test]
 fn mixed_run_counters_equal_the_connections_and_nft_listing() {
     use rampart::model::{Action, Policy};
@@ -237,6 +238,31 @@ fn mixed_run_counters_equal_the_connections_and_nft_listing() {
         total,
         2 + 3 + 3 + 3 + 2,
         "the filler counted nothing: {c:?}"
+    );
+
+    // A connection that comes with another tool's mark takes the rules' ordinary copy
+    // (`user_input_marked_0`), and counts for its rule there too.
+    for cmd in [
+        "add table inet marks",
+        "add chain inet marks pre { type filter hook prerouting priority -150 ; }",
+        "add rule inet marks pre meta mark set 0x5a",
+    ] {
+        let words: Vec<&str> = std::iter::once("nft").chain(cmd.split(' ')).collect();
+        assert!(sb.exec(&sb.srv.ns, &words).status.success(), "{cmd}");
+    }
+    connect(&sb, V4, 7001, 1);
+    connect(&sb, V6, 7002, 1);
+    let c = counts(&sb);
+    let at = |needle: &str| c[number(needle) - 1];
+    assert_eq!(
+        at("7001/tcp"),
+        (3, false),
+        "the marked connection counted: {c:?}"
+    );
+    assert_eq!(
+        at("7002/tcp (v6)"),
+        (4, true),
+        "the marked connection counted: {c:?}"
     );
 
     readers_agree(&sb, &policy);

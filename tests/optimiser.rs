@@ -249,7 +249,8 @@ fn mixed_ports() -> impl Strategy<Value = Option<Ports>> {
 /// Rules of the shapes a mixed run holds, in a small space so that they overlap often:
 /// source-only rules, rules from anywhere (or from the whole address space) to ports,
 /// rules from a source to ports, limits that accept under the limit; now and then a
-/// rule no map holds (logged, or on an interface), which splits the stretch.
+/// rule no map holds (logged, or on an interface) or a limit that lets later rules
+/// decide, which splits the stretch.
 fn mixed_rule() -> impl Strategy<Value = Rule> {
     let family = prop_oneof![Just(Family::V4), Just(Family::V6)];
     family.prop_flat_map(|family| {
@@ -260,9 +261,11 @@ fn mixed_rule() -> impl Strategy<Value = Rule> {
             prop_oneof![Just(Proto::Any), Just(Proto::Tcp), Just(Proto::Udp)],
             mixed_ports(),
             prop_oneof![6 => Just(Direction::In), 1 => Just(Direction::Out)],
-            prop_oneof![20 => Just(0u8), 1 => Just(1), 1 => Just(2)],
+            prop_oneof![20 => Just(0u8), 1 => Just(1), 1 => Just(2), 1 => Just(3)],
         )
             .prop_map(move |(action, shape, src, proto, dports, direction, odd)| {
+                // A limit that lets later rules decide (never in a mixed run).
+                let action = if odd == 3 { Action::Limit } else { action };
                 let (any, all): (IpNet, IpNet) = match family {
                     Family::V4 => (
                         "198.18.0.0/23".parse().unwrap(),
@@ -318,7 +321,14 @@ fn mixed_rule() -> impl Strategy<Value = Rule> {
                         app: None,
                     },
                     except: None,
-                    limit: (action == Action::Limit).then(Limit::ufw_default),
+                    limit: (action == Action::Limit).then(|| Limit {
+                        then: if odd == 3 {
+                            Then::Continue
+                        } else {
+                            Then::Accept
+                        },
+                        ..Limit::ufw_default()
+                    }),
                     comment: None,
                 }
             })

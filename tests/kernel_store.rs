@@ -479,6 +479,31 @@ esac
 exec "$REAL_NFT" "$@"
 "#;
 
+/// Rules whose elements go to an interval map: nft writes those (the fault stand-in's
+/// transactions); hash-map elements go over netlink, without nft.
+const NET_7000: &[&str] = &[
+    "allow",
+    "from",
+    "198.18.0.0/24",
+    "to",
+    "any",
+    "port",
+    "7000",
+    "proto",
+    "tcp",
+];
+const NET_7001: &[&str] = &[
+    "allow",
+    "from",
+    "198.18.0.0/24",
+    "to",
+    "any",
+    "port",
+    "7001",
+    "proto",
+    "tcp",
+];
+
 /// Defect 5: nft failing at the apply, after it, at the verify, hanging; the write
 /// failing (read-only, full, or at the last rename): afterwards kernel and disk agree
 /// and the error says what failed.
@@ -513,7 +538,7 @@ fn faults_leave_kernel_and_disk_agreeing() {
     let cases: &[(&[&str], &[&str], &str)] = &[
         (
             &["refuse", "refuse"],
-            &["allow", "7000/tcp"],
+            NET_7000,
             "injected refusal; nothing was changed",
         ),
         (
@@ -528,7 +553,7 @@ fn faults_leave_kernel_and_disk_agreeing() {
         ),
         (
             &["fail-after", "fail-after"],
-            &["allow", "7000/tcp"],
+            NET_7000,
             "injected failure after the transaction; the previous firewall was restored",
         ),
         (
@@ -559,7 +584,7 @@ fn faults_leave_kernel_and_disk_agreeing() {
     // holds rampart's lock), then finds the change in the kernel and completes it.
     fs::write(&faults, "slow\n").unwrap();
     let mut child = sb
-        .rampart_command(&["allow", "7001/tcp"])
+        .rampart_command(NET_7001)
         .env("PATH", &path)
         .env("REAL_NFT", &real)
         .env("FAULTS", &faults)
@@ -587,7 +612,7 @@ fn faults_leave_kernel_and_disk_agreeing() {
     );
     assert!(String::from_utf8_lossy(&status.stdout).contains("7001/tcp"));
     let _ = fs::remove_file(&faults);
-    sb.rampart_ok(&["--force", "delete", "allow", "7001/tcp"]);
+    sb.rampart_ok(&[&["--force", "delete"][..], NET_7001].concat());
 
     // Applied, then restoring is refused: the next command finds the change in the
     // kernel and completes it (file and kernel both have it).
@@ -610,9 +635,10 @@ fn faults_leave_kernel_and_disk_agreeing() {
     let in_mount_ns = |setup: &str, fault: &str| {
         fs::write(&faults, format!("{fault}\n")).unwrap();
         let script = format!(
-            "{setup} && exec ip netns exec {} {} --config-dir {dir} allow 7000/tcp",
+            "{setup} && exec ip netns exec {} {} --config-dir {dir} {}",
             sb.srv.ns,
-            sb.bin().display()
+            sb.bin().display(),
+            NET_7000.join(" ")
         );
         let out = Command::new("unshare")
             .args(["-m", "sh", "-c", &script])

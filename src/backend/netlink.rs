@@ -3,12 +3,17 @@
 //! at 10,000 rules). Each reading is one snapshot: the ruleset's generation is read
 //! before and after its dumps (see [`snapshot`]).
 //!
-//! Only two things are read:
+//! What is read:
 //! - [`counters`] (`status verbose`): one dump of each user chain's rules and one of
 //!   each map's elements, for their counters; keys are matched to the plan's elements
 //!   by their bytes, as the kernel holds them (see [`key_bytes`]);
 //! - [`names`]: the names of the table's chains, sets and maps (before a change, and to
-//!   verify it after).
+//!   verify it after);
+//! - [`set_elements`]: a set's keys and comments (the stamps, for every command).
+//!
+//! What is written: [`write_elements`], an element-only change of hash sets and maps
+//! as one batch (one transaction), the same bytes nft would send for it. Everything
+//! else, interval elements included, is nft's.
 
 use std::collections::HashMap;
 use std::io;
@@ -487,4 +492,304 @@ pub fn names(table: &str) -> io::Result<(Vec<String>, Vec<String>, Vec<String>)>
         }
         Ok((chains, sets, maps))
     })
+}
+
+/// Batch messages and the element commands of a transaction.
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+const NLA_F_NESTED: u16 = 0x8000;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_USERDATA: u16 = 6;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+/// The comment in an element's user data, as nft writes it (libnftnl's udata).
+const UDATA_ELEM_COMMENT: u8 = 0;
+/// Verdict codes.
+const NF_DROP: i32 = 0;
+const NF_ACCEPT: i32 = 1;
+const NFT_CONTINUE: i32 = -1;
+const NFT_JUMP: i32 = -3;
+const NFT_GOTO: i32 = -4;
+const NFT_RETURN: i32 = -5;
+
+/// What an element command does: `add` (an element already there with the same value
+/// is no error), `create` (an element already there fails the transaction), `delete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementOp {
+    Add,
+    Create,
+    Delete,
+}
+
+/// What a map's elements map to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementData {
+    /// A set: keys only.
+    None,
+    /// A verdict map.
+    Verdict,
+    /// A map to marks (a mixed run's stages).
+    Mark,
+}
+
+/// One element command: these elements of one hash set or map (keys of type `key`).
+pub struct ElementChange<'a> {
+    pub op: ElementOp,
+    pub set: &'a str,
+    pub key: &'a SetTypeValue<'a>,
+    pub data: ElementData,
+    pub elems: &'a [Expression<'a>],
+}
+
+/// Why element changes were not written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Something the writer does not encode (nothing was sent).
+    #[error("not written over netlink: {0}")]
+    Unsupported(String),
+    /// The kernel refused the transaction (nothing changed), or it could not be sent.
+    #[error("netlink: {0}")]
+    Kernel(io::Error),
+}
+
+fn nest(buf: &mut Vec<u8>, kind: u16, inner: &[u8]) {
+    attr(buf, kind | NLA_F_NESTED, inner);
+}
+
+fn data_value(bytes: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    attr(&mut v, NFTA_DATA_VALUE, bytes);
+    v
+}
+
+fn verdict_data(v: &Expression) -> Result<Vec<u8>, String> {
+    use nftables::expr::Verdict as V;
+    let Expression::Verdict(v) = v else {
+        return Err(format!("not a verdict: {v:?}"));
+    };
+    let (code, chain) = match v {
+        V::Accept => (NF_ACCEPT, None),
+        V::Drop => (NF_DROP, None),
+        V::Continue => (NFT_CONTINUE, None),
+        V::Return => (NFT_RETURN, None),
+        V::Jump(t) => (NFT_JUMP, Some(&t.target)),
+        V::Goto(t) => (NFT_GOTO, Some(&t.target)),
+    };
+    let mut verdict = Vec::new();
+    attr(&mut verdict, NFTA_VERDICT_CODE, &code.to_be_bytes());
+    if let Some(chain) = chain {
+        attr(&mut verdict, NFTA_VERDICT_CHAIN, &cstr(chain));
+    }
+    let mut out = Vec::new();
+    nest(&mut out, NFTA_DATA_VERDICT, &verdict);
+    Ok(out)
+}
+
+/// One element's attributes (inside its `NFTA_LIST_ELEM`).
+fn element_attrs(e: &Expression, c: &ElementChange) -> Result<Vec<u8>, String> {
+    let (key, value, comment) = match e {
+        Expression::List(kv) if kv.len() == 2 => (&kv[0], Some(&kv[1]), None),
+        Expression::Named(NamedExpression::Elem(el)) => {
+            (el.val.as_ref(), None, el.comment.as_deref())
+        }
+        other => (other, None, None),
+    };
+    let bytes =
+        key_bytes(key, c.key, false).ok_or_else(|| format!("a key it cannot encode: {key:?}"))?;
+    let mut out = Vec::new();
+    nest(&mut out, NFTA_SET_ELEM_KEY, &data_value(&bytes));
+    if c.op != ElementOp::Delete {
+        match (c.data, value) {
+            (ElementData::None, None) => {}
+            (ElementData::Verdict, Some(v)) => {
+                nest(&mut out, NFTA_SET_ELEM_DATA, &verdict_data(v)?)
+            }
+            (ElementData::Mark, Some(Expression::Number(n))) => {
+                nest(&mut out, NFTA_SET_ELEM_DATA, &data_value(&n.to_ne_bytes()))
+            }
+            (_, v) => return Err(format!("a value it cannot encode: {v:?}")),
+        }
+        if let Some(text) = comment {
+            let mut t = cstr(text);
+            let len = u8::try_from(t.len()).map_err(|_| "a comment over 255 bytes".to_string())?;
+            t.splice(0..0, [UDATA_ELEM_COMMENT, len]);
+            attr(&mut out, NFTA_SET_ELEM_USERDATA, &t);
+        }
+    }
+    Ok(out)
+}
+
+/// A netlink message: header, nfgenmsg (`family`, `res_id`) and attributes.
+fn message(kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20 + attrs.len());
+    out.extend_from_slice(&((20 + attrs.len()) as u32).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(&flags.to_ne_bytes());
+    out.extend_from_slice(&seq.to_ne_bytes());
+    out.extend_from_slice(&0u32.to_ne_bytes());
+    out.extend_from_slice(&[family, 0]);
+    out.extend_from_slice(&res_id.to_be_bytes());
+    out.extend_from_slice(attrs);
+    out
+}
+
+/// Write element commands as one nf_tables transaction (one netlink batch): all of
+/// them are applied or none is. Every set must be a hash (no interval flag): interval
+/// elements, which nft splits into start and end elements, are left to nft.
+pub fn write_elements(table: &str, changes: &[ElementChange]) -> Result<(), WriteError> {
+    let mut body = Vec::new();
+    let mut seq = 1u32;
+    let mut last = 0;
+    let mut msgs = Vec::new();
+    for c in changes.iter().filter(|c| !c.elems.is_empty()) {
+        let mut list = Vec::new();
+        for e in c.elems {
+            let el = element_attrs(e, c).map_err(WriteError::Unsupported)?;
+            nest(&mut list, NFTA_LIST_ELEM, &el);
+        }
+        let mut a = Vec::new();
+        attr(&mut a, NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
+        attr(&mut a, NFTA_SET_ELEM_LIST_SET, &cstr(c.set));
+        nest(&mut a, NFTA_SET_ELEM_LIST_ELEMENTS, &list);
+        let (kind, flags) = match c.op {
+            ElementOp::Add => (NFT_MSG_NEWSETELEM, NLM_F_CREATE),
+            ElementOp::Create => (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL),
+            ElementOp::Delete => (NFT_MSG_DELSETELEM, 0),
+        };
+        seq += 1;
+        last = seq;
+        msgs.push((kind, flags, seq, a));
+    }
+    if msgs.is_empty() {
+        return Ok(());
+    }
+    body.extend(message(
+        NFNL_MSG_BATCH_BEGIN,
+        NLM_F_REQUEST,
+        1,
+        0,
+        NFNL_SUBSYS_NFTABLES,
+        &[],
+    ));
+    for (kind, flags, seq, a) in &msgs {
+        // Only the last command asks for an acknowledgement: an error is always
+        // reported, and the transaction stands or falls as one.
+        let ack = if *seq == last { NLM_F_ACK } else { 0 };
+        body.extend(message(
+            (NFNL_SUBSYS_NFTABLES << 8) | kind,
+            NLM_F_REQUEST | flags | ack,
+            *seq,
+            NFPROTO_INET,
+            0,
+            a,
+        ));
+    }
+    body.extend(message(
+        NFNL_MSG_BATCH_END,
+        NLM_F_REQUEST,
+        last + 1,
+        0,
+        NFNL_SUBSYS_NFTABLES,
+        &[],
+    ));
+    transact(&body, last).map_err(WriteError::Kernel)
+}
+
+/// Send a batch and wait for the acknowledgement of its message `last` (or the first
+/// error the kernel reports).
+fn transact(batch: &[u8], last: u32) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let d = Dumper::new()?;
+    let fd = d.fd.as_raw_fd();
+    let fd_ref = &d.fd;
+    let _ = setsockopt(fd_ref, sockopt::SndBufForce, &(batch.len() + 4096));
+    setsockopt(
+        fd_ref,
+        sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(5, 0),
+    )?;
+    let sent = send(fd, batch, MsgFlags::empty())?;
+    if sent != batch.len() {
+        return Err(io::Error::other("the batch was not sent whole"));
+    }
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = recv(fd, &mut buf, MsgFlags::empty())?;
+        if n == 0 {
+            return Err(io::Error::other("netlink closed before the answer"));
+        }
+        let mut b = &buf[..n.min(buf.len())];
+        while b.len() >= 16 {
+            let len = u32_at(b, 0) as usize;
+            if len < 16 || len > b.len() {
+                return Err(io::Error::other("a cut netlink message"));
+            }
+            let (kind, seq) = (u16_at(b, 4), u32_at(b, 8));
+            let body = &b[16..len];
+            b = &b[len.next_multiple_of(4).min(b.len())..];
+            if kind != NLMSG_ERROR || body.len() < 4 {
+                continue;
+            }
+            let code = i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
+            if code < 0 {
+                return Err(io::Error::from_raw_os_error(-code));
+            }
+            if seq == last {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A set element as the kernel holds it: its key's bytes and its comment.
+pub type RawElement = (Vec<u8>, Option<String>);
+
+/// The elements of a set. None when the set (or its table) is not there.
+pub fn set_elements(table: &str, set: &str) -> io::Result<Option<Vec<RawElement>>> {
+    let req = [
+        (NFTA_SET_ELEM_LIST_TABLE, cstr(table)),
+        (NFTA_SET_ELEM_LIST_SET, cstr(set)),
+    ];
+    let mut d = Dumper::new()?;
+    let msgs = match d.dump(NFT_MSG_GETSETELEM, NFT_MSG_NEWSETELEM, &req) {
+        Ok(m) => m,
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOENT as i32) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for msg in msgs {
+        let a = attrs(&msg);
+        let Some(list) = get(&a, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+            continue;
+        };
+        for (_, el) in attrs(list) {
+            let e = attrs(el);
+            let Some(key) = get(&e, NFTA_SET_ELEM_KEY)
+                .map(attrs)
+                .and_then(|k| get(&k, NFTA_DATA_VALUE).map(<[u8]>::to_vec))
+            else {
+                continue;
+            };
+            out.push((key, get(&e, NFTA_SET_ELEM_USERDATA).and_then(comment)));
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The comment in an element's user data (type-length-value records).
+fn comment(mut udata: &[u8]) -> Option<String> {
+    while udata.len() >= 2 {
+        let (kind, len) = (udata[0], usize::from(udata[1]));
+        let value = udata.get(2..2 + len)?;
+        if kind == UDATA_ELEM_COMMENT {
+            return Some(text(value));
+        }
+        udata = &udata[2 + len..];
+    }
+    None
 }

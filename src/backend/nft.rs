@@ -17,9 +17,10 @@ use crate::compile::{
     Plan, FAMILY, LIMIT_CHAIN_PREFIX, LIMIT_OVER_PREFIX, STATE_SET_PREFIX, TABLE,
 };
 
+use super::netlink::{self, ElementChange, ElementData, ElementOp};
 use super::{
-    element_batch, payload_with, Backend, BackendError, KernelState, Stamp, StateReading, Timer,
-    STAMP_PRUNE_AT, STAMP_SET,
+    batch_of, element_diff, payload_with, Backend, BackendError, KernelState, MapChange, Stamp,
+    StateReading, Timer, STAMP_PRUNE_AT, STAMP_SET,
 };
 
 /// The `nft` program (found on `PATH`).
@@ -213,34 +214,45 @@ fn stamp_keys(keys: &[String]) -> Element<'static> {
 /// number) and the keys of the others. No current stamp if an element does not read as
 /// a stamp (the set was changed outside rampart).
 fn stamps_in(listing: Result<Output, BackendError>) -> KernelState {
-    let unknown = KernelState::Loaded {
-        stamp: None,
-        superseded: Vec::new(),
-    };
     let Some(v) = listing.ok().and_then(|out| NftBackend::listing(out).ok()) else {
-        return unknown;
+        return unknown_stamp();
     };
     let Some(set) =
         ours(&v, "set").find(|s| s.get("name").and_then(Value::as_str) == Some(STAMP_SET))
     else {
-        return unknown;
+        return unknown_stamp();
     };
     let elems = set
         .get("elem")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let mut stamps = Vec::new();
-    for elem in &elems {
+    stamps_of(elems.iter().map(|elem| {
         let inner = elem.get("elem");
         let key = inner.and_then(|e| e.get("val")).and_then(Value::as_str);
         let text = inner.and_then(|e| e.get("comment")).and_then(Value::as_str);
+        (key.map(String::from), text.map(String::from))
+    }))
+}
+
+/// A loaded table whose stamp does not read.
+fn unknown_stamp() -> KernelState {
+    KernelState::Loaded {
+        stamp: None,
+        superseded: Vec::new(),
+    }
+}
+
+/// The stamps of the stamp set's elements (key, comment): see [`stamps_in`].
+fn stamps_of(elems: impl Iterator<Item = (Option<String>, Option<String>)>) -> KernelState {
+    let mut stamps = Vec::new();
+    for (key, text) in elems {
         match key
             .zip(text)
-            .and_then(|(k, t)| Stamp::parse(k, t).map(|s| (k, s)))
+            .and_then(|(k, t)| Stamp::parse(&k, &t).map(|s| (k, s)))
         {
-            Some((key, stamp)) => stamps.push((key.to_string(), stamp)),
-            None => return unknown,
+            Some(found) => stamps.push(found),
+            None => return unknown_stamp(),
         }
     }
     stamps.sort_by_key(|(_, s)| s.seq);
@@ -249,6 +261,94 @@ fn stamps_in(listing: Result<Output, BackendError>) -> KernelState {
         stamp: current,
         superseded: stamps.into_iter().map(|(k, _)| k).collect(),
     }
+}
+
+/// The kernel's state read over netlink: the stamp set's elements, else (no stamp set)
+/// whether the table has chains. None where netlink cannot read it.
+fn netlink_state() -> Option<KernelState> {
+    match netlink::set_elements(TABLE, STAMP_SET).ok()? {
+        Some(elems) => Some(stamps_of(elems.into_iter().map(|(key, text)| {
+            let key = <[u8; 16]>::try_from(key.as_slice())
+                .ok()
+                .map(|b| std::net::Ipv6Addr::from(b).to_string());
+            (key, text)
+        }))),
+        None => {
+            let (chains, _, _) = netlink::names(TABLE).ok()?;
+            Some(if chains.is_empty() {
+                KernelState::Absent
+            } else {
+                unknown_stamp()
+            })
+        }
+    }
+}
+
+/// Write an element diff (and the stamp's change) over netlink, as one transaction.
+/// Refused before anything is sent when a changed map is an interval map (nft splits
+/// intervals into start and end elements; that is left to it).
+fn netlink_elements(
+    plan: &Plan,
+    changes: &[MapChange],
+    prune: Option<&[Expression<'static>]>,
+    stamp: &Expression<'static>,
+) -> Result<(), netlink::WriteError> {
+    let stamp_type = SetTypeValue::Single(SetType::Ipv6Addr);
+    let mut out = Vec::new();
+    for c in changes {
+        let map = plan
+            .objects
+            .iter()
+            .find_map(|o| match o {
+                NfListObject::Map(m) if m.name == c.map => Some(m),
+                _ => None,
+            })
+            .ok_or_else(|| netlink::WriteError::Unsupported(format!("no map {}", c.map)))?;
+        if map.flags.as_ref().is_some_and(|f| !f.is_empty()) {
+            return Err(netlink::WriteError::Unsupported(format!(
+                "{} has flags",
+                c.map
+            )));
+        }
+        let data = if plan.verdict_maps.contains(&c.map) {
+            ElementData::Verdict
+        } else if map.map == SetTypeValue::Single(SetType::Mark) {
+            ElementData::Mark
+        } else {
+            return Err(netlink::WriteError::Unsupported(format!(
+                "{}: its values",
+                c.map
+            )));
+        };
+        out.push(ElementChange {
+            op: if c.add {
+                ElementOp::Add
+            } else {
+                ElementOp::Delete
+            },
+            set: &c.map,
+            key: &map.set_type,
+            data,
+            elems: &c.elems,
+        });
+    }
+    if let Some(keys) = prune {
+        out.push(ElementChange {
+            op: ElementOp::Delete,
+            set: STAMP_SET,
+            key: &stamp_type,
+            data: ElementData::None,
+            elems: keys,
+        });
+    }
+    out.push(ElementChange {
+        op: ElementOp::Create,
+        set: STAMP_SET,
+        key: &stamp_type,
+        data: ElementData::None,
+        elems: std::slice::from_ref(stamp),
+    });
+    netlink::write_elements(TABLE, &out)
 }
 
 /// The sequence number after the current stamp's.
@@ -463,7 +563,11 @@ fn is_over_chain(name: &str) -> bool {
 impl Backend for NftBackend {
     fn start_state(&self) -> StateReading {
         // The stamp set is there in every table rampart loads: one listing says both
-        // that the table is loaded and what it holds.
+        // that the table is loaded and what it holds. Read over netlink; through nft
+        // where that fails.
+        if let Some(state) = netlink_state() {
+            return Box::new(move || Ok(state));
+        }
         let stamp = spawn(&["-j", "list", "set", "inet", TABLE, STAMP_SET], None);
         Box::new(move || {
             let stamp = stamp?.finish()?;
@@ -502,22 +606,36 @@ impl Backend for NftBackend {
         policy: &str,
     ) -> Result<(), BackendError> {
         let t = Timer::start();
-        let batch = match current {
+        let diff = match current {
             KernelState::Loaded {
                 stamp: Some(old),
                 superseded,
-            } => element_batch(previous, plan).map(|b| (old, superseded, b)),
+            } => element_diff(previous, plan).map(|d| (old, superseded, d)),
             _ => None,
         };
         t.lap("element diff");
-        if let Some((old, superseded, mut batch)) = batch {
+        if let Some((old, superseded, changes)) = diff {
             // The next stamp is created in the same transaction: if that number is
             // taken (the table changed since it was read), nothing is applied.
             let stamp = Stamp::new(policy, old.seq + 1);
-            if superseded.len() + 1 >= STAMP_PRUNE_AT {
+            let prune = (superseded.len() + 1 >= STAMP_PRUNE_AT).then(|| {
                 let mut keys = superseded.clone();
                 keys.push(old.key());
-                batch.delete(NfListObject::Element(stamp_keys(&keys)));
+                stamp_keys(&keys)
+            });
+            // Straight over netlink where every changed map is a hash; through nft
+            // otherwise, or if the kernel refused it (then nothing changed).
+            let prune_keys = prune.as_ref().map(|p| p.elem.as_ref());
+            match netlink_elements(plan, &changes, prune_keys, &stamp_elem(&stamp)) {
+                Ok(()) => {
+                    t.lap("element transaction (netlink)");
+                    return Ok(());
+                }
+                Err(e) => t.lap(&e.to_string()),
+            }
+            let mut batch = batch_of(changes);
+            if let Some(keys) = prune {
+                batch.delete(NfListObject::Element(keys));
             }
             batch.add_cmd(NfCmd::Create(NfListObject::Element(stamp_element(&stamp))));
             if self.run(batch, &[], Some(plan)).is_ok() {

@@ -1,0 +1,203 @@
+//! Element-only changes go to the kernel over netlink, without `nft`: with an `nft`
+//! that only fails on PATH, a rule appended to the last run of hash-map rules (or
+//! deleted from it, or turned from allow to deny) still applies, connections follow it
+//! at once, and the kernel then holds exactly what nft's full apply of the same policy
+//! holds. A change to an interval map is still nft's: without nft it fails and changes
+//! nothing.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use rampart_sandbox::Sandbox;
+
+const A: usize = 0;
+const V4: bool = false;
+const V6: bool = true;
+
+fn sandbox() -> Option<Sandbox> {
+    rampart_sandbox::for_test(1, Path::new(env!("CARGO_BIN_EXE_rampart")))
+}
+
+/// rampart with an `nft` on PATH that fails whatever it is asked.
+fn without_nft(sb: &Sandbox, path: &str, args: &[&str]) -> Output {
+    sb.rampart_command(args)
+        .env("PATH", path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run rampart")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed without nft: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The map whose elements' JSON holds `text`.
+fn map_holding(sb: &Sandbox, text: &str) -> String {
+    let table = sb.table_json(&sb.srv.ns);
+    table["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("map"))
+        .find(|m| m["elem"].to_string().contains(text))
+        .and_then(|m| m["name"].as_str())
+        .unwrap_or_else(|| panic!("no map holds {text}: {table}"))
+        .to_string()
+}
+
+fn open(sb: &Sandbox, v6: bool, port: u16) -> bool {
+    sb.tcp_timeout(A, v6, port, Duration::from_millis(400))
+        .is_open()
+}
+
+#[test]
+fn element_changes_need_no_nft_and_leave_what_a_full_apply_leaves() {
+    let Some(mut sb) = sandbox() else {
+        return;
+    };
+    for port in [80, 8080, 8081] {
+        sb.serve_tcp(port).unwrap();
+    }
+    let (a4, a6) = (sb.clients[A].v4.to_string(), sb.clients[A].v6.to_string());
+    let stand_in = sb.config_dir().join("no-nft");
+    let path = rampart_sandbox::stand_in(
+        &stand_in,
+        "nft",
+        "#!/bin/sh\necho \"nft was called: $*\" >&2\nexit 1\n",
+    )
+    .unwrap();
+
+    sb.rampart_ok(&["--force", "enable"]);
+    sb.rampart_ok(&["allow", "22/tcp"]);
+    sb.rampart_ok(&[
+        "allow", "from", &a4, "to", "any", "port", "80", "proto", "tcp",
+    ]);
+    assert!(open(&sb, V4, 80));
+    assert!(!open(&sb, V4, 8080), "8080 is closed before its rule");
+
+    // Host rules (a hash map keyed by address, protocol and port), one per family.
+    let v4_rule = [
+        "allow", "from", &a4, "to", "any", "port", "8080", "proto", "tcp",
+    ];
+    ok(without_nft(&sb, &path, &v4_rule), "a host rule");
+    assert!(open(&sb, V4, 8080), "the IPv4 host rule opened 8080");
+    assert!(
+        !open(&sb, V6, 8080),
+        "but not for the client's IPv6 address"
+    );
+    ok(
+        without_nft(
+            &sb,
+            &path,
+            &[
+                "allow", "from", &a6, "to", "any", "port", "8080", "proto", "tcp",
+            ],
+        ),
+        "an IPv6 host rule",
+    );
+    assert!(open(&sb, V6, 8080), "the IPv6 host rule opened 8080");
+
+    // A port from anywhere: one element both families share.
+    ok(
+        without_nft(&sb, &path, &["allow", "8081/tcp"]),
+        "a port rule",
+    );
+    assert!(open(&sb, V4, 8081) && open(&sb, V6, 8081));
+
+    // Deleting a rule takes its element out.
+    ok(
+        without_nft(&sb, &path, &[&["delete"][..], &v4_rule[..]].concat()),
+        "a delete",
+    );
+    assert!(!open(&sb, V4, 8080), "the deleted rule's port is closed");
+    assert!(open(&sb, V6, 8080), "the other family's rule stays");
+
+    // The allow becomes a deny (UFW's "Rule updated"): the element's verdict
+    // changes (the old element goes and the new one comes, in one transaction).
+    let updated = ok(
+        without_nft(
+            &sb,
+            &path,
+            &[
+                "deny", "from", &a4, "to", "any", "port", "80", "proto", "tcp",
+            ],
+        ),
+        "an allow made a deny",
+    );
+    assert_eq!(updated.trim(), "Rule updated");
+    assert!(!open(&sb, V4, 80), "the deny decides now");
+
+    // status reads the table over netlink too.
+    let status = ok(without_nft(&sb, &path, &["status"]), "status");
+    assert!(status.starts_with("Status: active"), "{status}");
+    assert!(status.contains("8081/tcp"), "{status}");
+
+    // An interval element (a network's rule) is nft's to write: without it the
+    // change fails and leaves the policy and the table as they were.
+    let table = sb.table_json(&sb.srv.ns);
+    let numbered = sb.rampart_ok(&["status", "numbered"]);
+    let net = without_nft(
+        &sb,
+        &path,
+        &[
+            "allow",
+            "from",
+            "198.18.0.0/15",
+            "to",
+            "any",
+            "port",
+            "8080",
+            "proto",
+            "tcp",
+        ],
+    );
+    assert!(!net.status.success(), "an interval change needs nft");
+    assert_eq!(sb.table_json(&sb.srv.ns), table, "the table is unchanged");
+    assert_eq!(sb.rampart_ok(&["status", "numbered"]), numbered);
+
+    // What the element changes left is what nft's full apply of the policy makes.
+    let after_netlink = sb.table_json(&sb.srv.ns);
+    sb.rampart_ok(&["reload"]);
+    assert_eq!(sb.table_json(&sb.srv.ns), after_netlink);
+    assert!(!open(&sb, V4, 80) && open(&sb, V6, 8080) && open(&sb, V4, 8081));
+
+    // One transaction: the IPv6 rule's element taken out behind rampart's back, so
+    // that turning the rule into a deny (its element deleted, then one with the new
+    // verdict added) fails at the delete: the add after it does not happen either.
+    let key = format!("\"{a6}\",\"tcp\",8080]");
+    let map = map_holding(&sb, &key);
+    let del = sb.exec(
+        &sb.srv.ns,
+        &[
+            "nft",
+            "delete",
+            "element",
+            "inet",
+            "rampart",
+            &map,
+            &format!("{{ {a6} . tcp . 8080 }}"),
+        ],
+    );
+    assert!(del.status.success(), "{del:?}");
+    let table = sb.table_json(&sb.srv.ns);
+    let deny6 = [
+        "deny", "from", &a6, "to", "any", "port", "8080", "proto", "tcp",
+    ];
+    let refused = without_nft(&sb, &path, &deny6);
+    assert!(!refused.status.success(), "the kernel refused the delete");
+    assert_eq!(
+        sb.table_json(&sb.srv.ns),
+        table,
+        "nothing of it was applied"
+    );
+    assert!(!open(&sb, V6, 8080), "no element: the default decides");
+    sb.rampart_ok(&["reload"]);
+    assert!(open(&sb, V6, 8080), "a reload puts the element back");
+}

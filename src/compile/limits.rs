@@ -146,12 +146,33 @@ pub(super) fn limit_key(per: LimitKey, family: Family) -> (Expression<'static>, 
 
 /// FNV-1a, 64 bit: stable across builds, unlike std's hasher.
 pub(super) fn fnv1a(text: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        h ^= u64::from(byte);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    use std::hash::Hasher;
+    let mut h = Fnv1a::default();
+    h.write(text.as_bytes());
+    h.finish()
+}
+
+/// The FNV-1a hash as a [`std::hash::Hasher`]: the same for the same input in every
+/// run (the standard hasher is seeded at random).
+pub(super) struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Fnv1a {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
     }
-    h
+}
+
+impl std::hash::Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// The N slot rules of a rate limit: a key is accepted (`under`) iff one of its N

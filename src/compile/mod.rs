@@ -177,24 +177,37 @@ impl Plan {
 /// family and comment, so a comment edit keeps the counters), then the families the
 /// kernel object serves (`.4`, `.6`, or `.46` for an element both copies share).
 pub fn rule_tag(rule: &Rule, families: &str) -> String {
-    let ident = Rule {
-        family: crate::model::Family::V4,
-        comment: None,
-        ..rule.clone()
-    };
-    let text = serde_json::to_string(&ident).unwrap_or_default();
-    format!(
-        "{:012x}.{families}",
-        limits::fnv1a(&text) & 0xffff_ffff_ffff
+    use std::hash::{Hash, Hasher};
+    // Every field but the family and the comment (named, so a new field is not
+    // forgotten).
+    let Rule {
+        action,
+        direction,
+        iface,
+        out_iface,
+        log,
+        family: _,
+        proto,
+        from,
+        to,
+        except,
+        limit,
+        comment: _,
+    } = rule;
+    let mut h = limits::Fnv1a::default();
+    (
+        action, direction, iface, out_iface, log, proto, from, to, except, limit,
     )
+        .hash(&mut h);
+    format!("{:012x}.{families}", h.finish() & 0xffff_ffff_ffff)
 }
 
 /// A map element's key as compact JSON, as the kernel's listing gives it back (the
 /// lookup key of [`Plan::element_tags`]).
 pub fn key_text(key: &Expression) -> String {
-    serde_json::to_value(key)
-        .map(|v| v.to_string())
-        .unwrap_or_default()
+    // Written straight from the expression: its objects' fields come in the order a
+    // JSON value (sorted keys) writes them (see the test).
+    serde_json::to_string(key).unwrap_or_default()
 }
 
 /// The families part of a rule's own tag.
@@ -382,6 +395,51 @@ mod tests {
     use super::*;
     use crate::grammar::parse_rule;
     use crate::model::Action;
+
+    #[test]
+    fn key_text_is_the_listing_text() {
+        // Map keys of every shape: hosts, networks, port ranges, concatenations.
+        let mut p = Policy::default();
+        for (action, text) in [
+            (Action::Allow, "proto tcp from 198.18.0.1 to any port 22"),
+            (Action::Allow, "proto tcp from 198.18.0.0/24 to any port 23"),
+            (
+                Action::Allow,
+                "proto tcp from 198.18.1.0/24 to any port 1000:2000",
+            ),
+            (Action::Allow, "80/tcp"),
+            (Action::Allow, "5000:5010/udp"),
+            (Action::Allow, "proto tcp from 2001:db8::1 to any port 22"),
+            (
+                Action::Allow,
+                "proto tcp from 2001:db8:1::/48 to any port 24",
+            ),
+            (Action::Deny, "from 198.18.2.0/24"),
+            (Action::Deny, "from 198.18.3.4"),
+        ] {
+            let words: Vec<String> = text.split_whitespace().map(String::from).collect();
+            p.rules.extend(parse_rule(action, &words).unwrap().rules);
+        }
+        let plan = compile(&p);
+        let mut keys = 0;
+        for obj in &plan.objects {
+            let NfListObject::Map(m) = obj else { continue };
+            for e in m.elem.as_deref().unwrap_or(&[]) {
+                let Expression::List(kv) = e else { continue };
+                let through_value = serde_json::to_value(&kv[0]).unwrap().to_string();
+                assert_eq!(key_text(&kv[0]), through_value);
+                keys += 1;
+            }
+        }
+        let texts: Vec<&str> = plan.element_tags.keys().map(|(_, k)| k.as_str()).collect();
+        for shape in ["prefix", "concat", "range"] {
+            assert!(
+                texts.iter().any(|t| t.contains(shape)),
+                "{shape}: {texts:?}"
+            );
+        }
+        assert!(keys >= 5, "{keys} keys");
+    }
 
     #[test]
     fn default_policy_has_base_chains_and_no_user_rules() {

@@ -36,7 +36,18 @@ pub fn element_diff(old: &Plan, new: &Plan) -> Option<Vec<MapChange>> {
         if before == after {
             continue;
         }
-        // Elements compared by their JSON text (expressions are not hashable), so the
+        // What both lists start and end with is in both (a map's elements are
+        // unique): an appended or deleted rule leaves a few elements between.
+        let start = before.iter().zip(after).take_while(|(a, b)| a == b).count();
+        let end = before[start..]
+            .iter()
+            .rev()
+            .zip(after[start..].iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let before = &before[start..before.len() - end];
+        let after = &after[start..after.len() - end];
+        // The rest compared by their JSON text (expressions are not hashable), so the
         // diff stays linear at tens of thousands of elements.
         let text = |e: &Expression<'static>| serde_json::to_string(e).unwrap_or_default();
         let before_text: Vec<String> = before.iter().map(text).collect();
@@ -67,11 +78,6 @@ pub fn element_diff(old: &Plan, new: &Plan) -> Option<Vec<MapChange>> {
     Some(out)
 }
 
-/// [`element_diff`] as an nft batch.
-pub fn element_batch(old: &Plan, new: &Plan) -> Option<Batch<'static>> {
-    Some(batch_of(element_diff(old, new)?))
-}
-
 /// The nft batch of element changes.
 pub fn batch_of(changes: Vec<MapChange>) -> Batch<'static> {
     let mut batch = Batch::new();
@@ -89,4 +95,100 @@ pub fn batch_of(changes: Vec<MapChange>) -> Batch<'static> {
         }
     }
     batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::compile;
+    use crate::grammar::parse_rule;
+    use crate::model::{Action, Policy};
+
+    fn policy(rules: &[(Action, String)]) -> Policy {
+        let mut p = Policy {
+            enabled: true,
+            ..Policy::default()
+        };
+        for (action, text) in rules {
+            let words: Vec<String> = text.split_whitespace().map(String::from).collect();
+            p.rules.extend(parse_rule(*action, &words).unwrap().rules);
+        }
+        p.rules.sort_by_key(|r| r.family);
+        p
+    }
+
+    /// Every element of `new`'s maps, and of `old`'s, as (map, text).
+    fn elements(plan: &Plan) -> HashSet<(String, String)> {
+        plan.objects
+            .iter()
+            .filter_map(|o| match o {
+                NfListObject::Map(m) => Some(m),
+                _ => None,
+            })
+            .flat_map(|m| {
+                m.elem
+                    .as_deref()
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|e| (m.name.to_string(), serde_json::to_string(e).unwrap()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_diff_turns_old_elements_into_new_ones() {
+        let hosts: Vec<(Action, String)> = (1..=40)
+            .map(|i| {
+                let action = if i % 7 == 0 {
+                    Action::Deny
+                } else {
+                    Action::Allow
+                };
+                (
+                    action,
+                    format!("proto tcp from 198.18.0.{i} to any port {}", 1000 + i),
+                )
+            })
+            .collect();
+        let mut edits: Vec<Vec<(Action, String)>> = Vec::new();
+        let mut appended = hosts.clone();
+        appended.push((
+            Action::Allow,
+            "proto tcp from 198.18.1.1 to any port 7".into(),
+        ));
+        edits.push(appended);
+        let mut deleted = hosts.clone();
+        deleted.remove(20);
+        edits.push(deleted);
+        let mut changed = hosts.clone();
+        changed[3].0 = Action::Deny;
+        changed[30].0 = Action::Deny;
+        edits.push(changed);
+        let mut both_ends = hosts.clone();
+        both_ends.remove(0);
+        both_ends.push((
+            Action::Allow,
+            "proto tcp from 198.18.1.2 to any port 8".into(),
+        ));
+        edits.push(both_ends);
+        let old = compile(&policy(&hosts));
+        for edit in edits {
+            let new = compile(&policy(&edit));
+            let changes = element_diff(&old, &new).expect("an element-only change");
+            let mut got = elements(&old);
+            for c in &changes {
+                for e in &c.elems {
+                    let item = (c.map.clone(), serde_json::to_string(e).unwrap());
+                    if c.add {
+                        assert!(got.insert(item), "added twice");
+                    } else {
+                        assert!(got.remove(&item), "deleted but not there");
+                    }
+                }
+            }
+            assert_eq!(got, elements(&new));
+            let moved: usize = changes.iter().map(|c| c.elems.len()).sum();
+            assert!(moved <= 4, "only the elements that changed: {moved}");
+        }
+    }
 }

@@ -26,7 +26,7 @@ mod memory;
 mod netlink;
 mod nft;
 
-pub use diff::{batch_of, element_batch, element_diff, MapChange};
+pub use diff::{batch_of, element_diff, MapChange};
 pub use json::{payload, payload_with};
 pub use memory::{Fault, MemoryBackend};
 pub use nft::{

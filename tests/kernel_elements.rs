@@ -1,9 +1,8 @@
 //! Element-only changes go to the kernel over netlink, without `nft`: with an `nft`
-//! that only fails on PATH, a rule appended to the last run of hash-map rules (or
-//! deleted from it, or turned from allow to deny) still applies, connections follow it
-//! at once, and the kernel then holds exactly what nft's full apply of the same policy
-//! holds. A change to an interval map is still nft's: without nft it fails and changes
-//! nothing.
+//! that only fails on PATH, a rule appended to the last run of map rules (a host's, a
+//! port's, a network's), deleted from it or turned from allow to deny still applies,
+//! connections follow it at once, and the kernel then holds exactly what nft's full
+//! apply of the same policy holds. A batch the kernel refuses in part changes nothing.
 
 use std::path::Path;
 use std::process::Output;
@@ -52,6 +51,12 @@ fn map_holding(sb: &Sandbox, text: &str) -> String {
         .to_string()
 }
 
+/// How a connection from the client's IPv4 address to `port` ends.
+fn probe(sb: &Sandbox, port: u16) -> &'static str {
+    sb.tcp_timeout(A, V4, port, Duration::from_millis(400))
+        .word()
+}
+
 fn open(sb: &Sandbox, v6: bool, port: u16) -> bool {
     sb.tcp_timeout(A, v6, port, Duration::from_millis(400))
         .is_open()
@@ -62,7 +67,7 @@ fn element_changes_need_no_nft_and_leave_what_a_full_apply_leaves() {
     let Some(mut sb) = sandbox() else {
         return;
     };
-    for port in [80, 8080, 8081] {
+    for port in [80, 8080, 8081, 8082, 8083] {
         sb.serve_tcp(port).unwrap();
     }
     let (a4, a6) = (sb.clients[A].v4.to_string(), sb.clients[A].v6.to_string());
@@ -139,34 +144,53 @@ fn element_changes_need_no_nft_and_leave_what_a_full_apply_leaves() {
     assert!(status.starts_with("Status: active"), "{status}");
     assert!(status.contains("8081/tcp"), "{status}");
 
-    // An interval element (a network's rule) is nft's to write: without it the
-    // change fails and leaves the policy and the table as they were.
-    let table = sb.table_json(&sb.srv.ns);
-    let numbered = sb.rampart_ok(&["status", "numbered"]);
-    let net = without_nft(
-        &sb,
-        &path,
-        &[
-            "allow",
-            "from",
-            "198.18.0.0/15",
-            "to",
-            "any",
-            "port",
-            "8080",
-            "proto",
-            "tcp",
-        ],
+    // Interval elements: a network's rule in the host-and-port run (a range of a
+    // concatenation: one element from its first key to its last).
+    let net_rule = [
+        "allow",
+        "from",
+        "198.18.0.0/15",
+        "to",
+        "any",
+        "port",
+        "8082",
+        "proto",
+        "tcp",
+    ];
+    assert!(!open(&sb, V4, 8082));
+    ok(without_nft(&sb, &path, &net_rule), "a network's rule");
+    assert!(open(&sb, V4, 8082), "the network's rule opened 8082");
+    assert!(!open(&sb, V6, 8082), "for IPv4 only");
+
+    // A run of source rules after it (made with nft: a new run is a new map), then
+    // a network appended to it and deleted again over netlink: an interval of one
+    // field is an element at its first address and an end element past its last.
+    sb.rampart_ok(&["deny", "from", "198.19.0.1"]);
+    let octets: Vec<&str> = a4.split('.').collect();
+    let client_net = format!("{}.{}.{}.0/24", octets[0], octets[1], octets[2]);
+    let reject_net = ["reject", "from", client_net.as_str()];
+    assert_eq!(probe(&sb, 8083), "timed out", "the default drops");
+    ok(without_nft(&sb, &path, &reject_net), "a network's reject");
+    assert_eq!(
+        probe(&sb, 8083),
+        "refused",
+        "the client's network is refused"
     );
-    assert!(!net.status.success(), "an interval change needs nft");
-    assert_eq!(sb.table_json(&sb.srv.ns), table, "the table is unchanged");
-    assert_eq!(sb.rampart_ok(&["status", "numbered"]), numbered);
+    assert!(open(&sb, V4, 8082), "an earlier rule still decides first");
+    ok(
+        without_nft(&sb, &path, &[&["delete"][..], &reject_net[..]].concat()),
+        "the reject's delete",
+    );
+    assert_eq!(probe(&sb, 8083), "timed out", "the default decides again");
+    ok(without_nft(&sb, &path, &reject_net), "the reject again");
+    assert_eq!(probe(&sb, 8083), "refused");
 
     // What the element changes left is what nft's full apply of the policy makes.
     let after_netlink = sb.table_json(&sb.srv.ns);
     sb.rampart_ok(&["reload"]);
     assert_eq!(sb.table_json(&sb.srv.ns), after_netlink);
     assert!(!open(&sb, V4, 80) && open(&sb, V6, 8080) && open(&sb, V4, 8081));
+    assert!(open(&sb, V4, 8082) && probe(&sb, 8083) == "refused");
 
     // One transaction: the IPv6 rule's element taken out behind rampart's back, so
     // that turning the rule into a deny (its element deleted, then one with the new

@@ -461,7 +461,8 @@ fn assert_agree(sb: &Sandbox, kernel: &serde_json::Value, text: &str, what: &str
     assert!(!sb.config_dir().join(".policy.toml.new").exists(), "{what}");
 }
 
-/// A stand-in for nft, first on PATH: runs the real one, except for the faults listed
+/// A stand-in for nft, first on PATH (with element changes sent through nft too):
+/// runs the real one, except for the faults listed
 /// in `$FAULTS` (one line per transaction, consumed in order). `verify` makes the
 /// table differ from the plan right after the transaction (a chain added, as another
 /// tool could), which the verify step, reading the kernel over netlink, must see.
@@ -478,31 +479,6 @@ case "$fault" in
 esac
 exec "$REAL_NFT" "$@"
 "#;
-
-/// Rules whose elements go to an interval map: nft writes those (the fault stand-in's
-/// transactions); hash-map elements go over netlink, without nft.
-const NET_7000: &[&str] = &[
-    "allow",
-    "from",
-    "198.18.0.0/24",
-    "to",
-    "any",
-    "port",
-    "7000",
-    "proto",
-    "tcp",
-];
-const NET_7001: &[&str] = &[
-    "allow",
-    "from",
-    "198.18.0.0/24",
-    "to",
-    "any",
-    "port",
-    "7001",
-    "proto",
-    "tcp",
-];
 
 /// Defect 5: nft failing at the apply, after it, at the verify, hanging; the write
 /// failing (read-only, full, or at the last rename): afterwards kernel and disk agree
@@ -528,6 +504,8 @@ fn faults_leave_kernel_and_disk_agreeing() {
             .env("REAL_NFT", &real)
             .env("FAULTS", &faults)
             .env("RAMPART_NFT_TIMEOUT", "2")
+            // Element changes through nft too, where the faults are.
+            .env("RAMPART_NFT_ELEMENTS", "1")
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -538,7 +516,7 @@ fn faults_leave_kernel_and_disk_agreeing() {
     let cases: &[(&[&str], &[&str], &str)] = &[
         (
             &["refuse", "refuse"],
-            NET_7000,
+            &["allow", "7000/tcp"],
             "injected refusal; nothing was changed",
         ),
         (
@@ -553,7 +531,7 @@ fn faults_leave_kernel_and_disk_agreeing() {
         ),
         (
             &["fail-after", "fail-after"],
-            NET_7000,
+            &["allow", "7000/tcp"],
             "injected failure after the transaction; the previous firewall was restored",
         ),
         (
@@ -584,10 +562,11 @@ fn faults_leave_kernel_and_disk_agreeing() {
     // holds rampart's lock), then finds the change in the kernel and completes it.
     fs::write(&faults, "slow\n").unwrap();
     let mut child = sb
-        .rampart_command(NET_7001)
+        .rampart_command(&["allow", "7001/tcp"])
         .env("PATH", &path)
         .env("REAL_NFT", &real)
         .env("FAULTS", &faults)
+        .env("RAMPART_NFT_ELEMENTS", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -612,7 +591,7 @@ fn faults_leave_kernel_and_disk_agreeing() {
     );
     assert!(String::from_utf8_lossy(&status.stdout).contains("7001/tcp"));
     let _ = fs::remove_file(&faults);
-    sb.rampart_ok(&[&["--force", "delete"][..], NET_7001].concat());
+    sb.rampart_ok(&["--force", "delete", "allow", "7001/tcp"]);
 
     // Applied, then restoring is refused: the next command finds the change in the
     // kernel and completes it (file and kernel both have it).
@@ -635,10 +614,9 @@ fn faults_leave_kernel_and_disk_agreeing() {
     let in_mount_ns = |setup: &str, fault: &str| {
         fs::write(&faults, format!("{fault}\n")).unwrap();
         let script = format!(
-            "{setup} && exec ip netns exec {} {} --config-dir {dir} {}",
+            "{setup} && exec ip netns exec {} {} --config-dir {dir} allow 7000/tcp",
             sb.srv.ns,
-            sb.bin().display(),
-            NET_7000.join(" ")
+            sb.bin().display()
         );
         let out = Command::new("unshare")
             .args(["-m", "sh", "-c", &script])
@@ -646,6 +624,7 @@ fn faults_leave_kernel_and_disk_agreeing() {
             .env("REAL_NFT", &real)
             .env("FAULTS", &faults)
             .env("RO_DIR", &dir)
+            .env("RAMPART_NFT_ELEMENTS", "1")
             .stdin(Stdio::null())
             .output()
             .unwrap();

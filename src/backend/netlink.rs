@@ -11,9 +11,9 @@
 //!   verify it after);
 //! - [`set_elements`]: a set's keys and comments (the stamps, for every command).
 //!
-//! What is written: [`write_elements`], an element-only change of hash sets and maps
-//! as one batch (one transaction), the same bytes nft would send for it. Everything
-//! else, interval elements included, is nft's.
+//! What is written: [`write_elements`], an element-only change of sets and maps as one
+//! batch (one transaction), the elements nft would send for it. Everything else is
+//! nft's.
 
 use std::collections::HashMap;
 use std::io;
@@ -78,7 +78,7 @@ const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_FLAGS: u16 = 3;
 const NFTA_SET_ELEM_EXPR: u16 = 7;
-const NFTA_SET_ELEM_EXPRESSIONS: u16 = 10;
+const NFTA_SET_ELEM_EXPRESSIONS: u16 = 11;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
 
@@ -333,6 +333,67 @@ pub fn key_bytes(key: &Expression, types: &SetTypeValue, interval: bool) -> Opti
     }
 }
 
+/// One field's first and last value, as the kernel holds them (see [`field_bytes`]).
+fn field_range(e: &Expression, t: &SetType, interval: bool) -> Option<(Vec<u8>, Vec<u8>)> {
+    match e {
+        Expression::Named(NamedExpression::Prefix(p)) => {
+            let Expression::String(addr) = p.addr.as_ref() else {
+                return None;
+            };
+            let net: ipnet::IpNet = format!("{addr}/{}", p.len).parse().ok()?;
+            let bytes = |a: IpAddr| match a {
+                IpAddr::V4(a) => a.octets().to_vec(),
+                IpAddr::V6(a) => a.octets().to_vec(),
+            };
+            Some((bytes(net.network()), bytes(net.broadcast())))
+        }
+        Expression::Range(r) => Some((
+            field_bytes(&r.range[0], t, interval)?,
+            field_bytes(&r.range[1], t, interval)?,
+        )),
+        other => {
+            let b = field_bytes(other, t, interval)?;
+            Some((b.clone(), b))
+        }
+    }
+}
+
+/// A plan element's key as the first and the last key it covers, in the kernel's
+/// bytes (each field of a concatenation padded to 4 bytes).
+fn key_range_bytes(key: &Expression, types: &SetTypeValue) -> Option<(Vec<u8>, Vec<u8>)> {
+    match (key, types) {
+        (Expression::Named(NamedExpression::Concat(parts)), SetTypeValue::Concatenated(ts))
+            if parts.len() == ts.len() =>
+        {
+            let (mut first, mut last) = (Vec::new(), Vec::new());
+            for (p, t) in parts.iter().zip(ts.iter()) {
+                let (mut a, mut b) = field_range(p, t, true)?;
+                a.resize(a.len().next_multiple_of(4), 0);
+                b.resize(b.len().next_multiple_of(4), 0);
+                first.extend(a);
+                last.extend(b);
+            }
+            Some((first, last))
+        }
+        (k, SetTypeValue::Single(t)) => field_range(k, t, true),
+        _ => None,
+    }
+}
+
+/// The key after `key` (big-endian), or None past the largest.
+fn next_key(key: &[u8]) -> Option<Vec<u8>> {
+    let mut out = key.to_vec();
+    for byte in out.iter_mut().rev() {
+        if *byte == u8::MAX {
+            *byte = 0;
+        } else {
+            *byte += 1;
+            return Some(out);
+        }
+    }
+    None
+}
+
 /// What `read` reads, in one snapshot: the ruleset's generation is the same before
 /// and after it (tried again, then given up, if a transaction came between).
 fn snapshot<T>(mut read: impl FnMut(&mut Dumper) -> io::Result<T>) -> io::Result<T> {
@@ -504,6 +565,7 @@ const NLA_F_NESTED: u16 = 0x8000;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_SET_ELEM_USERDATA: u16 = 6;
+const NFTA_SET_ELEM_KEY_END: u16 = 10;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
 const NFTA_VERDICT_CHAIN: u16 = 2;
@@ -537,11 +599,25 @@ pub enum ElementData {
     Mark,
 }
 
-/// One element command: these elements of one hash set or map (keys of type `key`).
+/// How a set holds its keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyLayout {
+    /// A hash: exact keys.
+    Exact,
+    /// Intervals of one field (the kernel's rbtree): an interval is an element at its
+    /// first key and an end element just past its last (none past the largest key).
+    Intervals,
+    /// Intervals of a concatenation (the kernel's pipapo): one element with the first
+    /// and the last key.
+    Ranges,
+}
+
+/// One element command: these elements of one set or map (keys of type `key`).
 pub struct ElementChange<'a> {
     pub op: ElementOp,
     pub set: &'a str,
     pub key: &'a SetTypeValue<'a>,
+    pub layout: KeyLayout,
     pub data: ElementData,
     pub elems: &'a [Expression<'a>],
 }
@@ -590,8 +666,9 @@ fn verdict_data(v: &Expression) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// One element's attributes (inside its `NFTA_LIST_ELEM`).
-fn element_attrs(e: &Expression, c: &ElementChange) -> Result<Vec<u8>, String> {
+/// One element's kernel elements: the attributes of each (inside its
+/// `NFTA_LIST_ELEM`). Two for an interval of one field (its start and its end).
+fn element_attrs(e: &Expression, c: &ElementChange) -> Result<Vec<Vec<u8>>, String> {
     let (key, value, comment) = match e {
         Expression::List(kv) if kv.len() == 2 => (&kv[0], Some(&kv[1]), None),
         Expression::Named(NamedExpression::Elem(el)) => {
@@ -599,10 +676,19 @@ fn element_attrs(e: &Expression, c: &ElementChange) -> Result<Vec<u8>, String> {
         }
         other => (other, None, None),
     };
-    let bytes =
-        key_bytes(key, c.key, false).ok_or_else(|| format!("a key it cannot encode: {key:?}"))?;
+    let cannot = || format!("a key it cannot encode: {key:?}");
+    let (first, last) = match c.layout {
+        KeyLayout::Exact => (key_bytes(key, c.key, false).ok_or_else(cannot)?, None),
+        KeyLayout::Intervals | KeyLayout::Ranges => {
+            let (a, b) = key_range_bytes(key, c.key).ok_or_else(cannot)?;
+            (a, Some(b))
+        }
+    };
     let mut out = Vec::new();
-    nest(&mut out, NFTA_SET_ELEM_KEY, &data_value(&bytes));
+    nest(&mut out, NFTA_SET_ELEM_KEY, &data_value(&first));
+    if let (KeyLayout::Ranges, Some(last)) = (c.layout, &last) {
+        nest(&mut out, NFTA_SET_ELEM_KEY_END, &data_value(last));
+    }
     if c.op != ElementOp::Delete {
         match (c.data, value) {
             (ElementData::None, None) => {}
@@ -621,7 +707,21 @@ fn element_attrs(e: &Expression, c: &ElementChange) -> Result<Vec<u8>, String> {
             attr(&mut out, NFTA_SET_ELEM_USERDATA, &t);
         }
     }
-    Ok(out)
+    let mut elements = vec![out];
+    // The end of an interval of one field, unless it runs to the largest key.
+    if let (KeyLayout::Intervals, Some(last)) = (c.layout, &last) {
+        if let Some(end) = next_key(last) {
+            let mut out = Vec::new();
+            nest(&mut out, NFTA_SET_ELEM_KEY, &data_value(&end));
+            attr(
+                &mut out,
+                NFTA_SET_ELEM_FLAGS,
+                &NFT_SET_ELEM_INTERVAL_END.to_be_bytes(),
+            );
+            elements.push(out);
+        }
+    }
+    Ok(elements)
 }
 
 /// A netlink message: header, nfgenmsg (`family`, `res_id`) and attributes.
@@ -639,8 +739,10 @@ fn message(kind: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8
 }
 
 /// Write element commands as one nf_tables transaction (one netlink batch): all of
-/// them are applied or none is. Every set must be a hash (no interval flag): interval
-/// elements, which nft splits into start and end elements, are left to nft.
+/// them are applied or none is. Elements are written as nft writes them (see
+/// [`KeyLayout`]), except that an interval map never gets nft's "first segment" (an
+/// end element at key 0, which nft adds to an empty interval set and which matches
+/// nothing).
 pub fn write_elements(table: &str, changes: &[ElementChange]) -> Result<(), WriteError> {
     let mut body = Vec::new();
     let mut seq = 1u32;
@@ -649,8 +751,9 @@ pub fn write_elements(table: &str, changes: &[ElementChange]) -> Result<(), Writ
     for c in changes.iter().filter(|c| !c.elems.is_empty()) {
         let mut list = Vec::new();
         for e in c.elems {
-            let el = element_attrs(e, c).map_err(WriteError::Unsupported)?;
-            nest(&mut list, NFTA_LIST_ELEM, &el);
+            for el in element_attrs(e, c).map_err(WriteError::Unsupported)? {
+                nest(&mut list, NFTA_LIST_ELEM, &el);
+            }
         }
         let mut a = Vec::new();
         attr(&mut a, NFTA_SET_ELEM_LIST_TABLE, &cstr(table));

@@ -8,7 +8,8 @@ use std::time::Duration;
 use nftables::batch::Batch;
 use nftables::expr::{Elem, Expression, NamedExpression};
 use nftables::schema::{
-    Chain, Element, FlushObject, Map, NfCmd, NfListObject, Set, SetType, SetTypeValue, Table,
+    Chain, Element, FlushObject, Map, NfCmd, NfListObject, Set, SetFlag, SetType, SetTypeValue,
+    Table,
 };
 use serde_json::Value;
 use wait_timeout::ChildExt;
@@ -17,7 +18,7 @@ use crate::compile::{
     Plan, FAMILY, LIMIT_CHAIN_PREFIX, LIMIT_OVER_PREFIX, STATE_SET_PREFIX, TABLE,
 };
 
-use super::netlink::{self, ElementChange, ElementData, ElementOp};
+use super::netlink::{self, ElementChange, ElementData, ElementOp, KeyLayout};
 use super::{
     batch_of, element_diff, payload_with, Backend, BackendError, KernelState, MapChange, Stamp,
     StateReading, Timer, STAMP_PRUNE_AT, STAMP_SET,
@@ -29,6 +30,15 @@ const NFT: &str = "nft";
 pub const DEFAULT_NFT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Environment variable that sets the nft timeout in seconds.
 pub const NFT_TIMEOUT_ENV: &str = "RAMPART_NFT_TIMEOUT";
+/// Environment variable that, set to `1`, sends element-only changes and the stamp's
+/// reading through nft too, as they went before rampart wrote them over netlink (to
+/// compare the two, and to test the nft path).
+pub const NFT_ELEMENTS_ENV: &str = "RAMPART_NFT_ELEMENTS";
+
+/// Whether element changes and stamps go through nft (see [`NFT_ELEMENTS_ENV`]).
+fn nft_elements() -> bool {
+    std::env::var_os(NFT_ELEMENTS_ENV).is_some_and(|v| v == "1")
+}
 
 /// The nft timeout in force.
 pub fn nft_timeout() -> Duration {
@@ -285,8 +295,7 @@ fn netlink_state() -> Option<KernelState> {
 }
 
 /// Write an element diff (and the stamp's change) over netlink, as one transaction.
-/// Refused before anything is sent when a changed map is an interval map (nft splits
-/// intervals into start and end elements; that is left to it).
+/// Refused before anything is sent for a map with flags other than `interval`.
 fn netlink_elements(
     plan: &Plan,
     changes: &[MapChange],
@@ -304,12 +313,22 @@ fn netlink_elements(
                 _ => None,
             })
             .ok_or_else(|| netlink::WriteError::Unsupported(format!("no map {}", c.map)))?;
-        if map.flags.as_ref().is_some_and(|f| !f.is_empty()) {
-            return Err(netlink::WriteError::Unsupported(format!(
-                "{} has flags",
-                c.map
-            )));
-        }
+        let interval = match &map.flags {
+            None => false,
+            Some(f) if f.is_empty() => false,
+            Some(f) if f.len() == 1 && f.contains(&SetFlag::Interval) => true,
+            Some(_) => {
+                return Err(netlink::WriteError::Unsupported(format!(
+                    "{}: its flags",
+                    c.map
+                )))
+            }
+        };
+        let layout = match (interval, &map.set_type) {
+            (false, _) => KeyLayout::Exact,
+            (true, SetTypeValue::Concatenated(_)) => KeyLayout::Ranges,
+            (true, SetTypeValue::Single(_)) => KeyLayout::Intervals,
+        };
         let data = if plan.verdict_maps.contains(&c.map) {
             ElementData::Verdict
         } else if map.map == SetTypeValue::Single(SetType::Mark) {
@@ -328,6 +347,7 @@ fn netlink_elements(
             },
             set: &c.map,
             key: &map.set_type,
+            layout,
             data,
             elems: &c.elems,
         });
@@ -337,6 +357,7 @@ fn netlink_elements(
             op: ElementOp::Delete,
             set: STAMP_SET,
             key: &stamp_type,
+            layout: KeyLayout::Exact,
             data: ElementData::None,
             elems: keys,
         });
@@ -345,6 +366,7 @@ fn netlink_elements(
         op: ElementOp::Create,
         set: STAMP_SET,
         key: &stamp_type,
+        layout: KeyLayout::Exact,
         data: ElementData::None,
         elems: std::slice::from_ref(stamp),
     });
@@ -565,7 +587,7 @@ impl Backend for NftBackend {
         // The stamp set is there in every table rampart loads: one listing says both
         // that the table is loaded and what it holds. Read over netlink; through nft
         // where that fails.
-        if let Some(state) = netlink_state() {
+        if let Some(state) = (!nft_elements()).then(netlink_state).flatten() {
             return Box::new(move || Ok(state));
         }
         let stamp = spawn(&["-j", "list", "set", "inet", TABLE, STAMP_SET], None);
@@ -626,12 +648,14 @@ impl Backend for NftBackend {
             // Straight over netlink where every changed map is a hash; through nft
             // otherwise, or if the kernel refused it (then nothing changed).
             let prune_keys = prune.as_ref().map(|p| p.elem.as_ref());
-            match netlink_elements(plan, &changes, prune_keys, &stamp_elem(&stamp)) {
-                Ok(()) => {
-                    t.lap("element transaction (netlink)");
-                    return Ok(());
+            if !nft_elements() {
+                match netlink_elements(plan, &changes, prune_keys, &stamp_elem(&stamp)) {
+                    Ok(()) => {
+                        t.lap("element transaction (netlink)");
+                        return Ok(());
+                    }
+                    Err(e) => t.lap(&e.to_string()),
                 }
-                Err(e) => t.lap(&e.to_string()),
             }
             let mut batch = batch_of(changes);
             if let Some(keys) = prune {

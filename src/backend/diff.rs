@@ -25,14 +25,9 @@ pub fn element_diff(old: &Plan, new: &Plan) -> Option<Vec<MapChange>> {
         return None;
     }
     let mut out = Vec::new();
-    // Every map: verdict maps and the mark maps of mixed runs.
-    let names = new.objects.iter().filter_map(|o| match o {
-        NfListObject::Map(m) => Some(m.name.as_ref()),
-        _ => None,
-    });
-    for name in names {
-        let before = old.map_elements(name);
-        let after = new.map_elements(name);
+    // Every map: verdict maps and the mark maps of mixed runs. The plans have the
+    // same skeleton, so the same maps in the same order.
+    for ((name, before), (_, after)) in maps_of(old).into_iter().zip(maps_of(new)) {
         if before == after {
             continue;
         }
@@ -76,6 +71,17 @@ pub fn element_diff(old: &Plan, new: &Plan) -> Option<Vec<MapChange>> {
         }
     }
     Some(out)
+}
+
+/// A plan's maps, in order: each one's name and elements.
+fn maps_of(plan: &Plan) -> Vec<(&str, &[Expression<'static>])> {
+    plan.objects
+        .iter()
+        .filter_map(|o| match o {
+            NfListObject::Map(m) => Some((m.name.as_ref(), m.elem.as_deref().unwrap_or(&[]))),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The nft batch of element changes.

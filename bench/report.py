@@ -169,11 +169,16 @@ def report(out):
     w("")
 
     w("### 2. Add one rule to a loaded policy (median of 5 distinct rules)\n")
-    w("| rules | `rampart allow from 198.19.250.N to any port 7 proto tcp` | same with `ufw` | rampart / ufw |")
-    w("|---|---|---|---|")
+    w("The element change goes over nfnetlink; `RAMPART_NFT_ELEMENTS=1` sends it (and the "
+      "stamp's reading) through `nft -j -f -` instead, as before.\n")
+    w("| rules | `rampart allow from 198.19.250.N to any port 7 proto tcp` | same through nft "
+      "(`RAMPART_NFT_ELEMENTS=1`) | same with `ufw` | rampart / ufw |")
+    w("|---|---|---|---|---|")
     for lv in (1000, 10000):
         a, u = r.med(f"add-rampart-{lv}"), r.med(f"add-ufw-{lv}")
-        w(f"| {level_name(lv)} | {fmt_s(a)} ({r.spread(f'add-rampart-{lv}')}) | "
+        n = r.med(f"add-rampart-nft-{lv}")
+        through_nft = f"{fmt_s(n)} ({r.spread(f'add-rampart-nft-{lv}')})" if n else ""
+        w(f"| {level_name(lv)} | {fmt_s(a)} ({r.spread(f'add-rampart-{lv}')}) | {through_nft} | "
           f"{fmt_s(u)} ({r.spread(f'add-ufw-{lv}')}) | {fmt_r(ratio(a, u))}× |")
     w("")
 

@@ -376,6 +376,9 @@ for level in 0 "${LEVELS[@]}"; do
         # appended to the full policy; afterwards the level is loaded again.
         hf "add-rampart-$level" 1 in_rampart -- -L i 1,2,3,4,5 \
             "$RAMPART --config-dir $RCONF allow from 198.19.250.{i} to any port 7 proto tcp"
+        # The same, with the element change through nft (as before netlink writes).
+        hf "add-rampart-nft-$level" 1 in_rampart -- -L i 11,12,13,14,15 \
+            "env RAMPART_NFT_ELEMENTS=1 $RAMPART --config-dir $RCONF allow from 198.19.250.{i} to any port 7 proto tcp"
         hf "add-ufw-$level" 1 in_ufw -- -L i 1,2,3,4,5 \
             "ufw allow from 198.19.250.{i} to any port 7 proto tcp"
         load_rampart "$level"

@@ -3,6 +3,9 @@
 //! port's, a network's), deleted from it or turned from allow to deny still applies,
 //! connections follow it at once, and the kernel then holds exactly what nft's full
 //! apply of the same policy holds. A batch the kernel refuses in part changes nothing.
+//! And 240 random changes of every element shape (both families, networks of any
+//! length, port ranges to 65535, source-only rules) agree with nft's full apply of the
+//! same policy.
 
 use std::path::Path;
 use std::process::Output;

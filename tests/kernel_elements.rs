@@ -348,3 +348,119 @@ fn random_element_changes_leave_what_a_full_apply_leaves() {
     // 103 of the 240 (the rest change the table's shape: a new run, a split one).
     assert!(over_netlink >= 80, "{over_netlink} of 240 over netlink");
 }
+
+/// The policy of the large change: `allow 22/tcp`, `hosts` host rules, then one for
+/// the client's IPv4 address to 8080.
+fn hosts_policy(hosts: usize, client: &str) -> rampart::model::Policy {
+    use rampart::model::{Action, Policy, Position};
+    let mut p = Policy {
+        enabled: true,
+        ..Policy::default()
+    };
+    let mut add = |text: String| {
+        let words: Vec<String> = text.split_whitespace().map(String::from).collect();
+        let rules = rampart::grammar::parse_rule(Action::Allow, &words)
+            .unwrap()
+            .rules;
+        p.add_all(rules, Position::Append).unwrap();
+    };
+    add("22/tcp".into());
+    for i in 0..hosts {
+        add(format!(
+            "proto tcp from 198.19.{}.{} to any port {}",
+            i / 250,
+            1 + i % 250,
+            1000 + i
+        ));
+    }
+    add(format!("proto tcp from {client} to any port 8080"));
+    p
+}
+
+/// 3,000 rules appended in one `apply` (about 200 kB of elements, past what one
+/// netlink message can hold) are one element transaction over netlink, and taken out
+/// again in one: the client's rule after them works throughout, and the table is what
+/// nft's full apply makes.
+#[test]
+fn a_large_element_change_is_one_batch() {
+    let Some(mut sb) = sandbox() else {
+        return;
+    };
+    sb.serve_tcp(8080).unwrap();
+    let a4 = sb.clients[A].v4.to_string();
+    let files = sb.config_dir().with_extension("files");
+    let file = |name: &str, hosts: usize| {
+        let dir = files.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = rampart::store::Store::open(&dir, rampart::store::LockMode::Exclusive).unwrap();
+        store.save(&hosts_policy(hosts, &a4)).unwrap();
+        dir.join("policy.toml").to_str().unwrap().to_string()
+    };
+    let (small, large) = (file("small", 10), file("large", 3010));
+    sb.rampart_ok(&["--force", "apply", &small]);
+    assert!(open(&sb, V4, 8080));
+    for (to, hosts) in [(&large, 3010), (&small, 10)] {
+        let out = sb
+            .rampart_command(&["--force", "apply", to])
+            .env("RAMPART_TIMING", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{hosts}: {err}");
+        assert!(
+            err.contains("element transaction (netlink)"),
+            "{hosts} hosts over netlink: {err}"
+        );
+        assert!(
+            open(&sb, V4, 8080),
+            "the client's rule, after {hosts} hosts"
+        );
+        let numbered = sb.rampart_ok(&["status", "numbered"]);
+        assert!(
+            numbered.contains(&format!(
+                "198.19.{}.{}",
+                (hosts - 1) / 250,
+                1 + (hosts - 1) % 250
+            )),
+            "the last host rule is there"
+        );
+    }
+    // The same policy, applied in full by nft in another namespace.
+    let reference = sb.spare_ns().unwrap();
+    let ref_dir = files.join("reference");
+    std::fs::create_dir_all(&ref_dir).unwrap();
+    std::fs::copy(
+        sb.config_dir().join("policy.toml"),
+        ref_dir.join("policy.toml"),
+    )
+    .unwrap();
+    let full = sb.exec(
+        &reference,
+        &[
+            sb.bin().to_str().unwrap(),
+            "--config-dir",
+            ref_dir.to_str().unwrap(),
+            "reload",
+        ],
+    );
+    assert!(full.status.success(), "{full:?}");
+    sb.rampart_ok(&["--force", "apply", &large]);
+    std::fs::copy(
+        sb.config_dir().join("policy.toml"),
+        ref_dir.join("policy.toml"),
+    )
+    .unwrap();
+    let full = sb.exec(
+        &reference,
+        &[
+            sb.bin().to_str().unwrap(),
+            "--config-dir",
+            ref_dir.to_str().unwrap(),
+            "reload",
+        ],
+    );
+    assert!(full.status.success(), "{full:?}");
+    assert_eq!(sb.table_json(&sb.srv.ns), sb.table_json(&reference));
+    let _ = std::fs::remove_dir_all(&files);
+}

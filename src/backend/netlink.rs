@@ -571,6 +571,8 @@ const NFTA_VERDICT_CODE: u16 = 1;
 const NFTA_VERDICT_CHAIN: u16 = 2;
 /// The comment in an element's user data, as nft writes it (libnftnl's udata).
 const UDATA_ELEM_COMMENT: u8 = 0;
+/// The most bytes of elements one message carries (an attribute's length is 16 bits).
+const LIST_BYTES: usize = 32 * 1024;
 /// Verdict codes.
 const NF_DROP: i32 = 0;
 const NF_ACCEPT: i32 = 1;
@@ -749,24 +751,35 @@ pub fn write_elements(table: &str, changes: &[ElementChange]) -> Result<(), Writ
     let mut last = 0;
     let mut msgs = Vec::new();
     for c in changes.iter().filter(|c| !c.elems.is_empty()) {
-        let mut list = Vec::new();
-        for e in c.elems {
-            for el in element_attrs(e, c).map_err(WriteError::Unsupported)? {
-                nest(&mut list, NFTA_LIST_ELEM, &el);
-            }
-        }
-        let mut a = Vec::new();
-        attr(&mut a, NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
-        attr(&mut a, NFTA_SET_ELEM_LIST_SET, &cstr(c.set));
-        nest(&mut a, NFTA_SET_ELEM_LIST_ELEMENTS, &list);
         let (kind, flags) = match c.op {
             ElementOp::Add => (NFT_MSG_NEWSETELEM, NLM_F_CREATE),
             ElementOp::Create => (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL),
             ElementOp::Delete => (NFT_MSG_DELSETELEM, 0),
         };
-        seq += 1;
-        last = seq;
-        msgs.push((kind, flags, seq, a));
+        // An attribute's length is 16 bits: the elements go in messages of at most
+        // LIST_BYTES each (an interval's start and end in the same one).
+        let mut lists = vec![Vec::new()];
+        for e in c.elems {
+            let mut one = Vec::new();
+            for el in element_attrs(e, c).map_err(WriteError::Unsupported)? {
+                nest(&mut one, NFTA_LIST_ELEM, &el);
+            }
+            let list = lists.last_mut().expect("one list at least");
+            if !list.is_empty() && list.len() + one.len() > LIST_BYTES {
+                lists.push(one);
+            } else {
+                list.extend(one);
+            }
+        }
+        for list in lists {
+            let mut a = Vec::new();
+            attr(&mut a, NFTA_SET_ELEM_LIST_TABLE, &cstr(table));
+            attr(&mut a, NFTA_SET_ELEM_LIST_SET, &cstr(c.set));
+            nest(&mut a, NFTA_SET_ELEM_LIST_ELEMENTS, &list);
+            seq += 1;
+            last = seq;
+            msgs.push((kind, flags, seq, a));
+        }
     }
     if msgs.is_empty() {
         return Ok(());
@@ -822,19 +835,26 @@ fn transact(batch: &[u8], last: u32) -> io::Result<()> {
     }
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = recv(fd, &mut buf, MsgFlags::empty())?;
+        let n = recv(fd, &mut buf, MsgFlags::MSG_TRUNC)?;
         if n == 0 {
             return Err(io::Error::other("netlink closed before the answer"));
         }
         let mut b = &buf[..n.min(buf.len())];
         while b.len() >= 16 {
             let len = u32_at(b, 0) as usize;
-            if len < 16 || len > b.len() {
+            let (kind, seq) = (u16_at(b, 4), u32_at(b, 8));
+            // An error echoes the message it answers, which may not fit the buffer:
+            // its code comes first.
+            let cut = len > b.len();
+            if len < 16 || (cut && kind != NLMSG_ERROR) {
                 return Err(io::Error::other("a cut netlink message"));
             }
-            let (kind, seq) = (u16_at(b, 4), u32_at(b, 8));
-            let body = &b[16..len];
-            b = &b[len.next_multiple_of(4).min(b.len())..];
+            let body = &b[16..len.min(b.len())];
+            b = if cut {
+                &[]
+            } else {
+                &b[len.next_multiple_of(4).min(b.len())..]
+            };
             if kind != NLMSG_ERROR || body.len() < 4 {
                 continue;
             }

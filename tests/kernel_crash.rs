@@ -141,28 +141,8 @@ fn kill_9_at_random_moments_leaves_kernel_and_file_agreeing() {
             recovered += 1;
         }
         // Agreement: what the file says, loaded afresh elsewhere, is what the kernel has.
-        let _ = std::fs::remove_dir_all(&ref_dir);
-        std::fs::create_dir_all(&ref_dir).unwrap();
-        std::fs::copy(
-            sb.config_dir().join("policy.toml"),
-            ref_dir.join("policy.toml"),
-        )
-        .unwrap();
-        let out = sb.exec(
-            &reference,
-            &[
-                sb.bin().to_str().unwrap(),
-                "--config-dir",
-                ref_dir.to_str().unwrap(),
-                "reload",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let (have, want) = (sb.table_json(&sb.srv.ns), sb.table_json(&reference));
+        let want = sb.full_apply_table(&reference, &ref_dir);
+        let have = sb.table_json(&sb.srv.ns);
         if have != want {
             wrong.push((
                 k,

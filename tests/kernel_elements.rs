@@ -321,26 +321,9 @@ fn random_element_changes_leave_what_a_full_apply_leaves() {
         if k % 10 != 9 {
             continue;
         }
-        let _ = std::fs::remove_dir_all(&ref_dir);
-        std::fs::create_dir_all(&ref_dir).unwrap();
-        std::fs::copy(
-            sb.config_dir().join("policy.toml"),
-            ref_dir.join("policy.toml"),
-        )
-        .unwrap();
-        let full = sb.exec(
-            &reference,
-            &[
-                sb.bin().to_str().unwrap(),
-                "--config-dir",
-                ref_dir.to_str().unwrap(),
-                "reload",
-            ],
-        );
-        assert!(full.status.success(), "{full:?}");
         assert_eq!(
             sb.table_json(&sb.srv.ns),
-            sb.table_json(&reference),
+            sb.full_apply_table(&reference, &ref_dir),
             "after change {k} ({args:?})"
         );
     }
@@ -427,40 +410,9 @@ fn a_large_element_change_is_one_batch() {
         );
     }
     // The same policy, applied in full by nft in another namespace.
-    let reference = sb.spare_ns().unwrap();
-    let ref_dir = files.join("reference");
-    std::fs::create_dir_all(&ref_dir).unwrap();
-    std::fs::copy(
-        sb.config_dir().join("policy.toml"),
-        ref_dir.join("policy.toml"),
-    )
-    .unwrap();
-    let full = sb.exec(
-        &reference,
-        &[
-            sb.bin().to_str().unwrap(),
-            "--config-dir",
-            ref_dir.to_str().unwrap(),
-            "reload",
-        ],
-    );
-    assert!(full.status.success(), "{full:?}");
     sb.rampart_ok(&["--force", "apply", &large]);
-    std::fs::copy(
-        sb.config_dir().join("policy.toml"),
-        ref_dir.join("policy.toml"),
-    )
-    .unwrap();
-    let full = sb.exec(
-        &reference,
-        &[
-            sb.bin().to_str().unwrap(),
-            "--config-dir",
-            ref_dir.to_str().unwrap(),
-            "reload",
-        ],
-    );
-    assert!(full.status.success(), "{full:?}");
-    assert_eq!(sb.table_json(&sb.srv.ns), sb.table_json(&reference));
+    let reference = sb.spare_ns().unwrap();
+    let want = sb.full_apply_table(&reference, &files.join("reference"));
+    assert_eq!(sb.table_json(&sb.srv.ns), want);
     let _ = std::fs::remove_dir_all(&files);
 }

@@ -498,6 +498,31 @@ impl Sandbox {
         v
     }
 
+    /// The table a full apply of this sandbox's policy file makes in namespace `ns`,
+    /// from a config dir of its own (`dir`, made afresh), as [`Sandbox::table_json`]
+    /// gives it: what the server's kernel should hold.
+    pub fn full_apply_table(&self, ns: &str, dir: &Path) -> serde_json::Value {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).expect("make the reference config dir");
+        std::fs::copy(self.config_dir.join("policy.toml"), dir.join("policy.toml"))
+            .expect("copy the policy file");
+        let out = self.exec(
+            ns,
+            &[
+                self.bin.to_str().expect("a UTF-8 path"),
+                "--config-dir",
+                dir.to_str().expect("a UTF-8 path"),
+                "reload",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "the reference reload failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.table_json(ns)
+    }
+
     /// Run rampart and insist it succeeds; returns stdout.
     pub fn rampart_ok(&self, args: &[&str]) -> String {
         let out = self.rampart(args);

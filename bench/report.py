@@ -261,6 +261,19 @@ def report(out):
             w(f"| rampart itself (total − nft calls) | {total - sum(t for t, _ in calls):.2f} |")
             w(f"| **total** | **{total:.2f}** |")
         w("")
+    laps = [(cmd, os.path.join(out, f"laps-{name}-10000.txt")) for cmd, name in (
+        ("reload", "reload"), ("status verbose", "status-verbose"),
+        ("allow from 198.19.250.99 to any port 7 proto tcp", "add"))]
+    laps = [(cmd, p) for cmd, p in laps if os.path.exists(p)]
+    if laps:
+        w("Three commands' own phases (`RAMPART_TIMING=1`): each line is the time from the "
+          "start of the step that prints it, so within a step the times grow.\n")
+        for cmd, p in laps:
+            phases = [x.strip()[len("timing: "):] for x in open(p) if x.startswith("timing: ")]
+            w(f"`rampart {cmd}`:\n")
+            w("```")
+            w("\n".join(phases))
+            w("```\n")
     objs = []
     for tool, lv, name in (("rampart", "10000", "rampart"), ("rampart", "10000s", "rampart, shuffled order"),
                            ("nft", "10000", "hand-written")):

@@ -278,6 +278,14 @@ phases() { # COMMAND LEVEL
     printf '%s\ttotal\n' "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", b - a }')" >>"$file"
 }
 
+# One rampart command with RAMPART_TIMING=1: its own phases, as it prints them.
+laps() { # NAME ARGS...
+    local name=$1
+    shift
+    in_rampart env RAMPART_TIMING=1 "$RAMPART" --config-dir "$RCONF" "$@" \
+        2>"$OUT/laps-$name.txt" >/dev/null
+}
+
 # What a table holds in the kernel (chains, sets, rules).
 objects() { # rampart|nft LEVEL
     local table=rampart
@@ -401,6 +409,11 @@ for level in 0 "${LEVELS[@]}"; do
         log "level $level: where rampart's time goes"
         phases reload "$level"
         phases status "$level"
+        laps "reload-$level" reload
+        laps "status-verbose-$level" status verbose
+        laps "add-$level" allow from 198.19.250.99 to any port 7 proto tcp
+        in_rampart "$RAMPART" --config-dir "$RCONF" --force delete \
+            allow from 198.19.250.99 to any port 7 proto tcp >/dev/null
         objects rampart "$level"
         objects nft "$level"
     fi

@@ -28,11 +28,9 @@ pub fn element_diff(old: &Plan, new: &Plan) -> Option<Vec<MapChange>> {
     // Every map: verdict maps and the mark maps of mixed runs. The plans have the
     // same skeleton, so the same maps in the same order.
     for ((name, before), (_, after)) in maps_of(old).into_iter().zip(maps_of(new)) {
-        if before == after {
-            continue;
-        }
         // What both lists start and end with is in both (a map's elements are
-        // unique): an appended or deleted rule leaves a few elements between.
+        // unique): an appended or deleted rule leaves a few elements between, an
+        // unchanged map none.
         let start = before.iter().zip(after).take_while(|(a, b)| a == b).count();
         let end = before[start..]
             .iter()

@@ -155,6 +155,46 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
+/// One netlink message of a datagram.
+struct Message<'a> {
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    body: &'a [u8],
+    /// The buffer ended inside it: `body` is what was received of it.
+    cut: bool,
+}
+
+/// The messages of a received datagram, in order; the last one may be cut.
+fn messages(mut b: &[u8]) -> io::Result<Vec<Message<'_>>> {
+    let mut out = Vec::new();
+    while b.len() >= 16 {
+        let len = u32_at(b, 0) as usize;
+        if len < 16 {
+            return Err(io::Error::other("a malformed netlink message"));
+        }
+        let cut = len > b.len();
+        out.push(Message {
+            kind: u16_at(b, 4),
+            flags: u16_at(b, 6),
+            seq: u32_at(b, 8),
+            body: &b[16..len.min(b.len())],
+            cut,
+        });
+        b = if cut {
+            &[]
+        } else {
+            &b[len.next_multiple_of(4).min(b.len())..]
+        };
+    }
+    Ok(out)
+}
+
+/// The code of an `NLMSG_ERROR` or `NLMSG_DONE` message (0, or a negative errno).
+fn error_code(body: &[u8]) -> Option<i32> {
+    Some(i32::from_ne_bytes(body.get(..4)?.try_into().ok()?))
+}
+
 /// A counter expression's packets and bytes, if `expr` (one expression's attributes)
 /// is a counter.
 fn counter(expr: &[u8]) -> Option<(u64, u64)> {
@@ -215,41 +255,32 @@ impl Dumper {
             if n == 0 {
                 return Err(io::Error::other("netlink closed before the answer ended"));
             }
-            let mut b = &buf[..n];
-            while b.len() >= 16 {
-                let len = u32_at(b, 0) as usize;
-                if len < 16 || len > b.len() {
+            for m in messages(&buf[..n])? {
+                if m.cut {
                     return Err(io::Error::other("a cut netlink message"));
                 }
-                let (kind, flags, seq) = (u16_at(b, 4), u16_at(b, 6), u32_at(b, 8));
-                let body = &b[16..len];
-                b = &b[len.next_multiple_of(4).min(b.len())..];
-                if seq != self.seq {
+                if m.seq != self.seq {
                     continue;
                 }
-                if flags & NLM_F_DUMP_INTR != 0 {
+                if m.flags & NLM_F_DUMP_INTR != 0 {
                     return Err(io::Error::other("the table changed during the dump"));
                 }
-                let code = || {
-                    (body.len() >= 4)
-                        .then(|| i32::from_ne_bytes([body[0], body[1], body[2], body[3]]))
-                };
-                match kind {
+                match m.kind {
                     NLMSG_DONE => {
-                        return match code() {
+                        return match error_code(m.body) {
                             Some(c) if c < 0 => Err(io::Error::from_raw_os_error(-c)),
                             _ => Ok(out),
                         };
                     }
                     NLMSG_ERROR => {
-                        return match code() {
+                        return match error_code(m.body) {
                             Some(0) if !dump => Ok(out),
                             Some(c) if c < 0 => Err(io::Error::from_raw_os_error(-c)),
                             _ => Err(io::Error::from_raw_os_error(libc_eio())),
                         };
                     }
                     k if k == want => {
-                        out.push(body.get(4..).unwrap_or(&[]).to_vec());
+                        out.push(m.body.get(4..).unwrap_or(&[]).to_vec());
                         if !dump {
                             return Ok(out);
                         }
@@ -474,43 +505,53 @@ fn read_counters(d: &mut Dumper, table: &str, plan: &Plan) -> io::Result<Counter
         }
     }
     for (map, keys) in maps {
-        let attrs_req = [
-            (NFTA_SET_ELEM_LIST_TABLE, cstr(table)),
-            (NFTA_SET_ELEM_LIST_SET, cstr(map)),
-        ];
-        for msg in d.dump(NFT_MSG_GETSETELEM, NFT_MSG_NEWSETELEM, &attrs_req)? {
-            let a = attrs(&msg);
-            let Some(list) = get(&a, NFTA_SET_ELEM_LIST_ELEMENTS) else {
-                continue;
-            };
-            for (_, el) in attrs(list) {
-                let e = attrs(el);
-                let end = get(&e, NFTA_SET_ELEM_FLAGS)
-                    .and_then(be32)
-                    .is_some_and(|f| f & NFT_SET_ELEM_INTERVAL_END != 0);
-                if end {
-                    continue;
-                }
-                let Some(key) = get(&e, NFTA_SET_ELEM_KEY)
+        each_element(d, table, map, |key, e| {
+            let c = get(e, NFTA_SET_ELEM_EXPR).and_then(counter).or_else(|| {
+                get(e, NFTA_SET_ELEM_EXPRESSIONS)
                     .map(attrs)
-                    .and_then(|k| get(&k, NFTA_DATA_VALUE).map(<[u8]>::to_vec))
-                else {
-                    continue;
-                };
-                let c = get(&e, NFTA_SET_ELEM_EXPR).and_then(counter).or_else(|| {
-                    get(&e, NFTA_SET_ELEM_EXPRESSIONS)
-                        .map(attrs)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .find_map(|(_, x)| counter(x))
-                });
-                if let (Some(text), Some(c)) = (keys.get(&key), c) {
-                    out.elements.insert((map.to_string(), text.clone()), c);
-                }
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find_map(|(_, x)| counter(x))
+            });
+            if let (Some(text), Some(c)) = (keys.get(&key), c) {
+                out.elements.insert((map.to_string(), text.clone()), c);
+            }
+        })?;
+    }
+    Ok(out)
+}
+
+/// Each element of a set, in one dump: its key's bytes and its attributes (the end
+/// elements of intervals left out).
+fn each_element(
+    d: &mut Dumper,
+    table: &str,
+    set: &str,
+    mut f: impl FnMut(Vec<u8>, &[(u16, &[u8])]),
+) -> io::Result<()> {
+    let req = [
+        (NFTA_SET_ELEM_LIST_TABLE, cstr(table)),
+        (NFTA_SET_ELEM_LIST_SET, cstr(set)),
+    ];
+    for msg in d.dump(NFT_MSG_GETSETELEM, NFT_MSG_NEWSETELEM, &req)? {
+        let a = attrs(&msg);
+        let Some(list) = get(&a, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+            continue;
+        };
+        for (_, el) in attrs(list) {
+            let e = attrs(el);
+            let end = get(&e, NFTA_SET_ELEM_FLAGS)
+                .and_then(be32)
+                .is_some_and(|f| f & NFT_SET_ELEM_INTERVAL_END != 0);
+            let key = get(&e, NFTA_SET_ELEM_KEY)
+                .map(attrs)
+                .and_then(|k| get(&k, NFTA_DATA_VALUE).map(<[u8]>::to_vec));
+            if let (false, Some(key)) = (end, key) {
+                f(key, &e);
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The names of a table's chains, sets and maps, in one snapshot.
@@ -839,31 +880,19 @@ fn transact(batch: &[u8], last: u32) -> io::Result<()> {
         if n == 0 {
             return Err(io::Error::other("netlink closed before the answer"));
         }
-        let mut b = &buf[..n.min(buf.len())];
-        while b.len() >= 16 {
-            let len = u32_at(b, 0) as usize;
-            let (kind, seq) = (u16_at(b, 4), u32_at(b, 8));
+        for m in messages(&buf[..n.min(buf.len())])? {
             // An error echoes the message it answers, which may not fit the buffer:
             // its code comes first.
-            let cut = len > b.len();
-            if len < 16 || (cut && kind != NLMSG_ERROR) {
+            if m.cut && m.kind != NLMSG_ERROR {
                 return Err(io::Error::other("a cut netlink message"));
             }
-            let body = &b[16..len.min(b.len())];
-            b = if cut {
-                &[]
-            } else {
-                &b[len.next_multiple_of(4).min(b.len())..]
-            };
-            if kind != NLMSG_ERROR || body.len() < 4 {
+            if m.kind != NLMSG_ERROR {
                 continue;
             }
-            let code = i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
-            if code < 0 {
-                return Err(io::Error::from_raw_os_error(-code));
-            }
-            if seq == last {
-                return Ok(());
+            match error_code(m.body) {
+                Some(c) if c < 0 => return Err(io::Error::from_raw_os_error(-c)),
+                Some(_) if m.seq == last => return Ok(()),
+                _ => {}
             }
         }
     }
@@ -874,34 +903,15 @@ pub type RawElement = (Vec<u8>, Option<String>);
 
 /// The elements of a set. None when the set (or its table) is not there.
 pub fn set_elements(table: &str, set: &str) -> io::Result<Option<Vec<RawElement>>> {
-    let req = [
-        (NFTA_SET_ELEM_LIST_TABLE, cstr(table)),
-        (NFTA_SET_ELEM_LIST_SET, cstr(set)),
-    ];
-    let mut d = Dumper::new()?;
-    let msgs = match d.dump(NFT_MSG_GETSETELEM, NFT_MSG_NEWSETELEM, &req) {
-        Ok(m) => m,
-        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOENT as i32) => return Ok(None),
-        Err(e) => return Err(e),
-    };
     let mut out = Vec::new();
-    for msg in msgs {
-        let a = attrs(&msg);
-        let Some(list) = get(&a, NFTA_SET_ELEM_LIST_ELEMENTS) else {
-            continue;
-        };
-        for (_, el) in attrs(list) {
-            let e = attrs(el);
-            let Some(key) = get(&e, NFTA_SET_ELEM_KEY)
-                .map(attrs)
-                .and_then(|k| get(&k, NFTA_DATA_VALUE).map(<[u8]>::to_vec))
-            else {
-                continue;
-            };
-            out.push((key, get(&e, NFTA_SET_ELEM_USERDATA).and_then(comment)));
-        }
+    let read = each_element(&mut Dumper::new()?, table, set, |key, e| {
+        out.push((key, get(e, NFTA_SET_ELEM_USERDATA).and_then(comment)));
+    });
+    match read {
+        Ok(()) => Ok(Some(out)),
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOENT as i32) => Ok(None),
+        Err(e) => Err(e),
     }
-    Ok(Some(out))
 }
 
 /// The comment in an element's user data (type-length-value records).

@@ -645,8 +645,8 @@ impl Backend for NftBackend {
                 keys.push(old.key());
                 stamp_keys(&keys)
             });
-            // Straight over netlink where every changed map is a hash; through nft
-            // otherwise, or if the kernel refused it (then nothing changed).
+            // Straight over netlink where the writer encodes every changed map;
+            // through nft otherwise, or if the kernel refused it (then nothing changed).
             let prune_keys = prune.as_ref().map(|p| p.elem.as_ref());
             if !nft_elements() {
                 match netlink_elements(plan, &changes, prune_keys, &stamp_elem(&stamp)) {

@@ -5,6 +5,11 @@ use clap::Parser;
 use rampart::cli::{exit, run, Cli};
 use rampart::model::inert;
 
+// A compile at 10k rules makes tens of thousands of small allocations in a process
+// that lives for milliseconds: mimalloc serves them with fewer page faults than glibc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -187,7 +187,22 @@ pub fn status_line(rule: &Rule, show_in: bool, numbered: bool) -> String {
         notes.push_str(" # ");
         notes.push_str(c);
     }
-    format!("{to:<26} {action:<12}{from:<26}{notes}")
+    // As `format!("{to:<26} {action:<12}{from:<26}{notes}")`, without the formatting
+    // machinery (status lists every rule).
+    let pad = |line: &mut String, text: &str, width: usize| {
+        line.push_str(text);
+        line.extend(std::iter::repeat_n(
+            ' ',
+            width.saturating_sub(text.chars().count()),
+        ));
+    };
+    let mut line = String::with_capacity(70 + notes.len());
+    pad(&mut line, &to, 26);
+    line.push(' ');
+    pad(&mut line, &action, 12);
+    pad(&mut line, &from, 26);
+    line.push_str(&notes);
+    line
 }
 
 /// One end of a rule as UFW shows it: `Anywhere`, `198.18.0.5`, `22/tcp`,
@@ -231,11 +246,12 @@ fn location(
 
 /// An address as typed: a host without `/32` or `/128`.
 pub fn addr_text(net: ipnet::IpNet) -> String {
-    if net.prefix_len() == net.max_prefix_len() {
-        net.addr().to_string()
-    } else {
-        net.to_string()
+    let mut text = crate::compile::addr_text(net.addr());
+    if net.prefix_len() != net.max_prefix_len() {
+        text.push('/');
+        text.push_str(&net.prefix_len().to_string());
     }
+    text
 }
 
 /// The command that would re-create a rule (without the program name), in UFW's

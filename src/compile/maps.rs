@@ -148,19 +148,16 @@ impl Builder {
             let host = key.src.prefix_len() == key.src.max_prefix_len();
             let anywhere = key.src.prefix_len() == 0;
             let addr = if host {
-                s(&key.src.addr().to_string())
+                super::nft::addr(key.src.addr())
             } else {
-                prefix(
-                    &key.src.network().to_string(),
-                    u32::from(key.src.prefix_len()),
-                )
+                super::nft::prefix_of(key.src.network(), u32::from(key.src.prefix_len()))
             };
             if kind == MapKind::Src {
                 let len = key.src.prefix_len();
                 let (shape, addr) = if host {
                     (Shape::Of('h'), addr)
                 } else if hashed.contains(&len) {
-                    (Shape::Net(len), s(&key.src.network().to_string()))
+                    (Shape::Net(len), super::nft::addr(key.src.network()))
                 } else {
                     (Shape::Of('i'), addr)
                 };
@@ -199,6 +196,7 @@ impl Builder {
                 continue;
             }
             let name = format!("{MAP_PREFIX}{chain}_{run}_{}{shape}", fam.tag());
+            self.element_tags.reserve(elems.len());
             for (e, tag) in elems
                 .iter()
                 .zip(shape_tags.remove(&shape).unwrap_or_default())

@@ -231,7 +231,7 @@ pub(super) fn stretches<'a>(members: &[Member<'a>]) -> Vec<(usize, usize, Vec<Ru
 /// An address interval as nft writes it: a host, a prefix, or a range.
 fn span_expr(span: Span, family: Family) -> Expression<'static> {
     let addr = |n: u128| match family {
-        Family::V4 => std::net::Ipv4Addr::from(n as u32).to_string(),
+        Family::V4 => super::nft::addr_text(std::net::Ipv4Addr::from(n as u32).into()),
         Family::V6 => std::net::Ipv6Addr::from(n).to_string(),
     };
     let bits = match family {

@@ -31,6 +31,7 @@ pub use limits::{
 pub use mixed::{
     CHAIN_UNMARK_ACCEPT, CHAIN_UNMARK_REJECT, CODE_TOP, MIXED_MIN_LOOKUPS, UNMARK_PREFIX,
 };
+pub use nft::addr_text;
 use nft::*;
 pub use optimiser::{MapKind, MAP_PREFIX, MIN_MAP_RUN, PREFIX_HASH_MIN};
 pub use rules::rule_matches;

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use nftables::expr::{
@@ -193,10 +194,45 @@ pub(super) fn prefix(addr: &str, len: u32) -> Expression<'static> {
 /// A host address, or a network as a prefix.
 pub(super) fn net_expr(net: IpNet) -> Expression<'static> {
     if net.prefix_len() == net.max_prefix_len() {
-        s(&net.addr().to_string())
+        addr(net.addr())
     } else {
-        prefix(&net.network().to_string(), u32::from(net.prefix_len()))
+        prefix_of(net.network(), u32::from(net.prefix_len()))
     }
+}
+
+/// An address, as text.
+pub(super) fn addr(a: IpAddr) -> Expression<'static> {
+    Expression::String(addr_text(a).into())
+}
+
+/// `ADDR/LEN`
+pub(super) fn prefix_of(a: IpAddr, len: u32) -> Expression<'static> {
+    Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(addr(a)),
+        len,
+    }))
+}
+
+/// An address as `Display` writes it; IPv4 without the formatting machinery, which
+/// costs a tenth of a compile at 10k rules (an address or two per rule).
+pub fn addr_text(a: IpAddr) -> String {
+    let IpAddr::V4(v4) = a else {
+        return a.to_string();
+    };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    out
 }
 
 /// `22` or `1000-2000`
@@ -219,6 +255,30 @@ pub(super) fn ports_expr(ports: &Ports) -> Expression<'static> {
             // A set must not hold the same element twice.
             let mut seen = HashSet::new();
             set(many.iter().filter(|r| seen.insert(**r)).map(one).collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::addr_text;
+    use proptest::prelude::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    proptest! {
+        #[test]
+        fn addr_text_is_display(v4: u32, v6: u128) {
+            for a in [IpAddr::V4(Ipv4Addr::from(v4)), IpAddr::V6(Ipv6Addr::from(v6))] {
+                prop_assert_eq!(addr_text(a), a.to_string());
+            }
+        }
+    }
+
+    #[test]
+    fn addr_text_of_every_octet() {
+        for o in 0..=255u8 {
+            let a = IpAddr::V4(Ipv4Addr::new(o, 0, 10, o));
+            assert_eq!(addr_text(a), a.to_string());
         }
     }
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::backend::{Backend, BackendError, KernelState, Timer};
-use crate::compile::{compile_with, Custom, Part, Plan};
+use crate::compile::{compile_untagged, compile_with, Custom, Part, Plan};
 use crate::model::Policy;
 use crate::store::{Loaded, LockMode, RollbackPoint, Serialized, Store, StoreError};
 
@@ -222,8 +222,8 @@ impl<'b> Firewall<'b> {
     /// kernel held, at any cost).
     fn plan_anyway(&self, policy: &Policy) -> Plan {
         match self.custom() {
-            Ok(c) => compile_with(policy, c),
-            Err(_) => compile_with(policy, &Custom::default()),
+            Ok(c) => compile_untagged(policy, c),
+            Err(_) => compile_untagged(policy, &Custom::default()),
         }
     }
 
@@ -270,7 +270,7 @@ impl<'b> Firewall<'b> {
         // disables the firewall needs none).
         let custom = diff.then(|| self.custom().ok()).flatten();
         std::thread::scope(|s| {
-            let before = custom.map(|c| s.spawn(move || compile_with(old, c)));
+            let before = custom.map(|c| s.spawn(move || compile_untagged(old, c)));
             let mut new = old.clone();
             let out = f(&mut new, old.enabled)?;
             t.lap("edit");
@@ -304,7 +304,7 @@ impl<'b> Firewall<'b> {
         let (serialized, after) = std::thread::scope(|s| {
             let serialized = (!same && given.is_none())
                 .then(|| s.spawn(|| Serialized::edit(&old.source, &old.policy, &new)));
-            let after = custom.map(|c| compile_with(&new, c));
+            let after = custom.map(|c| compile_untagged(&new, c));
             let serialized = serialized
                 .map(|h| h.join().expect("serializing does not panic"))
                 .or(given);
@@ -493,8 +493,8 @@ pub fn boot(dir: &Path, backend: &dyn Backend) -> Result<Boot, BootError> {
                 Some(policy) => {
                     let kernel = backend.state()?;
                     let plan = match read_custom(&store, backend) {
-                        Ok(c) => compile_with(policy, &c),
-                        Err(_) => compile_with(policy, &Custom::default()),
+                        Ok(c) => compile_untagged(policy, &c),
+                        Err(_) => compile_untagged(policy, &Custom::default()),
                     };
                     backend.apply(&kernel, &plan, &crate::store::policy_id(policy))?;
                     true
@@ -593,7 +593,7 @@ fn recover(store: &Store, backend: &dyn Backend) -> Result<Option<&'static str>,
     // Neither: the kernel was changed outside rampart meanwhile. Load the file's policy.
     if file.policy.enabled {
         let custom = read_custom(store, backend).unwrap_or_default();
-        backend.apply(&kernel, &compile_with(&file.policy, &custom), &file.id)?;
+        backend.apply(&kernel, &compile_untagged(&file.policy, &custom), &file.id)?;
     } else {
         backend.remove()?;
     }

@@ -264,8 +264,8 @@ impl Builder {
         for r in out {
             self.rule(chain, r);
         }
-        let tag = super::rule_tag(rule, super::family_tag(rule));
-        self.rule_tagged(chain, jump_rule, Some(tag));
+        let tag = self.tag(rule, super::family_tag(rule));
+        self.rule_tagged(chain, jump_rule, tag);
     }
 
     /// The chain (and state) of a limit, created once; returns its name. Every limit

@@ -125,7 +125,7 @@ impl Builder {
         } else {
             HashSet::new()
         };
-        let mut shape_tags: BTreeMap<Shape, Vec<String>> = BTreeMap::new();
+        let mut shape_tags: BTreeMap<Shape, Vec<Option<String>>> = BTreeMap::new();
         let families = match fam {
             Fam::V4 => "4",
             Fam::V6 => "6",
@@ -134,7 +134,7 @@ impl Builder {
         for rule in members {
             let key = MapKey::of(rule).expect("map members have keys");
             // Which rule each element stands for (its counter is that rule's).
-            let tag = super::rule_tag(rule, families);
+            let tag = self.tag(rule, families);
             let verdict = Expression::Verdict(match rule.action {
                 Action::Allow => NftVerdict::Accept,
                 Action::Deny => NftVerdict::Drop,
@@ -196,12 +196,10 @@ impl Builder {
                 continue;
             }
             let name = format!("{MAP_PREFIX}{chain}_{run}_{}{shape}", fam.tag());
+            let tags = shape_tags.remove(&shape).unwrap_or_default();
             self.element_tags.reserve(elems.len());
-            for (e, tag) in elems
-                .iter()
-                .zip(shape_tags.remove(&shape).unwrap_or_default())
-            {
-                if let Expression::List(kv) = e {
+            for (e, tag) in elems.iter().zip(tags) {
+                if let (Expression::List(kv), Some(tag)) = (e, tag) {
                     self.element_tags
                         .insert((name.clone(), super::key_text(&kv[0])), tag);
                 }

@@ -582,10 +582,10 @@ impl Builder {
                 }
             };
             let key = num(code(place));
-            self.element_tags.insert(
-                (vname.clone(), super::key_text(&key)),
-                super::rule_tag(rule, families),
-            );
+            if let Some(tag) = self.tag(rule, families) {
+                self.element_tags
+                    .insert((vname.clone(), super::key_text(&key)), tag);
+            }
             verdicts.push(Expression::List(vec![key, Expression::Verdict(verdict)]));
         }
         self.chain(&mixed);

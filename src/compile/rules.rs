@@ -25,7 +25,8 @@ impl Builder {
         for s in stmts {
             self.rule(chain, s);
         }
-        self.rule_tagged(chain, main, Some(super::rule_tag(rule, families)));
+        let tag = self.tag(rule, families);
+        self.rule_tagged(chain, main, tag);
     }
 
     pub(super) fn user_rule(&self, rule: &Rule, family: bool) -> Vec<Vec<Statement<'static>>> {

@@ -29,6 +29,7 @@ mod nft;
 pub use diff::{batch_of, element_diff, MapChange};
 pub use json::{payload, payload_with};
 pub use memory::{Fault, MemoryBackend};
+pub use netlink::{LimitReading, TimedElement};
 pub use nft::{
     nft_timeout, transaction, KernelTable, NftBackend, DEFAULT_NFT_TIMEOUT, NFT_TIMEOUT_ENV,
 };
@@ -244,6 +245,13 @@ pub trait Backend: Sync {
     fn counters(&self, plan: &Plan) -> Result<Counters, BackendError> {
         let _ = plan;
         Ok(Counters::from_listing(&self.list_json()?))
+    }
+    /// The elements of the limits' state sets `sets` and the refused counts of the
+    /// limit chains `chains` (`rampart limits`), when this backend reads them faster
+    /// than [`Backend::list_json`] lists the whole table; None otherwise.
+    fn limit_reading(&self, sets: &[String], chains: &[String]) -> Option<LimitReading> {
+        let _ = (sets, chains);
+        None
     }
     /// Delete elements (set name, the element as nft JSON) of rampart's sets, in one
     /// transaction (`rampart limits --reset`).

@@ -554,6 +554,85 @@ fn each_element(
     Ok(())
 }
 
+/// What `rampart limits` reads of the kernel: the elements of the limits' state sets
+/// (key bytes, milliseconds until the element expires) and, per limit chain, the
+/// packets counted by its rules that go to a refusing chain.
+#[derive(Debug, Default)]
+pub struct LimitReading {
+    pub elems: HashMap<String, Vec<TimedElement>>,
+    pub refused: HashMap<String, u64>,
+}
+
+/// A set element's key bytes and the milliseconds until it expires.
+pub type TimedElement = (Vec<u8>, Option<u64>);
+
+const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
+const NFTA_IMMEDIATE_DATA: u16 = 2;
+
+/// The state sets' elements and the chains' refused counts, in one snapshot: one dump
+/// of the table's rules, one of each set's elements (a set that is not there has none).
+pub fn limit_reading(table: &str, sets: &[String], chains: &[String]) -> io::Result<LimitReading> {
+    snapshot(|d| {
+        let mut out = LimitReading::default();
+        let wanted: std::collections::HashSet<&str> = chains.iter().map(String::as_str).collect();
+        for msg in d.dump(
+            NFT_MSG_GETRULE,
+            NFT_MSG_NEWRULE,
+            &[(NFTA_RULE_TABLE, cstr(table))],
+        )? {
+            let a = attrs(&msg);
+            let Some(chain) = get(&a, NFTA_RULE_CHAIN).map(text) else {
+                continue;
+            };
+            if get(&a, NFTA_RULE_TABLE).map(text).as_deref() != Some(table)
+                || !wanted.contains(chain.as_str())
+            {
+                continue;
+            }
+            let exprs = get(&a, NFTA_RULE_EXPRESSIONS)
+                .map(attrs)
+                .unwrap_or_default();
+            let goes_to = exprs.iter().any(|(_, e)| is_goto(e));
+            if goes_to {
+                let packets: u64 = exprs
+                    .iter()
+                    .filter_map(|(_, e)| counter(e))
+                    .map(|(p, _)| p)
+                    .sum();
+                *out.refused.entry(chain).or_default() += packets;
+            }
+        }
+        for set in sets {
+            let mut elems = Vec::new();
+            let read = each_element(d, table, set, |key, e| {
+                elems.push((key, get(e, NFTA_SET_ELEM_EXPIRATION).and_then(be64)));
+            });
+            match read {
+                Ok(()) => {
+                    out.elems.insert(set.clone(), elems);
+                }
+                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOENT as i32) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// Whether an expression is an `immediate` that sets a goto verdict.
+fn is_goto(expr: &[u8]) -> bool {
+    let a = attrs(expr);
+    if get(&a, NFTA_EXPR_NAME).map(text).as_deref() != Some("immediate") {
+        return false;
+    }
+    let code = get(&a, NFTA_EXPR_DATA)
+        .map(attrs)
+        .and_then(|d| get(&d, NFTA_IMMEDIATE_DATA).map(attrs))
+        .and_then(|d| get(&d, NFTA_DATA_VERDICT).map(attrs))
+        .and_then(|v| get(&v, NFTA_VERDICT_CODE).and_then(be32));
+    code == Some(NFT_GOTO as u32)
+}
+
 /// The names of a table's chains, sets and maps, in one snapshot.
 pub fn names(table: &str) -> io::Result<(Vec<String>, Vec<String>, Vec<String>)> {
     snapshot(|d| {

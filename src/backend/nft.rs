@@ -699,6 +699,14 @@ impl Backend for NftBackend {
         }
     }
 
+    fn limit_reading(&self, sets: &[String], chains: &[String]) -> Option<super::LimitReading> {
+        // Over netlink; nft's listing of the whole table where that fails (or where
+        // reads are sent through nft).
+        (!nft_elements())
+            .then(|| super::netlink::limit_reading(TABLE, sets, chains).ok())
+            .flatten()
+    }
+
     fn delete_elements(&self, elems: &[(String, Value)]) -> Result<(), BackendError> {
         let cmds: Vec<Value> = elems
             .iter()

@@ -183,7 +183,81 @@ fn key_text(v: &Value) -> String {
     }
 }
 
+/// A state set's elements as the kernel holds them (key bytes, milliseconds left), as
+/// nft's listing gives them: the key an address string (`null` for `per any`), the slot
+/// a number (host byte order, as marks are), whole seconds left as nft shows them.
+fn elements_of(
+    raw: &[crate::backend::TimedElement],
+    slots: bool,
+    per: LimitKey,
+    family: Family,
+) -> Vec<Element> {
+    let addr_len = match family {
+        Family::V4 => 4,
+        Family::V6 => 16,
+    };
+    let addr = |b: &[u8]| -> Value {
+        match (b.len(), <[u8; 4]>::try_from(b), <[u8; 16]>::try_from(b)) {
+            (4, Ok(v4), _) => Value::String(IpAddr::from(v4).to_string()),
+            (16, _, Ok(v6)) => Value::String(IpAddr::from(v6).to_string()),
+            _ => Value::Null,
+        }
+    };
+    let mark = |b: &[u8]| {
+        <[u8; 4]>::try_from(b)
+            .ok()
+            .map(|m| u64::from(u32::from_ne_bytes(m)))
+    };
+    raw.iter()
+        .map(|(key, expiration)| {
+            let expires = expiration.filter(|ms| *ms != 0).map(|ms| ms / 1000);
+            match (slots, per) {
+                (true, LimitKey::Any) => (Value::Null, mark(key), expires),
+                (true, _) if key.len() == addr_len + 4 => {
+                    (addr(&key[..addr_len]), mark(&key[addr_len..]), expires)
+                }
+                _ => (addr(key), None, expires),
+            }
+        })
+        .collect()
+}
+
 impl Ctx<'_> {
+    /// What the kernel holds of the policy's limits: read for them alone where the
+    /// backend can (one dump of the rules and one of each state set), else from nft's
+    /// listing of the whole table.
+    fn limit_listing(&self, policy: &Policy) -> Result<Listing, CliError> {
+        let all = limits(policy);
+        let chains: Vec<String> = all.iter().map(|(_, _, s)| s.chain.clone()).collect();
+        let sets: Vec<String> = all
+            .iter()
+            .flat_map(|(_, _, s)| [&s.tracked, &s.slots, &s.conns])
+            .flatten()
+            .cloned()
+            .collect();
+        let Some(reading) = self.backend.limit_reading(&sets, &chains) else {
+            return Ok(read_listing(&self.backend.list_json()?));
+        };
+        let mut listing = Listing {
+            refused: reading.refused,
+            ..Listing::default()
+        };
+        for (_, rule, state) in &all {
+            for (set, slots) in [
+                (&state.tracked, false),
+                (&state.slots, true),
+                (&state.conns, false),
+            ] {
+                let Some(set) = set else { continue };
+                if let Some(raw) = reading.elems.get(set) {
+                    let elems = elements_of(raw, slots, state.spec.per, rule.family);
+                    listing.elems.insert(set.clone(), elems);
+                }
+            }
+        }
+        Ok(listing)
+    }
+
     /// `limits [--json] [--reset KEY]`.
     pub(super) fn limits(&self, json_out: bool, reset: Option<&str>) -> Result<Out, CliError> {
         let fw = match reset {
@@ -193,8 +267,8 @@ impl Ctx<'_> {
         if !fw.kernel().is_loaded() {
             return Ok(vec!["Status: inactive (no limit is in force)".into()]);
         }
-        let listing = read_listing(&self.backend.list_json()?);
         let policy = fw.policy();
+        let listing = self.limit_listing(policy)?;
         if let Some(key) = reset {
             return self.reset_key(policy, &listing, key);
         }
@@ -330,7 +404,7 @@ impl Ctx<'_> {
             if tries == 3 {
                 return Err(e.into());
             }
-            let now = read_listing(&self.backend.list_json()?);
+            let now = self.limit_listing(policy)?;
             doomed.retain(|(set, elem)| {
                 now.elems
                     .get(set)

@@ -30,12 +30,12 @@ const NFT: &str = "nft";
 pub const DEFAULT_NFT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Environment variable that sets the nft timeout in seconds.
 pub const NFT_TIMEOUT_ENV: &str = "RAMPART_NFT_TIMEOUT";
-/// Environment variable that, set to `1`, sends element-only changes and the stamp's
-/// reading through nft too, as they went before rampart wrote them over netlink (to
-/// compare the two, and to test the nft path).
+/// Environment variable that, set to `1`, sends element-only changes, the stamp's
+/// reading and the limits' state through nft too, as they went before rampart wrote
+/// and read them over netlink (to compare the two, and to test the nft path).
 pub const NFT_ELEMENTS_ENV: &str = "RAMPART_NFT_ELEMENTS";
 
-/// Whether element changes and stamps go through nft (see [`NFT_ELEMENTS_ENV`]).
+/// Whether element changes, stamps and limits go through nft (see [`NFT_ELEMENTS_ENV`]).
 fn nft_elements() -> bool {
     std::env::var_os(NFT_ELEMENTS_ENV).is_some_and(|v| v == "1")
 }

@@ -30,7 +30,7 @@ pub fn status(policy: &Policy, active: bool, view: StatusView) -> String {
 /// [`status`], saying whether this host forwards packets at all: as UFW, `status
 /// verbose` shows the routed default as `disabled` while the kernel forwards nothing.
 pub fn status_here(policy: &Policy, active: bool, view: StatusView, forwarding: bool) -> String {
-    status_counted(policy, active, view, forwarding, None)
+    status_counted(policy, active, view, forwarding, None, None)
 }
 
 /// What the kernel counted for one user rule since the table was applied.
@@ -65,7 +65,9 @@ pub fn status_counted(
     view: StatusView,
     forwarding: bool,
     counts: Option<&[Option<Count>]>,
+    rows: Option<Vec<String>>,
 ) -> String {
+    let mut rows = rows.filter(|r| r.len() == policy.rules.len());
     let mut out = String::new();
     if !active {
         out.push_str("Status: inactive\n");
@@ -118,7 +120,10 @@ pub fn status_counted(
             .enumerate()
             .filter(|(_, r)| r.direction == dir)
             .map(|(i, r)| {
-                let row = status_line(r, verbose, false);
+                let row = match rows.as_mut() {
+                    Some(rows) => std::mem::take(&mut rows[i]),
+                    None => status_line(r, verbose, false),
+                };
                 match counts.and_then(|c| c.get(i).copied().flatten()) {
                     Some(c) if verbose => format!("{row} {}", count_text(&c)),
                     _ => row,
@@ -133,6 +138,16 @@ pub fn status_counted(
         }
     }
     out
+}
+
+/// Every rule's row of the status table (not numbered), as [`status_counted`] writes
+/// them, to be written ahead (`verbose`: the verbose view's rows).
+pub fn status_rows(policy: &Policy, verbose: bool) -> Vec<String> {
+    policy
+        .rules
+        .iter()
+        .map(|r| status_line(r, verbose, false))
+        .collect()
 }
 
 /// One row of the status table (without the number). `show_in` adds `IN` to incoming

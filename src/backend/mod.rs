@@ -29,7 +29,7 @@ mod nft;
 pub use diff::{batch_of, element_diff, MapChange};
 pub use json::{payload, payload_with};
 pub use memory::{Fault, MemoryBackend};
-pub use netlink::{LimitReading, TimedElement};
+pub use netlink::{element_index, ElementIndex, LimitReading, RawCounters, TimedElement};
 pub use nft::{
     nft_timeout, transaction, KernelTable, NftBackend, DEFAULT_NFT_TIMEOUT, NFT_TIMEOUT_ENV,
 };
@@ -245,6 +245,12 @@ pub trait Backend: Sync {
     fn counters(&self, plan: &Plan) -> Result<Counters, BackendError> {
         let _ = plan;
         Ok(Counters::from_listing(&self.list_json()?))
+    }
+    /// Every counter of the table, read before the plan is known (`status verbose`
+    /// compiles meanwhile), when this backend can; None otherwise (then
+    /// [`Backend::counters`] serves).
+    fn raw_counters(&self) -> Option<RawCounters> {
+        None
     }
     /// The elements of the limits' state sets `sets` and the refused counts of the
     /// limit chains `chains` (`rampart limits`), when this backend reads them faster

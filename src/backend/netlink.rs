@@ -444,68 +444,95 @@ fn snapshot<T>(mut read: impl FnMut(&mut Dumper) -> io::Result<T>) -> io::Result
 /// The counters of the plan's tagged rules and map elements, as the kernel holds them
 /// now: rules by (chain, index in the chain), elements by (map, key text).
 pub fn counters(table: &str, plan: &Plan) -> io::Result<Counters> {
-    snapshot(|d| read_counters(d, table, plan))
+    Ok(raw_counters(table)?.of_plan(plan, &element_index(plan)))
 }
 
-fn read_counters(d: &mut Dumper, table: &str, plan: &Plan) -> io::Result<Counters> {
-    let mut out = Counters::default();
-    // The rules of the chains that hold user rules, one chain at a time (not the
-    // limits' chains).
-    let mut chains: Vec<&str> = plan.rule_tags.keys().map(|(c, _)| c.as_str()).collect();
-    chains.sort_unstable();
-    chains.dedup();
-    for chain in chains {
-        let req = [
-            (NFTA_RULE_TABLE, cstr(table)),
-            (NFTA_RULE_CHAIN, cstr(chain)),
-        ];
-        let mut at = 0usize;
-        for msg in d.dump(NFT_MSG_GETRULE, NFT_MSG_NEWRULE, &req)? {
-            let a = attrs(&msg);
-            if get(&a, NFTA_RULE_TABLE).map(text).as_deref() != Some(table)
-                || get(&a, NFTA_RULE_CHAIN).map(text).as_deref() != Some(chain)
-            {
-                continue;
-            }
-            let n = at;
-            at += 1;
-            if !plan.rule_tags.contains_key(&(chain.to_string(), n)) {
-                continue;
-            }
-            let found = get(&a, NFTA_RULE_EXPRESSIONS)
-                .map(attrs)
-                .unwrap_or_default()
-                .into_iter()
-                .find_map(|(_, e)| counter(e));
-            if let Some(c) = found {
-                out.rules.insert((chain.to_string(), n), c);
-            }
-        }
-    }
-    // The maps whose elements stand for rules, with each element's key bytes.
-    let mut maps: HashMap<&str, HashMap<Vec<u8>, String>> = HashMap::new();
-    for (map, _) in plan.element_tags.keys() {
-        maps.entry(map.as_str()).or_default();
-    }
+/// Every counter of the rules of the chains that may hold user rules (all but a
+/// limit's own) and of every map's elements, read before the plan is known (`status
+/// verbose` compiles meanwhile); [`RawCounters::of_plan`] says whose they are.
+#[derive(Debug, Default)]
+pub struct RawCounters {
+    /// Chain → the counter of each of its rules, in order (None: a rule without one).
+    rules: HashMap<String, Vec<Option<(u64, u64)>>>,
+    /// Map → its elements' counters by key bytes.
+    elements: HashMap<String, HashMap<Vec<u8>, (u64, u64)>>,
+}
+
+/// The key bytes and key text of each element of the plan's maps whose elements stand
+/// for user rules, by map.
+pub type ElementIndex = HashMap<String, Vec<(Vec<u8>, String)>>;
+
+/// The [`ElementIndex`] of a plan.
+pub fn element_index(plan: &Plan) -> ElementIndex {
+    let tagged: std::collections::HashSet<&str> =
+        plan.element_tags.keys().map(|(m, _)| m.as_str()).collect();
+    let mut out = ElementIndex::new();
     for obj in &plan.objects {
         let NfListObject::Map(m) = obj else { continue };
-        let Some(keys) = maps.get_mut(m.name.as_ref()) else {
+        if !tagged.contains(m.name.as_ref()) {
             continue;
-        };
+        }
         let interval = m
             .flags
             .as_ref()
             .is_some_and(|f| f.contains(&SetFlag::Interval));
-        for e in m.elem.as_deref().unwrap_or(&[]) {
-            if let Expression::List(kv) = e {
-                if let Some(bytes) = key_bytes(&kv[0], &m.set_type, interval) {
-                    keys.insert(bytes, key_text(&kv[0]));
+        let keys = m
+            .elem
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|e| match e {
+                Expression::List(kv) => {
+                    Some((key_bytes(&kv[0], &m.set_type, interval)?, key_text(&kv[0])))
                 }
-            }
-        }
+                _ => None,
+            })
+            .collect();
+        out.insert(m.name.to_string(), keys);
     }
-    for (map, keys) in maps {
-        each_element(d, table, map, |key, e| {
+    out
+}
+
+/// Read [`RawCounters`], in one snapshot.
+pub fn raw_counters(table: &str) -> io::Result<RawCounters> {
+    snapshot(|d| read_raw(d, table))
+}
+
+fn read_raw(d: &mut Dumper, table: &str) -> io::Result<RawCounters> {
+    let mut out = RawCounters::default();
+    let chains = chain_names(d, table)?;
+    let (_, maps) = set_names(d, table)?;
+    // A limit's chains hold no user rule (the rule that jumps to one is in a user
+    // chain), and there are hundreds of them.
+    use crate::compile::{LIMIT_CHAIN_PREFIX, UNMARK_PREFIX};
+    let holds_user_rules =
+        |c: &&String| !c.starts_with(LIMIT_CHAIN_PREFIX) && !c.starts_with(UNMARK_PREFIX);
+    for chain in chains.iter().filter(holds_user_rules) {
+        let req = [
+            (NFTA_RULE_TABLE, cstr(table)),
+            (NFTA_RULE_CHAIN, cstr(chain)),
+        ];
+        let mut counts = Vec::new();
+        for msg in d.dump(NFT_MSG_GETRULE, NFT_MSG_NEWRULE, &req)? {
+            let a = attrs(&msg);
+            if get(&a, NFTA_RULE_TABLE).map(text).as_deref() != Some(table)
+                || get(&a, NFTA_RULE_CHAIN).map(text).as_deref() != Some(chain.as_str())
+            {
+                continue;
+            }
+            counts.push(
+                get(&a, NFTA_RULE_EXPRESSIONS)
+                    .map(attrs)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find_map(|(_, e)| counter(e)),
+            );
+        }
+        out.rules.insert(chain.clone(), counts);
+    }
+    for map in maps {
+        let mut counts = HashMap::new();
+        each_element(d, table, &map, |key, e| {
             let c = get(e, NFTA_SET_ELEM_EXPR).and_then(counter).or_else(|| {
                 get(e, NFTA_SET_ELEM_EXPRESSIONS)
                     .map(attrs)
@@ -513,12 +540,41 @@ fn read_counters(d: &mut Dumper, table: &str, plan: &Plan) -> io::Result<Counter
                     .into_iter()
                     .find_map(|(_, x)| counter(x))
             });
-            if let (Some(text), Some(c)) = (keys.get(&key), c) {
-                out.elements.insert((map.to_string(), text.clone()), c);
+            if let Some(c) = c {
+                counts.insert(key, c);
             }
         })?;
+        out.elements.insert(map, counts);
     }
     Ok(out)
+}
+
+impl RawCounters {
+    /// The counters of the plan's tagged rules and map elements (`index`: the plan's
+    /// [`element_index`]).
+    pub fn of_plan(&self, plan: &Plan, index: &ElementIndex) -> Counters {
+        let mut out = Counters::default();
+        for (chain, n) in plan.rule_tags.keys() {
+            let c = self
+                .rules
+                .get(chain)
+                .and_then(|r| r.get(*n).copied().flatten());
+            if let Some(c) = c {
+                out.rules.insert((chain.clone(), *n), c);
+            }
+        }
+        for (map, keys) in index {
+            let Some(counts) = self.elements.get(map) else {
+                continue;
+            };
+            for (bytes, text) in keys {
+                if let Some(c) = counts.get(bytes) {
+                    out.elements.insert((map.clone(), text.clone()), *c);
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Each element of a set, in one dump: its key's bytes and its attributes (the end
@@ -636,43 +692,54 @@ fn is_goto(expr: &[u8]) -> bool {
 /// The names of a table's chains, sets and maps, in one snapshot.
 pub fn names(table: &str) -> io::Result<(Vec<String>, Vec<String>, Vec<String>)> {
     snapshot(|d| {
-        let mut chains = Vec::new();
-        for msg in d.dump(
-            NFT_MSG_GETCHAIN,
-            NFT_MSG_NEWCHAIN,
-            &[(NFTA_CHAIN_TABLE, cstr(table))],
-        )? {
-            let a = attrs(&msg);
-            if get(&a, NFTA_CHAIN_TABLE).map(text).as_deref() == Some(table) {
-                chains.extend(get(&a, NFTA_CHAIN_NAME).map(text));
-            }
-        }
-        let (mut sets, mut maps) = (Vec::new(), Vec::new());
-        for msg in d.dump(
-            NFT_MSG_GETSET,
-            NFT_MSG_NEWSET,
-            &[(NFTA_SET_TABLE, cstr(table))],
-        )? {
-            let a = attrs(&msg);
-            if get(&a, NFTA_SET_TABLE).map(text).as_deref() != Some(table) {
-                continue;
-            }
-            let Some(name) = get(&a, NFTA_SET_NAME).map(text) else {
-                continue;
-            };
-            let flags = get(&a, NFTA_SET_FLAGS).and_then(be32).unwrap_or(0);
-            // Anonymous sets (`{ 22, 80 }` in a rule) are the rules', not the table's.
-            if flags & NFT_SET_ANONYMOUS != 0 {
-                continue;
-            }
-            if flags & NFT_SET_MAP != 0 {
-                maps.push(name);
-            } else {
-                sets.push(name);
-            }
-        }
+        let chains = chain_names(d, table)?;
+        let (sets, maps) = set_names(d, table)?;
         Ok((chains, sets, maps))
     })
+}
+
+fn chain_names(d: &mut Dumper, table: &str) -> io::Result<Vec<String>> {
+    let mut chains = Vec::new();
+    for msg in d.dump(
+        NFT_MSG_GETCHAIN,
+        NFT_MSG_NEWCHAIN,
+        &[(NFTA_CHAIN_TABLE, cstr(table))],
+    )? {
+        let a = attrs(&msg);
+        if get(&a, NFTA_CHAIN_TABLE).map(text).as_deref() == Some(table) {
+            chains.extend(get(&a, NFTA_CHAIN_NAME).map(text));
+        }
+    }
+    Ok(chains)
+}
+
+/// The names of a table's named sets and of its maps.
+fn set_names(d: &mut Dumper, table: &str) -> io::Result<(Vec<String>, Vec<String>)> {
+    let (mut sets, mut maps) = (Vec::new(), Vec::new());
+    for msg in d.dump(
+        NFT_MSG_GETSET,
+        NFT_MSG_NEWSET,
+        &[(NFTA_SET_TABLE, cstr(table))],
+    )? {
+        let a = attrs(&msg);
+        if get(&a, NFTA_SET_TABLE).map(text).as_deref() != Some(table) {
+            continue;
+        }
+        let Some(name) = get(&a, NFTA_SET_NAME).map(text) else {
+            continue;
+        };
+        let flags = get(&a, NFTA_SET_FLAGS).and_then(be32).unwrap_or(0);
+        // Anonymous sets (`{ 22, 80 }` in a rule) are the rules', not the table's.
+        if flags & NFT_SET_ANONYMOUS != 0 {
+            continue;
+        }
+        if flags & NFT_SET_MAP != 0 {
+            maps.push(name);
+        } else {
+            sets.push(name);
+        }
+    }
+    Ok((sets, maps))
 }
 
 /// Batch messages and the element commands of a transaction.

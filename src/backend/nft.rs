@@ -699,6 +699,10 @@ impl Backend for NftBackend {
         }
     }
 
+    fn raw_counters(&self) -> Option<super::RawCounters> {
+        super::netlink::raw_counters(TABLE).ok()
+    }
+
     fn limit_reading(&self, sets: &[String], chains: &[String]) -> Option<super::LimitReading> {
         // Over netlink; nft's listing of the whole table where that fails (or where
         // reads are sent through nft).

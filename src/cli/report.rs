@@ -49,6 +49,29 @@ pub(super) fn rule_counts(
     plan: &crate::compile::Plan,
     counters: &crate::backend::Counters,
 ) -> Vec<Option<observe::Count>> {
+    rule_counts_of(&user_tags(policy), policy, plan, counters)
+}
+
+/// Each user rule's tag without its families (see `compile::rule_tag`).
+fn user_tags(policy: &crate::model::Policy) -> Vec<String> {
+    policy
+        .rules
+        .iter()
+        .map(|r| {
+            let mut tag = crate::compile::rule_tag(r, "");
+            tag.pop();
+            tag
+        })
+        .collect()
+}
+
+/// [`rule_counts`], given the rules' [`user_tags`].
+fn rule_counts_of(
+    tags: &[String],
+    policy: &crate::model::Policy,
+    plan: &crate::compile::Plan,
+    counters: &crate::backend::Counters,
+) -> Vec<Option<observe::Count>> {
     use std::collections::HashMap;
     let mut by_tag: HashMap<(String, char), observe::Count> = HashMap::new();
     let mut add = |tag: &str, (p, b): (u64, u64)| {
@@ -75,11 +98,10 @@ pub(super) fn rule_counts(
     policy
         .rules
         .iter()
-        .map(|r| {
-            let tag = crate::compile::rule_tag(r, "");
-            let hash = tag.trim_end_matches('.').to_string();
+        .zip(tags)
+        .map(|(r, hash)| {
             let fam = crate::compile::family_tag(r).chars().next().unwrap_or('4');
-            by_tag.get(&(hash, fam)).copied()
+            by_tag.get(&(hash.clone(), fam)).copied()
         })
         .collect()
 }
@@ -144,15 +166,39 @@ impl Ctx<'_> {
         let counts = (active && (json || view == StatusView::Verbose))
             .then(|| {
                 let t = crate::backend::Timer::start();
-                let plan = crate::compile::compile(&shown);
-                t.lap("compile");
-                let counters = self.backend.counters(&plan).ok()?;
-                t.lap("counters read");
-                let counts = rule_counts(&shown, &plan, &counters);
+                // The plan compiles (with what matching the kernel's counters to it
+                // takes) while the kernel's counters are read.
+                let ((plan, index, tags), (raw, ahead)) = std::thread::scope(|s| {
+                    let compiled = s.spawn(|| {
+                        let plan = crate::compile::compile(&shown);
+                        let index = crate::backend::element_index(&plan);
+                        (plan, index, user_tags(&shown))
+                    });
+                    let raw = self.backend.raw_counters();
+                    t.lap("counters read");
+                    // And the rows' text meanwhile, for the text view.
+                    let ahead = (!json).then(|| observe::status_rows(&shown, true));
+                    (
+                        compiled.join().expect("compile does not panic"),
+                        (raw, ahead),
+                    )
+                });
+                t.lap("compiled");
+                let counters = match raw {
+                    Some(raw) => raw.of_plan(&plan, &index),
+                    None => self.backend.counters(&plan).ok()?,
+                };
+                let counts = rule_counts_of(&tags, &shown, &plan, &counters);
                 t.lap("counts per rule");
-                Some(counts)
+                // The process ends soon after; the system takes the memory back.
+                std::mem::forget((plan, index));
+                Some((counts, ahead))
             })
             .flatten();
+        let (counts, ahead) = match counts {
+            Some((counts, ahead)) => (Some(counts), ahead),
+            None => (None, None),
+        };
         if json {
             let doc = serde_json::json!({
                 "schema": STATUS_SCHEMA,
@@ -168,7 +214,8 @@ impl Ctx<'_> {
         }
         // Only the verbose view shows the routed default.
         let forwarding = view != StatusView::Verbose || kernel_forwards();
-        let text = observe::status_counted(&shown, active, view, forwarding, counts.as_deref());
+        let text =
+            observe::status_counted(&shown, active, view, forwarding, counts.as_deref(), ahead);
         Ok(vec![text.strip_suffix('\n').unwrap_or(&text).to_string()])
     }
 

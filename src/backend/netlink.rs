@@ -550,6 +550,16 @@ fn read_raw(d: &mut Dumper, table: &str) -> io::Result<RawCounters> {
 }
 
 impl RawCounters {
+    /// The counter of a chain's rule (by its index in the chain).
+    pub fn rule(&self, chain: &str, n: usize) -> Option<(u64, u64)> {
+        self.rules.get(chain)?.get(n).copied().flatten()
+    }
+
+    /// The counter of a map's element (by its key's bytes).
+    pub fn element(&self, map: &str, key: &[u8]) -> Option<(u64, u64)> {
+        self.elements.get(map)?.get(key).copied()
+    }
+
     /// The counters of the plan's tagged rules and map elements (`index`: the plan's
     /// [`element_index`]).
     pub fn of_plan(&self, plan: &Plan, index: &ElementIndex) -> Counters {

@@ -49,7 +49,15 @@ pub(super) fn rule_counts(
     plan: &crate::compile::Plan,
     counters: &crate::backend::Counters,
 ) -> Vec<Option<observe::Count>> {
-    rule_counts_of(&user_tags(policy), policy, plan, counters)
+    let rules = counters
+        .rules
+        .iter()
+        .filter_map(|(at, c)| Some((plan.rule_tags.get(at)?.as_str(), *c)));
+    let elements = counters
+        .elements
+        .iter()
+        .filter_map(|(at, c)| Some((plan.element_tags.get(at)?.as_str(), *c)));
+    counts_by_rule(&user_tags(policy), policy, rules.chain(elements))
 }
 
 /// Each user rule's tag without its families (see `compile::rule_tag`).
@@ -65,34 +73,24 @@ fn user_tags(policy: &crate::model::Policy) -> Vec<String> {
         .collect()
 }
 
-/// [`rule_counts`], given the rules' [`user_tags`].
-fn rule_counts_of(
+/// Each user rule's count (its tag without families, [`user_tags`]) from the counters
+/// of the kernel objects that stand for user rules, each with its object's tag.
+fn counts_by_rule<'t>(
     tags: &[String],
     policy: &crate::model::Policy,
-    plan: &crate::compile::Plan,
-    counters: &crate::backend::Counters,
+    counted: impl Iterator<Item = (&'t str, (u64, u64))>,
 ) -> Vec<Option<observe::Count>> {
     use std::collections::HashMap;
-    let mut by_tag: HashMap<(String, char), observe::Count> = HashMap::new();
-    let mut add = |tag: &str, (p, b): (u64, u64)| {
+    let mut by_tag: HashMap<(&str, char), observe::Count> = HashMap::new();
+    for (tag, (p, b)) in counted {
         let Some((hash, fams)) = tag.split_once('.') else {
-            return;
+            continue;
         };
         for f in fams.chars() {
-            let c = by_tag.entry((hash.to_string(), f)).or_default();
+            let c = by_tag.entry((hash, f)).or_default();
             c.packets += p;
             c.bytes += b;
             c.both_families |= fams.len() > 1;
-        }
-    };
-    for (at, c) in &counters.rules {
-        if let Some(tag) = plan.rule_tags.get(at) {
-            add(tag, *c);
-        }
-    }
-    for (at, c) in &counters.elements {
-        if let Some(tag) = plan.element_tags.get(at) {
-            add(tag, *c);
         }
     }
     policy
@@ -101,7 +99,27 @@ fn rule_counts_of(
         .zip(tags)
         .map(|(r, hash)| {
             let fam = crate::compile::family_tag(r).chars().next().unwrap_or('4');
-            by_tag.get(&(hash.clone(), fam)).copied()
+            by_tag.get(&(hash.as_str(), fam)).copied()
+        })
+        .collect()
+}
+
+/// The tag of each element that stands for a user rule, with its key's bytes, by map
+/// (from the plan's [`crate::backend::element_index`]).
+type ElementTags = Vec<(String, Vec<(Vec<u8>, String)>)>;
+
+fn element_tags(plan: &crate::compile::Plan, index: crate::backend::ElementIndex) -> ElementTags {
+    index
+        .into_iter()
+        .map(|(map, keys)| {
+            let tagged = keys
+                .into_iter()
+                .filter_map(|(bytes, text)| {
+                    let tag = plan.element_tags.get(&(map.clone(), text))?;
+                    Some((bytes, tag.clone()))
+                })
+                .collect();
+            (map, tagged)
         })
         .collect()
 }
@@ -168,30 +186,40 @@ impl Ctx<'_> {
                 let t = crate::backend::Timer::start();
                 // The plan compiles (with what matching the kernel's counters to it
                 // takes) while the kernel's counters are read.
-                let ((plan, index, tags), (raw, ahead)) = std::thread::scope(|s| {
+                let ((plan, keyed), (raw, tags, ahead)) = std::thread::scope(|s| {
                     let compiled = s.spawn(|| {
                         let plan = crate::compile::compile(&shown);
-                        let index = crate::backend::element_index(&plan);
-                        (plan, index, user_tags(&shown))
+                        let keyed = element_tags(&plan, crate::backend::element_index(&plan));
+                        (plan, keyed)
                     });
                     let raw = self.backend.raw_counters();
                     t.lap("counters read");
-                    // And the rows' text meanwhile, for the text view.
+                    // And the rules' tags and rows' text meanwhile (the rows for the
+                    // text view).
+                    let tags = user_tags(&shown);
                     let ahead = (!json).then(|| observe::status_rows(&shown, true));
-                    (
-                        compiled.join().expect("compile does not panic"),
-                        (raw, ahead),
-                    )
+                    let compiled = compiled.join().expect("compile does not panic");
+                    (compiled, (raw, tags, ahead))
                 });
                 t.lap("compiled");
-                let counters = match raw {
-                    Some(raw) => raw.of_plan(&plan, &index),
-                    None => self.backend.counters(&plan).ok()?,
+                let counts = match &raw {
+                    // Straight from the kernel's counters, without their text keys.
+                    Some(raw) => {
+                        let rules = plan.rule_tags.iter().filter_map(|((chain, n), tag)| {
+                            Some((tag.as_str(), raw.rule(chain, *n)?))
+                        });
+                        let elements = keyed.iter().flat_map(|(map, keys)| {
+                            keys.iter().filter_map(move |(bytes, tag)| {
+                                Some((tag.as_str(), raw.element(map, bytes)?))
+                            })
+                        });
+                        counts_by_rule(&tags, &shown, rules.chain(elements))
+                    }
+                    None => rule_counts(&shown, &plan, &self.backend.counters(&plan).ok()?),
                 };
-                let counts = rule_counts_of(&tags, &shown, &plan, &counters);
                 t.lap("counts per rule");
                 // The process ends soon after; the system takes the memory back.
-                std::mem::forget((plan, index));
+                std::mem::forget((plan, keyed, raw));
                 Some((counts, ahead))
             })
             .flatten();

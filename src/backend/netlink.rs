@@ -565,21 +565,14 @@ impl RawCounters {
     pub fn of_plan(&self, plan: &Plan, index: &ElementIndex) -> Counters {
         let mut out = Counters::default();
         for (chain, n) in plan.rule_tags.keys() {
-            let c = self
-                .rules
-                .get(chain)
-                .and_then(|r| r.get(*n).copied().flatten());
-            if let Some(c) = c {
+            if let Some(c) = self.rule(chain, *n) {
                 out.rules.insert((chain.clone(), *n), c);
             }
         }
         for (map, keys) in index {
-            let Some(counts) = self.elements.get(map) else {
-                continue;
-            };
             for (bytes, text) in keys {
-                if let Some(c) = counts.get(bytes) {
-                    out.elements.insert((map.clone(), text.clone()), *c);
+                if let Some(c) = self.element(map, bytes) {
+                    out.elements.insert((map.clone(), text.clone()), c);
                 }
             }
         }
@@ -677,7 +670,7 @@ pub fn limit_reading(table: &str, sets: &[String], chains: &[String]) -> io::Res
                 Ok(()) => {
                     out.elems.insert(set.clone(), elems);
                 }
-                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOENT as i32) => {}
+                Err(e) if is_absent(&e) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -1065,9 +1058,14 @@ pub fn set_elements(table: &str, set: &str) -> io::Result<Option<Vec<RawElement>
     });
     match read {
         Ok(()) => Ok(Some(out)),
-        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOENT as i32) => Ok(None),
+        Err(e) if is_absent(&e) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Whether a dump failed because the set (or its table) is not there.
+fn is_absent(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(nix::errno::Errno::ENOENT as i32)
 }
 
 /// The comment in an element's user data (type-length-value records).

@@ -197,11 +197,10 @@ fn elements_of(
         Family::V6 => 16,
     };
     let addr = |b: &[u8]| -> Value {
-        match (b.len(), <[u8; 4]>::try_from(b), <[u8; 16]>::try_from(b)) {
-            (4, Ok(v4), _) => Value::String(IpAddr::from(v4).to_string()),
-            (16, _, Ok(v6)) => Value::String(IpAddr::from(v6).to_string()),
-            _ => Value::Null,
-        }
+        let ip = <[u8; 4]>::try_from(b)
+            .map(IpAddr::from)
+            .or_else(|_| <[u8; 16]>::try_from(b).map(IpAddr::from));
+        ip.map_or(Value::Null, |ip| Value::String(ip.to_string()))
     };
     let mark = |b: &[u8]| {
         <[u8; 4]>::try_from(b)

@@ -230,9 +230,11 @@ pub(super) fn stretches<'a>(members: &[Member<'a>]) -> Vec<(usize, usize, Vec<Ru
 
 /// An address interval as nft writes it: a host, a prefix, or a range.
 fn span_expr(span: Span, family: Family) -> Expression<'static> {
-    let addr = |n: u128| match family {
-        Family::V4 => super::nft::addr_text(std::net::Ipv4Addr::from(n as u32).into()),
-        Family::V6 => std::net::Ipv6Addr::from(n).to_string(),
+    let ip = |n: u128| -> std::net::IpAddr {
+        match family {
+            Family::V4 => std::net::Ipv4Addr::from(n as u32).into(),
+            Family::V6 => std::net::Ipv6Addr::from(n).into(),
+        }
     };
     let bits = match family {
         Family::V4 => 32,
@@ -241,14 +243,14 @@ fn span_expr(span: Span, family: Family) -> Expression<'static> {
     let size = span.1 - span.0;
     // A prefix: the size is 2^k - 1 and the start is aligned to it.
     if size == 0 {
-        return s(&addr(span.0));
+        return addr(ip(span.0));
     }
     if (size & size.wrapping_add(1)) == 0 && span.0 & size == 0 {
         let host_bits = 128 - size.leading_zeros();
-        return prefix(&addr(span.0), bits - host_bits);
+        return prefix_of(ip(span.0), bits - host_bits);
     }
     Expression::Range(Box::new(Range {
-        range: [s(&addr(span.0)), s(&addr(span.1))],
+        range: [addr(ip(span.0)), addr(ip(span.1))],
     }))
 }
 

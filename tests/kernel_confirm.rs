@@ -72,6 +72,8 @@ fn an_unconfirmed_change_rolls_back_after_its_terminal_is_gone() {
         eventually(Duration::from_secs(10), || open(&sb, 80)),
         "the previous verdict is back"
     );
+    // The kernel is restored first, then the file: the rollback may still be writing.
+    eventually(Duration::from_secs(5), || policy(&sb) == before);
     assert_eq!(
         policy(&sb),
         before,

@@ -11,6 +11,7 @@ use rampart::model::inert;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    rampart::backend::mark_process_start();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

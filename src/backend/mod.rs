@@ -291,9 +291,21 @@ impl Timer {
     /// Print the time since start, labelled.
     pub fn lap(&self, what: &str) {
         if let Some(t) = self.0 {
-            eprintln!("timing: {what}: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+            let since = PROCESS_START.get().map(|s| s.elapsed().as_secs_f64() * 1e3);
+            eprintln!(
+                "timing: {what}: {:.1} ms ({:.1} ms since the process started)",
+                t.elapsed().as_secs_f64() * 1e3,
+                since.unwrap_or(0.0)
+            );
         }
     }
+}
+
+static PROCESS_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Mark the start of the process, for [`Timer::lap`]'s second figure (call first thing).
+pub fn mark_process_start() {
+    PROCESS_START.get_or_init(Instant::now);
 }
 
 #[cfg(test)]

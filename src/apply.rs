@@ -444,6 +444,17 @@ impl<'b> Firewall<'b> {
     pub fn policy_path(&self) -> PathBuf {
         self.store.policy_path()
     }
+
+    /// The kept counter tags of the plan of the policy `policy_id` (see
+    /// [`Store::counter_tags`]).
+    pub fn counter_tags(&self, policy_id: &str) -> Option<crate::store::CounterTags> {
+        self.store.counter_tags(policy_id)
+    }
+
+    /// Keep the counter tags of the plan of the policy `policy_id`, best effort.
+    pub fn keep_counter_tags(&self, policy_id: &str, tags: &crate::store::CounterTags) {
+        self.store.keep_counter_tags(policy_id, tags)
+    }
 }
 
 /// What `rampart boot` did.

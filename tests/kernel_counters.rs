@@ -89,7 +89,29 @@ fn counters_equal_the_connections_made() {
     connect(&sb, V6, 80, 1);
     connect(&sb, V4, 81, 3);
     connect(&sb, V6, 81, 1);
+    // The first reading of a policy's counters compiles its plan and keeps its counter
+    // tags; the next reads them instead: both add up the same.
+    let tags = sb.config_dir().join(".counter-tags");
+    let _ = std::fs::remove_file(&tags);
     let c = counts(&sb);
+    assert!(tags.exists(), "the counter tags were kept");
+    assert_eq!(counts(&sb), c, "the kept tags add up as the plan's");
+    // They are what is read: kept tags of no object (whole, with their hash) count
+    // nothing.
+    let kept = std::fs::read_to_string(&tags).unwrap();
+    let first = kept.lines().next().unwrap();
+    let head = first.rsplit_once(' ').unwrap().0;
+    let none = format!("{head} {:032x}\n", xxhash_rust::xxh3::xxh3_128(b""));
+    std::fs::write(&tags, none).unwrap();
+    let v: Value = serde_json::from_str(&sb.rampart_ok(&["status", "--json"])).unwrap();
+    assert_ne!(v["rules"][1]["counter"]["packets"].as_u64(), Some(5), "{v}");
+    std::fs::write(&tags, &kept).unwrap();
+    assert_eq!(counts(&sb), c, "the kept tags add up as the plan's");
+    // Kept tags that do not match their hash are not used.
+    let edited = kept.replacen("\t0\t", "\t1\t", 1);
+    assert_ne!(edited, kept, "{kept}");
+    std::fs::write(&tags, edited).unwrap();
+    assert_eq!(counts(&sb), c, "torn or edited tags are not used");
     assert_eq!(c[0], (3, false), "81 on eth0, IPv4 plain rule: {c:?}");
     assert_eq!(c[3], (1, false), "81 on eth0, IPv6 plain rule: {c:?}");
     assert_eq!(c[1], (5, true), "22/tcp, both families' element: {c:?}");

@@ -1,6 +1,7 @@
 //! Reports: `status [verbose|numbered]` and `show added|raw`.
 
 use crate::observe::{self, StatusView};
+use crate::store::CounterTags;
 
 use super::{listening, sections, usage, CliError, Ctx, Out};
 
@@ -104,12 +105,17 @@ fn counts_by_rule<'t>(
         .collect()
 }
 
-/// The tag of each element that stands for a user rule, with its key's bytes, by map
-/// (from the plan's [`crate::backend::element_index`]).
-type ElementTags = Vec<(String, Vec<(Vec<u8>, String)>)>;
-
-fn element_tags(plan: &crate::compile::Plan, index: crate::backend::ElementIndex) -> ElementTags {
-    index
+/// Which user rule each counted object of a plan stands for: its rules' tags, and each
+/// element's tag with its key's bytes, by map (from the plan's
+/// [`crate::backend::element_index`]).
+fn counter_tags(plan: &crate::compile::Plan) -> CounterTags {
+    let mut rules: Vec<_> = plan
+        .rule_tags
+        .iter()
+        .map(|((chain, n), tag)| (chain.clone(), *n, tag.clone()))
+        .collect();
+    rules.sort_unstable();
+    let elements = crate::backend::element_index(plan)
         .into_iter()
         .map(|(map, keys)| {
             let tagged = keys
@@ -121,7 +127,8 @@ fn element_tags(plan: &crate::compile::Plan, index: crate::backend::ElementIndex
                 .collect();
             (map, tagged)
         })
-        .collect()
+        .collect();
+    CounterTags { rules, elements }
 }
 
 /// Whether the kernel forwards IPv4 or IPv6 packets here (in this network namespace).
@@ -158,9 +165,13 @@ impl Ctx<'_> {
         }
         let active = fw.kernel().is_loaded();
         let path = fw.policy_path();
+        // The id of the policy shown, when the kernel's stamp says it holds it.
+        let mut held = None;
         let shown = if fw.in_sync() || (!active && !fw.policy().enabled) {
+            held = fw.kernel().policy_id().filter(|_| active);
             fw.policy().clone()
         } else if let Some(enforced) = fw.enforced_other() {
+            held = fw.kernel().policy_id();
             eprintln!(
                 "WARN: {} was changed since it was applied; this is what the kernel enforces ('rampart reload' applies the file)",
                 path.display()
@@ -184,42 +195,58 @@ impl Ctx<'_> {
         let counts = (active && (json || view == StatusView::Verbose))
             .then(|| {
                 let t = crate::backend::Timer::start();
-                // The plan compiles (with what matching the kernel's counters to it
-                // takes) while the kernel's counters are read.
-                let ((plan, keyed), (raw, tags, ahead)) = std::thread::scope(|s| {
-                    let compiled = s.spawn(|| {
-                        let plan = crate::compile::compile(&shown);
-                        let keyed = element_tags(&plan, crate::backend::element_index(&plan));
-                        (plan, keyed)
+                // Which user rule each counted kernel object stands for: kept from
+                // the last time, or from the plan, which compiles while the kernel's
+                // counters are read.
+                let ((counted, plan, was_kept), (raw, (tags, ahead))) = std::thread::scope(|s| {
+                    let compiled = s.spawn(|| match held.and_then(|id| fw.counter_tags(id)) {
+                        Some(counted) => (counted, None, true),
+                        None => {
+                            let plan = crate::compile::compile(&shown);
+                            (counter_tags(&plan), Some(plan), false)
+                        }
+                    });
+                    // And the rules' tags and the rows' text meanwhile (the rows for
+                    // the text view).
+                    let rows = s.spawn(|| {
+                        let tags = user_tags(&shown);
+                        (tags, (!json).then(|| observe::status_rows(&shown, true)))
                     });
                     let raw = self.backend.raw_counters();
                     t.lap("counters read");
-                    // And the rules' tags and rows' text meanwhile (the rows for the
-                    // text view).
-                    let tags = user_tags(&shown);
-                    let ahead = (!json).then(|| observe::status_rows(&shown, true));
+                    let rows = rows.join().expect("rows do not panic");
                     let compiled = compiled.join().expect("compile does not panic");
-                    (compiled, (raw, tags, ahead))
+                    (compiled, (raw, rows))
                 });
-                t.lap("compiled");
+                t.lap(if was_kept { "tags read" } else { "compiled" });
                 let counts = match &raw {
                     // Straight from the kernel's counters, without their text keys.
                     Some(raw) => {
-                        let rules = plan.rule_tags.iter().filter_map(|((chain, n), tag)| {
+                        let rules = counted.rules.iter().filter_map(|(chain, n, tag)| {
                             Some((tag.as_str(), raw.rule(chain, *n)?))
                         });
-                        let elements = keyed.iter().flat_map(|(map, keys)| {
+                        let elements = counted.elements.iter().flat_map(|(map, keys)| {
                             keys.iter().filter_map(move |(bytes, tag)| {
                                 Some((tag.as_str(), raw.element(map, bytes)?))
                             })
                         });
-                        counts_by_rule(&tags, &shown, rules.chain(elements))
+                        let counts = counts_by_rule(&tags, &shown, rules.chain(elements));
+                        if let Some(id) = held.filter(|_| !was_kept) {
+                            fw.keep_counter_tags(id, &counted);
+                        }
+                        counts
                     }
-                    None => rule_counts(&shown, &plan, &self.backend.counters(&plan).ok()?),
+                    None => {
+                        let plan = plan.unwrap_or_else(|| crate::compile::compile(&shown));
+                        let counts =
+                            rule_counts(&shown, &plan, &self.backend.counters(&plan).ok()?);
+                        std::mem::forget(plan);
+                        counts
+                    }
                 };
                 t.lap("counts per rule");
                 // The process ends soon after; the system takes the memory back.
-                std::mem::forget((plan, keyed, raw));
+                std::mem::forget((counted, raw));
                 Some((counts, ahead))
             })
             .flatten();

@@ -26,11 +26,13 @@ mod files;
 mod layout;
 mod lock;
 mod rollback;
+mod tags;
 
 pub use cache::Origin;
 pub use layout::{toml_text, Serialized, Source};
 pub use lock::{lock_timeout, LockMode, DEFAULT_LOCK_TIMEOUT, LOCK_TIMEOUT_ENV};
 pub use rollback::{RollbackPoint, ROLLBACK_FILE};
+pub use tags::CounterTags;
 
 use cache::Cache;
 use lock::Lock;
@@ -44,6 +46,8 @@ pub const CACHE_FILE: &str = ".policy.cache.json";
 pub const PENDING_FILE: &str = ".policy.toml.new";
 /// The cache of the pending policy.
 pub const PENDING_CACHE_FILE: &str = ".policy.cache.json.new";
+/// The counter tags of the last plan `status verbose` compiled (see `tags`).
+pub const COUNTER_TAGS_FILE: &str = ".counter-tags";
 /// The lock file inside the config directory.
 pub const LOCK_FILE: &str = ".lock";
 /// Default config directory.
@@ -217,6 +221,22 @@ impl Store {
     /// Path of the policy cache.
     pub fn cache_path(&self) -> PathBuf {
         self.dir.join(CACHE_FILE)
+    }
+
+    /// The counter tags of the plan of the policy `policy_id`, if they were kept.
+    pub fn counter_tags(&self, policy_id: &str) -> Option<CounterTags> {
+        let bytes = files::read(&self.dir.join(COUNTER_TAGS_FILE)).ok()??;
+        tags::parse(&bytes, &tags::key(policy_id)?)
+    }
+
+    /// Keep the counter tags of the plan of the policy `policy_id`, for the next
+    /// `status verbose`. Best effort: missing tags only cost a compile.
+    pub fn keep_counter_tags(&self, policy_id: &str, counter_tags: &CounterTags) {
+        let text = tags::key(policy_id).and_then(|k| tags::file_text(&k, counter_tags));
+        if let Some(text) = text {
+            let path = self.dir.join(COUNTER_TAGS_FILE);
+            let _ = files::write_atomic(&self.dir, &path, text.as_bytes(), false);
+        }
     }
 
     fn pending_path(&self) -> PathBuf {

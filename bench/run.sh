@@ -397,9 +397,14 @@ for level in 0 "${LEVELS[@]}"; do
         log "level $level: status"
         hf "status-rampart-$level" 10 in_rampart -- "$RAMPART --config-dir $RCONF status" --warmup 1
         hf "status-ufw-$level" 10 in_ufw -- "ufw status" --warmup 1
-        # status verbose: rampart lists the table back for every rule's counters.
+        # status verbose: every rule's counters. Repeated, it reads the counter tags
+        # the first reading kept; the first reading of a policy compiles its plan
+        # (the kept tags removed before each run).
         hf "status-verbose-rampart-$level" 10 in_rampart -- \
             "$RAMPART --config-dir $RCONF status verbose" --warmup 1
+        hf "status-verbose-first-rampart-$level" 10 in_rampart -- \
+            "$RAMPART --config-dir $RCONF status verbose" --warmup 1 \
+            --prepare "rm -f $RCONF/.counter-tags"
         hf "status-verbose-ufw-$level" 10 in_ufw -- "ufw status verbose" --warmup 1
         peak_rss "status-rampart-$level" in_rampart -- "$RAMPART" --config-dir "$RCONF" status
         peak_rss "status-ufw-$level" in_ufw -- ufw status

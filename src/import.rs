@@ -196,6 +196,41 @@ fn tuple_rule(tuple: &str, family: Family) -> Result<Rule, String> {
     Ok(rule)
 }
 
+/// The `-A` lines of a `user.rules` file that UFW did not write for one of its rules
+/// (numbered from 0): UFW writes each rule as a `### tuple ###` line followed by its
+/// `-A` lines, a blank line between rules, in the `### RULES ###` section, and its
+/// logging and rate-limiting lines in their own sections. An `-A` line elsewhere in
+/// the rules section, or outside every section, was added by hand. (A line added right
+/// below a rule's own lines cannot be told from them.)
+fn hand_added(text: &str) -> Vec<(usize, &str)> {
+    #[derive(PartialEq)]
+    enum Section {
+        None,
+        Rules,
+        Generated,
+    }
+    let (mut section, mut in_rule, mut out) = (Section::None, false, Vec::new());
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        match l {
+            "### RULES ###" => section = Section::Rules,
+            "### LOGGING ###" | "### RATE LIMITING ###" => section = Section::Generated,
+            "### END RULES ###" | "### END LOGGING ###" | "### END RATE LIMITING ###" => {
+                section = Section::None
+            }
+            _ if l.starts_with("### tuple ###") => in_rule = true,
+            "" => in_rule = false,
+            _ if l.starts_with("-A ")
+                && (section == Section::None || (section == Section::Rules && !in_rule)) =>
+            {
+                out.push((i, l))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Read a UFW set-up: `dir` (UFW's config directory) and `defaults` (its
 /// `/etc/default/ufw`). Missing rule files are no rules; a missing defaults file is
 /// UFW's defaults.
@@ -221,6 +256,13 @@ pub fn from_ufw(dir: &Path, defaults: &Path, pristine: &Path) -> Result<Imported
     for (file, family) in [("user.rules", Family::V4), ("user6.rules", Family::V6)] {
         let path = dir.join(file);
         let Some(text) = read(&path)? else { continue };
+        for (i, line) in hand_added(&text) {
+            notes.push(format!(
+                "{} line {}: not translated: {line} (not a rule UFW's commands wrote: they are its '### tuple ###' lines; rampart's before.nft / after.nft take such rules)",
+                path.display(),
+                i + 1
+            ));
+        }
         for (i, line) in text.lines().enumerate() {
             let Some(tuple) = line.strip_prefix("### tuple ###") else {
                 continue;
@@ -399,6 +441,26 @@ mod tests {
 #[cfg(test)]
 mod customised {
     use super::*;
+
+    #[test]
+    fn lines_added_to_user_rules_by_hand_are_found() {
+        let text = "*filter\n:ufw-user-input - [0:0]\n### RULES ###\n\n\
+            ### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n\
+            -A ufw-user-input -p tcp --dport 22 -j ACCEPT\n\n\
+            -A ufw-user-input -p tcp --dport 7 -j ACCEPT\n\n\
+            ### END RULES ###\n\n### LOGGING ###\n\
+            -A ufw-after-logging-input -j LOG --log-prefix \"[UFW BLOCK] \"\n\
+            ### END LOGGING ###\n\n### RATE LIMITING ###\n\
+            -A ufw-user-limit -j REJECT\n### END RATE LIMITING ###\n\
+            -A ufw-user-input -p udp --dport 9 -j ACCEPT\nCOMMIT\n";
+        assert_eq!(
+            hand_added(text),
+            [
+                (7, "-A ufw-user-input -p tcp --dport 7 -j ACCEPT"),
+                (18, "-A ufw-user-input -p udp --dport 9 -j ACCEPT")
+            ]
+        );
+    }
 
     #[test]
     fn lines_taken_out_of_before_rules_are_reported_too() {

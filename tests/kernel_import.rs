@@ -293,6 +293,15 @@ fn an_imported_ufw_setup_decides_as_ufw_did() {
         "--defaults",
         defaults.to_str().unwrap(),
     ];
+    // A hand-made line in user.rules (UFW would load it until its next rule change
+    // rewrites the file), added after the probes: import names it, and only it.
+    let user = etc.join("user.rules");
+    let text = std::fs::read_to_string(&user).unwrap();
+    let hand = "-A ufw-user-input -p tcp --dport 7778 -j ACCEPT";
+    let at = text.find("\n### END RULES ###").unwrap();
+    let above = format!("{}\n\n", &text[..at]);
+    std::fs::write(&user, format!("{above}{hand}{}", &text[at..])).unwrap();
+    let hand_line = above.lines().count() + 1;
     let dry = sb.rampart_ok(&[&["--dry-run"][..], &args[..]].concat());
     assert!(dry.contains("[[rule]]"), "{dry}");
     assert!(
@@ -318,6 +327,18 @@ fn an_imported_ufw_setup_decides_as_ufw_did() {
             "Not translated: {} line {custom_line}: not translated: {custom}",
             before.display()
         )),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!(
+            "{} line {hand_line}: not translated: {hand} (not a rule UFW's commands wrote",
+            user.display()
+        )),
+        "{report}"
+    );
+    assert_eq!(
+        report.matches("not a rule UFW's commands wrote").count(),
+        1,
         "{report}"
     );
     let verbose = sb.rampart_ok(&["status", "verbose"]);

@@ -198,26 +198,27 @@ impl Ctx<'_> {
                 // Which user rule each counted kernel object stands for: kept from
                 // the last time, or from the plan, which compiles while the kernel's
                 // counters are read.
-                let ((counted, plan, was_kept), (raw, (tags, ahead))) = std::thread::scope(|s| {
-                    let compiled = s.spawn(|| match held.and_then(|id| fw.counter_tags(id)) {
-                        Some(counted) => (counted, None, true),
-                        None => {
-                            let plan = crate::compile::compile(&shown);
-                            (counter_tags(&plan), Some(plan), false)
-                        }
+                let ((counted, mut plan, was_kept), (raw, (tags, ahead))) =
+                    std::thread::scope(|s| {
+                        let compiled = s.spawn(|| match held.and_then(|id| fw.counter_tags(id)) {
+                            Some(counted) => (counted, None, true),
+                            None => {
+                                let plan = crate::compile::compile(&shown);
+                                (counter_tags(&plan), Some(plan), false)
+                            }
+                        });
+                        // And the rules' tags and the rows' text meanwhile (the rows for
+                        // the text view).
+                        let rows = s.spawn(|| {
+                            let tags = user_tags(&shown);
+                            (tags, (!json).then(|| observe::status_rows(&shown, true)))
+                        });
+                        let raw = self.backend.raw_counters();
+                        t.lap("counters read");
+                        let rows = rows.join().expect("rows do not panic");
+                        let compiled = compiled.join().expect("compile does not panic");
+                        (compiled, (raw, rows))
                     });
-                    // And the rules' tags and the rows' text meanwhile (the rows for
-                    // the text view).
-                    let rows = s.spawn(|| {
-                        let tags = user_tags(&shown);
-                        (tags, (!json).then(|| observe::status_rows(&shown, true)))
-                    });
-                    let raw = self.backend.raw_counters();
-                    t.lap("counters read");
-                    let rows = rows.join().expect("rows do not panic");
-                    let compiled = compiled.join().expect("compile does not panic");
-                    (compiled, (raw, rows))
-                });
                 t.lap(if was_kept { "tags read" } else { "compiled" });
                 let counts = match &raw {
                     // Straight from the kernel's counters, without their text keys.
@@ -230,23 +231,23 @@ impl Ctx<'_> {
                                 Some((tag.as_str(), raw.element(map, bytes)?))
                             })
                         });
-                        let counts = counts_by_rule(&tags, &shown, rules.chain(elements));
-                        if let Some(id) = held.filter(|_| !was_kept) {
-                            fw.keep_counter_tags(id, &counted);
-                        }
-                        counts
+                        // Tags just worked out are kept (for the next reading) while
+                        // the counts are added up.
+                        std::thread::scope(|s| {
+                            if let Some(id) = held.filter(|_| !was_kept) {
+                                s.spawn(|| fw.keep_counter_tags(id, &counted));
+                            }
+                            counts_by_rule(&tags, &shown, rules.chain(elements))
+                        })
                     }
                     None => {
-                        let plan = plan.unwrap_or_else(|| crate::compile::compile(&shown));
-                        let counts =
-                            rule_counts(&shown, &plan, &self.backend.counters(&plan).ok()?);
-                        std::mem::forget(plan);
-                        counts
+                        let plan = plan.get_or_insert_with(|| crate::compile::compile(&shown));
+                        rule_counts(&shown, plan, &self.backend.counters(plan).ok()?)
                     }
                 };
                 t.lap("counts per rule");
                 // The process ends soon after; the system takes the memory back.
-                std::mem::forget((counted, raw));
+                std::mem::forget((counted, raw, plan));
                 Some((counts, ahead))
             })
             .flatten();

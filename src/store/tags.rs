@@ -78,7 +78,8 @@ pub fn file_text(key: &str, tags: &CounterTags) -> Option<String> {
             body.push_str(map);
             body.push('\t');
             for b in bytes {
-                let _ = write!(body, "{b:02x}");
+                body.push(HEX[usize::from(b >> 4)] as char);
+                body.push(HEX[usize::from(b & 15)] as char);
             }
             body.push('\t');
             body.push_str(tag);
@@ -87,6 +88,8 @@ pub fn file_text(key: &str, tags: &CounterTags) -> Option<String> {
     }
     Some(format!("{}\n{body}", header(key, &body)))
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

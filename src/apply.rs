@@ -95,6 +95,31 @@ pub struct Firewall<'b> {
     custom: std::sync::OnceLock<Result<Custom, String>>,
 }
 
+/// The number of the first line of an nft script with an `include` statement (from 1):
+/// a statement, after a line's start or a `;` or `{`, outside comments and strings.
+fn include_line(text: &str) -> Option<usize> {
+    for (i, line) in text.lines().enumerate() {
+        let (mut quoted, mut word_start) = (false, true);
+        for (j, c) in line.char_indices() {
+            match c {
+                '"' => quoted = !quoted,
+                '#' if !quoted => break,
+                ';' | '{' if !quoted => word_start = true,
+                c if c.is_whitespace() => {}
+                _ if word_start && !quoted => {
+                    let after = line[j..].strip_prefix("include").map(|r| r.chars().next());
+                    if after.is_some_and(|n| n.is_none_or(|n| n.is_whitespace() || n == '"')) {
+                        return Some(i + 1);
+                    }
+                    word_start = false;
+                }
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
 /// Read the custom rules of the config directory: each snippet that exists, through
 /// nft in a throwaway network namespace. `Err`: the file, the line when nft names one,
 /// and what is wrong.
@@ -113,6 +138,13 @@ pub fn read_custom(store: &Store, backend: &dyn Backend) -> Result<Custom, Strin
         if shown.contains(['"', '\n']) {
             return Err(format!(
                 "{shown}: nft cannot include a path with a double quote or a newline in it; use a config directory without them"
+            ));
+        }
+        let text = std::fs::read(&path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+        if let Some(line) = include_line(&String::from_utf8_lossy(&text)) {
+            return Err(format!(
+                "{shown} line {line}: 'include' is not taken in custom rules (the files it names are not checked as the config directory's are); put their rules in {} itself",
+                part.file_name()
             ));
         }
         let listing = backend.read_snippet(&path).map_err(|e| match e {
@@ -611,4 +643,31 @@ fn recover(store: &Store, backend: &dyn Backend) -> Result<Option<&'static str>,
     Ok(Some(
         "an interrupted change was dropped, and the policy file was loaded into the kernel again",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn include_statements_are_found_where_nft_takes_them() {
+        assert_eq!(super::include_line("include \"/tmp/x.nft\"\n"), Some(1));
+        assert_eq!(
+            super::include_line("chain input {\n  tcp dport 1 accept; include \"x\"\n}\n"),
+            Some(2)
+        );
+        assert_eq!(
+            super::include_line("chain input { include \"x\" }"),
+            Some(1)
+        );
+        assert_eq!(super::include_line("  include\t\"x\""), Some(1));
+        for fine in [
+            "# include \"x\"\n",
+            "chain input {\n  tcp dport 1 accept comment \"include x\"\n}\n",
+            "chain input {\n  meta nftrace set 1 # include \"x\"\n}\n",
+            "chain includes {\n}\n",
+            "chain input {\n  ip saddr @included accept\n}\n",
+            "chain input {\n  tcp dport 1 accept comment \"éé\"; ééééééé\n}\n",
+        ] {
+            assert_eq!(super::include_line(fine), None, "{fine}");
+        }
+    }
 }

@@ -127,6 +127,29 @@ fn snippets_run_around_the_user_rules_and_a_bad_one_changes_nothing() {
         assert_eq!(sb.table_json(&sb.srv.ns.clone()), table, "kernel unchanged");
     }
 
+    // An include: refused with its line (nft would read a file that is not checked
+    // as the config directory's are), changing nothing.
+    let other = sb.config_dir().join("other.nft");
+    std::fs::write(&other, "tcp dport 5555 accept\n").unwrap();
+    write(
+        &sb,
+        "after.nft",
+        &format!("chain input {{\n    include \"{}\"\n}}\n", other.display()),
+    );
+    let out = sb.rampart(&["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} line 2: 'include' is not taken in custom rules",
+            path.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(sb.table_json(&sb.srv.ns.clone()), table, "kernel unchanged");
+    std::fs::remove_file(&other).unwrap();
+
     // A broken snippet does not stop the firewall from being turned off...
     sb.rampart_ok(&["disable"]);
     // ... and at boot the policy is loaded without the custom rules (never left

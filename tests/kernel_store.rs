@@ -400,11 +400,16 @@ fn files_are_private_links_are_not_followed_and_backups_stay() {
         ".policy.toml.new.tmp",
         ".policy.cache.json.tmp",
         ".policy.cache.json.new.tmp",
+        ".counter-tags.tmp",
     ] {
         symlink(&victim, dir.join(name)).unwrap();
     }
     let out = run("allow 80/tcp");
     assert!(out.status.success(), "{}", stderr(&out));
+    // status verbose writes the counter tags.
+    let out = run("status verbose");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&dir.join(".counter-tags")), 0o600);
     assert_eq!(fs::read_to_string(&victim).unwrap(), "victim");
     assert!(fs::read_to_string(dir.join("policy.toml"))
         .unwrap()

@@ -295,6 +295,27 @@ impl Dumper {
         self.ask(msg, reply, true, attrs)
     }
 
+    /// A dump of one table's objects (`table_attr`: the attribute that names their
+    /// table, in the request and in each answer; `more`: the request's other
+    /// attributes): `f` is given each object's attributes, the table's only.
+    fn table_dump(
+        &mut self,
+        (msg, reply): (u16, u16),
+        (table_attr, table): (u16, &str),
+        more: &[(u16, Vec<u8>)],
+        mut f: impl FnMut(&[(u16, &[u8])]),
+    ) -> io::Result<()> {
+        let mut req = vec![(table_attr, cstr(table))];
+        req.extend_from_slice(more);
+        for msg in self.dump(msg, reply, &req)? {
+            let a = attrs(&msg);
+            if get(&a, table_attr).map(text).as_deref() == Some(table) {
+                f(&a);
+            }
+        }
+        Ok(())
+    }
+
     /// The ruleset's generation: it changes with every committed transaction.
     fn generation(&mut self) -> io::Result<u32> {
         let msgs = self.ask(NFT_MSG_GETGEN, NFT_MSG_NEWGEN, false, &[])?;
@@ -508,26 +529,23 @@ fn read_raw(d: &mut Dumper, table: &str) -> io::Result<RawCounters> {
     let holds_user_rules =
         |c: &&String| !c.starts_with(LIMIT_CHAIN_PREFIX) && !c.starts_with(UNMARK_PREFIX);
     for chain in chains.iter().filter(holds_user_rules) {
-        let req = [
-            (NFTA_RULE_TABLE, cstr(table)),
-            (NFTA_RULE_CHAIN, cstr(chain)),
-        ];
         let mut counts = Vec::new();
-        for msg in d.dump(NFT_MSG_GETRULE, NFT_MSG_NEWRULE, &req)? {
-            let a = attrs(&msg);
-            if get(&a, NFTA_RULE_TABLE).map(text).as_deref() != Some(table)
-                || get(&a, NFTA_RULE_CHAIN).map(text).as_deref() != Some(chain.as_str())
-            {
-                continue;
-            }
-            counts.push(
-                get(&a, NFTA_RULE_EXPRESSIONS)
-                    .map(attrs)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .find_map(|(_, e)| counter(e)),
-            );
-        }
+        d.table_dump(
+            (NFT_MSG_GETRULE, NFT_MSG_NEWRULE),
+            (NFTA_RULE_TABLE, table),
+            &[(NFTA_RULE_CHAIN, cstr(chain))],
+            |a| {
+                if get(a, NFTA_RULE_CHAIN).map(text).as_deref() == Some(chain.as_str()) {
+                    counts.push(
+                        get(a, NFTA_RULE_EXPRESSIONS)
+                            .map(attrs)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .find_map(|(_, e)| counter(e)),
+                    );
+                }
+            },
+        )?;
         out.rules.insert(chain.clone(), counts);
     }
     for map in maps {
@@ -634,25 +652,16 @@ pub fn limit_reading(table: &str, sets: &[String], chains: &[String]) -> io::Res
     snapshot(|d| {
         let mut out = LimitReading::default();
         let wanted: std::collections::HashSet<&str> = chains.iter().map(String::as_str).collect();
-        for msg in d.dump(
-            NFT_MSG_GETRULE,
-            NFT_MSG_NEWRULE,
-            &[(NFTA_RULE_TABLE, cstr(table))],
-        )? {
-            let a = attrs(&msg);
-            let Some(chain) = get(&a, NFTA_RULE_CHAIN).map(text) else {
-                continue;
+        let rules = (NFT_MSG_GETRULE, NFT_MSG_NEWRULE);
+        d.table_dump(rules, (NFTA_RULE_TABLE, table), &[], |a| {
+            let Some(chain) = get(a, NFTA_RULE_CHAIN).map(text) else {
+                return;
             };
-            if get(&a, NFTA_RULE_TABLE).map(text).as_deref() != Some(table)
-                || !wanted.contains(chain.as_str())
-            {
-                continue;
+            if !wanted.contains(chain.as_str()) {
+                return;
             }
-            let exprs = get(&a, NFTA_RULE_EXPRESSIONS)
-                .map(attrs)
-                .unwrap_or_default();
-            let goes_to = exprs.iter().any(|(_, e)| is_goto(e));
-            if goes_to {
+            let exprs = get(a, NFTA_RULE_EXPRESSIONS).map(attrs).unwrap_or_default();
+            if exprs.iter().any(|(_, e)| is_goto(e)) {
                 let packets: u64 = exprs
                     .iter()
                     .filter_map(|(_, e)| counter(e))
@@ -660,7 +669,7 @@ pub fn limit_reading(table: &str, sets: &[String], chains: &[String]) -> io::Res
                     .sum();
                 *out.refused.entry(chain).or_default() += packets;
             }
-        }
+        })?;
         for set in sets {
             let mut elems = Vec::new();
             let read = each_element(d, table, set, |key, e| {
@@ -703,45 +712,32 @@ pub fn names(table: &str) -> io::Result<(Vec<String>, Vec<String>, Vec<String>)>
 
 fn chain_names(d: &mut Dumper, table: &str) -> io::Result<Vec<String>> {
     let mut chains = Vec::new();
-    for msg in d.dump(
-        NFT_MSG_GETCHAIN,
-        NFT_MSG_NEWCHAIN,
-        &[(NFTA_CHAIN_TABLE, cstr(table))],
-    )? {
-        let a = attrs(&msg);
-        if get(&a, NFTA_CHAIN_TABLE).map(text).as_deref() == Some(table) {
-            chains.extend(get(&a, NFTA_CHAIN_NAME).map(text));
-        }
-    }
+    let msgs = (NFT_MSG_GETCHAIN, NFT_MSG_NEWCHAIN);
+    d.table_dump(msgs, (NFTA_CHAIN_TABLE, table), &[], |a| {
+        chains.extend(get(a, NFTA_CHAIN_NAME).map(text));
+    })?;
     Ok(chains)
 }
 
 /// The names of a table's named sets and of its maps.
 fn set_names(d: &mut Dumper, table: &str) -> io::Result<(Vec<String>, Vec<String>)> {
     let (mut sets, mut maps) = (Vec::new(), Vec::new());
-    for msg in d.dump(
-        NFT_MSG_GETSET,
-        NFT_MSG_NEWSET,
-        &[(NFTA_SET_TABLE, cstr(table))],
-    )? {
-        let a = attrs(&msg);
-        if get(&a, NFTA_SET_TABLE).map(text).as_deref() != Some(table) {
-            continue;
-        }
-        let Some(name) = get(&a, NFTA_SET_NAME).map(text) else {
-            continue;
+    let msgs = (NFT_MSG_GETSET, NFT_MSG_NEWSET);
+    d.table_dump(msgs, (NFTA_SET_TABLE, table), &[], |a| {
+        let Some(name) = get(a, NFTA_SET_NAME).map(text) else {
+            return;
         };
-        let flags = get(&a, NFTA_SET_FLAGS).and_then(be32).unwrap_or(0);
+        let flags = get(a, NFTA_SET_FLAGS).and_then(be32).unwrap_or(0);
         // Anonymous sets (`{ 22, 80 }` in a rule) are the rules', not the table's.
         if flags & NFT_SET_ANONYMOUS != 0 {
-            continue;
+            return;
         }
         if flags & NFT_SET_MAP != 0 {
             maps.push(name);
         } else {
             sets.push(name);
         }
-    }
+    })?;
     Ok((sets, maps))
 }
 

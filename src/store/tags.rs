@@ -12,8 +12,6 @@
 //! `r CHAIN N TAG` (the Nth rule of a chain) and `e MAP KEY TAG` (a map element, its
 //! key's bytes in hex, as the kernel holds them).
 
-use xxhash_rust::xxh3::xxh3_128;
-
 /// Version of the file's layout.
 const LAYOUT: u32 = 1;
 
@@ -46,8 +44,8 @@ pub fn key(policy_id: &str) -> Option<String> {
 
 fn header(key: &str, body: &str) -> String {
     format!(
-        "rampart counter tags {LAYOUT} {key} {:032x}",
-        xxh3_128(body.as_bytes())
+        "rampart counter tags {LAYOUT} {key} {}",
+        super::cache::hash_hex(body.as_bytes())
     )
 }
 

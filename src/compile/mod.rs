@@ -201,12 +201,8 @@ pub fn rule_tag(rule: &Rule, families: &str) -> String {
     )
         .hash(&mut h);
     // As format!("{:012x}.{families}", the hash's low 48 bits), written by hand.
-    let bits = h.finish();
     let mut tag = String::with_capacity(13 + families.len());
-    for shift in (0..12).rev() {
-        let digit = (bits >> (shift * 4)) & 0xf;
-        tag.push(char::from_digit(digit as u32, 16).expect("a hex digit"));
-    }
+    crate::model::push_hex(&mut tag, &h.finish().to_be_bytes()[2..]);
     tag.push('.');
     tag.push_str(families);
     tag

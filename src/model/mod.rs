@@ -17,7 +17,7 @@ pub use eval::{Decision, Packet};
 pub use logging::{LogLevel, RuleLog};
 pub use validate::ValidationError;
 pub use values::{
-    check_comment, inert, is_hazard, Iface, LimitKey, PortRange, Ports, Rate, ValueError,
+    check_comment, inert, is_hazard, push_hex, Iface, LimitKey, PortRange, Ports, Rate, ValueError,
     DEFAULT_V6_SOURCE_PREFIX, MAX_COMMENT_LEN, MAX_CONN, MAX_IFACE_LEN, MAX_PORTS, MAX_RATE,
     MAX_RATE_SECONDS,
 };

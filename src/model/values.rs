@@ -409,6 +409,16 @@ pub fn is_hazard(c: char) -> bool {
         || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// Append `bytes` in lowercase hex, two digits each, as `{:02x}` writes them (without
+/// the formatting machinery: tags and keys are written by the ten thousand).
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+}
+
 /// `text` with every [`is_hazard`] character written as an escape (`\n`, `\u{1b}`), for
 /// messages that echo what was typed.
 pub fn inert(text: &str) -> String {
@@ -446,6 +456,15 @@ via_string!(Ports, Rate, LimitKey, Iface);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_written_as_format_writes_it() {
+        let all: Vec<u8> = (0..=255).collect();
+        let mut out = String::new();
+        push_hex(&mut out, &all);
+        let expected: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(out, expected);
+    }
 
     #[test]
     fn values_print_what_they_parse() {

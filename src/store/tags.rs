@@ -75,10 +75,7 @@ pub fn file_text(key: &str, tags: &CounterTags) -> Option<String> {
             body.push_str("e\t");
             body.push_str(map);
             body.push('\t');
-            for b in bytes {
-                body.push(HEX[usize::from(b >> 4)] as char);
-                body.push(HEX[usize::from(b & 15)] as char);
-            }
+            crate::model::push_hex(&mut body, bytes);
             body.push('\t');
             body.push_str(tag);
             body.push('\n');
@@ -86,8 +83,6 @@ pub fn file_text(key: &str, tags: &CounterTags) -> Option<String> {
     }
     Some(format!("{}\n{body}", header(key, &body)))
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

@@ -71,6 +71,8 @@ pub enum GrammarError {
     BadInterface,
     #[error("Bad interface name: interface name too long")]
     InterfaceTooLong,
+    #[error("Bad interface name: nftables cannot match a name that starts with '@'")]
+    InterfaceAt,
     #[error("Option '{0}' not allowed here")]
     OptionNotAllowed(String),
     #[error("Option 'comment' missing required argument")]
@@ -315,6 +317,7 @@ fn parse_iface(name: &str) -> Result<Iface, GrammarError> {
     name.parse().map_err(|e| match e {
         ValueError::IfaceAlias(_) => GrammarError::InterfaceAlias,
         ValueError::IfaceTooLong(_) => GrammarError::InterfaceTooLong,
+        ValueError::IfaceAt(_) => GrammarError::InterfaceAt,
         _ => GrammarError::BadInterface,
     })
 }
@@ -930,6 +933,9 @@ mod tests {
             ),
             ("proto tcp", GrammarError::NeedToOrFrom),
             ("in on eth0:1 to any", GrammarError::InterfaceAlias),
+            ("in on @x to any", GrammarError::InterfaceAt),
+            ("in on eth$0 to any", GrammarError::BadInterface),
+            ("in on + to any", GrammarError::BadInterface),
             (
                 "proto ah to any port 80",
                 GrammarError::PortWithProto("ah".into()),

@@ -90,8 +90,10 @@ fn tuple_words(tuple: &str) -> Result<Parsed, String> {
         None => (tuple, None),
     };
     let f: Vec<&str> = body.split_whitespace().collect();
-    if !(f.len() == 7 || f.len() == 9) {
-        return Err(format!("{} fields, not 7 or 9", f.len()));
+    // 6 or 8 fields: the format before directions (UFW reads them as `in`); 8 or 9:
+    // with the app names.
+    if !(6..=9).contains(&f.len()) {
+        return Err(format!("{} fields, not 6 to 9", f.len()));
     }
     let (mut action, route) = match f[0].split_once(':') {
         Some(("route", a)) => (a, true),
@@ -115,12 +117,16 @@ fn tuple_words(tuple: &str) -> Result<Parsed, String> {
     };
     let (proto, dport, dst, sport, src) = (f[1], f[2], f[3], f[4], f[5]);
     let app = |s: &str| (s != "-").then(|| s.replace("%20", " "));
-    let (dapp, sapp) = if f.len() == 9 {
+    let (dapp, sapp) = if f.len() >= 8 {
         (app(f[6]), app(f[7]))
     } else {
         (None, None)
     };
-    let dir = f[f.len() - 1];
+    let dir = if f.len() % 2 == 1 {
+        f[f.len() - 1]
+    } else {
+        "in"
+    };
     let mut w: Vec<String> = Vec::new();
     let (iface_in, iface_out) = match dir.split_once('!') {
         Some((i, o)) => (
@@ -433,7 +439,27 @@ mod tests {
             ),
             "allow from 2001:db8::/32 to any app 'WWW Full'"
         );
+        // The format before directions: 6 fields, or 8 with the app names; UFW reads
+        // them as incoming rules.
+        assert_eq!(
+            cmd("allow tcp 22 0.0.0.0/0 any 0.0.0.0/0", v4),
+            "allow 22/tcp"
+        );
+        assert_eq!(
+            cmd(
+                "allow tcp 80,443 0.0.0.0/0 any 198.18.0.0/15 WWW%20Full -",
+                v4
+            ),
+            "allow from 198.18.0.0/15 to any app 'WWW Full'"
+        );
+        // Interface names take UFW's characters.
+        assert_eq!(
+            cmd("allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in_v,=%@1", v4),
+            "allow in on v,=%@1 to any port 22 proto tcp"
+        );
+        assert!(tuple_rule("allow tcp 22 0.0.0.0/0 any", v4).is_err());
         assert!(tuple_rule("allow tcp 22 0.0.0.0/0 any in", v4).is_err());
+        assert!(tuple_rule("allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 - - in x", v4).is_err());
         assert!(tuple_rule("frob tcp 22 0.0.0.0/0 any 0.0.0.0/0 in", v4).is_err());
     }
 }

@@ -153,8 +153,78 @@ fn interface_wildcards_match_by_prefix() {
         assert!(sb.tcp(A, v6, 7021).is_open(), "eth0 is not wg+");
     }
     assert!(sb.rampart_ok(&["status"]).contains("7020/tcp on eth+"));
-    let bad = sb.rampart(&["allow", "in", "on", "e+th", "to", "any", "port", "1"]);
+}
+
+/// Interface names take UFW's characters: `,=%@`, and a `+` inside a name, which is the
+/// character itself (only a last `+` is the wildcard). A rule for the server's
+/// interface renamed `v,=@+1` matches its traffic (Linux takes no `%` in a name: it
+/// makes the name a template); `e+th` does not match eth0; a name
+/// starting with `@` (a set's name to nftables) is refused and changes nothing.
+#[test]
+fn interface_names_take_ufws_characters() {
+    let Some(mut sb) = sandbox(1) else { return };
+    sb.serve_tcp(7022).unwrap();
+    sb.serve_tcp(7023).unwrap();
+    let name = "v,=@+1";
+    let ns = sb.srv.ns.clone();
+    // IPv6 addresses are kept across the rename (they go with the link by default).
+    let sysctl = ["sysctl", "-qw", "net.ipv6.conf.eth0.keep_addr_on_down=1"];
+    for cmd in [
+        &sysctl[..],
+        &["ip", "link", "set", "eth0", "down"],
+        &["ip", "link", "set", "eth0", "name", name],
+        &["ip", "link", "set", name, "up"],
+    ] {
+        let out = sb.exec(&ns, cmd);
+        assert!(out.status.success(), "{cmd:?}: {}", stderr(&out));
+    }
+    // The link back (the bridge's side comes up again, IPv6 addresses leave tentative).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(sb.tcp(A, V4, 7022).is_open() && sb.tcp(A, V6, 7022).is_open()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renamed link came back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    sb.rampart_ok(&["--force", "enable"]);
+    sb.rampart_ok(&[
+        "allow", "in", "on", name, "to", "any", "port", "7022", "proto", "tcp",
+    ]);
+    sb.rampart_ok(&[
+        "allow", "in", "on", "e+th", "to", "any", "port", "7023", "proto", "tcp",
+    ]);
+    for v6 in [V4, V6] {
+        assert!(
+            sb.tcp(A, v6, 7022).is_open(),
+            "{name} is the server's interface"
+        );
+        assert_eq!(
+            sb.tcp(A, v6, 7023).word(),
+            "timed out",
+            "e+th is not a wildcard"
+        );
+    }
+    assert!(sb
+        .rampart_ok(&["status"])
+        .contains(&format!("7022/tcp on {name}")));
+    let policy = sb.config_dir().join("policy.toml");
+    let before = (
+        sb.rampart_ok(&["status", "numbered"]),
+        fs::read(&policy).unwrap(),
+    );
+    let bad = sb.rampart(&["allow", "in", "on", "@x", "to", "any", "port", "1"]);
     assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("nftables cannot match a name that starts with '@'"),
+        "{}",
+        stderr(&bad)
+    );
+    let after = (
+        sb.rampart_ok(&["status", "numbered"]),
+        fs::read(&policy).unwrap(),
+    );
+    assert!(after == before, "nothing changed");
 }
 
 /// Defect 5: `enable` asks only inside an SSH session (an sshd among its parents), and

@@ -264,6 +264,10 @@ fn an_imported_ufw_setup_decides_as_ufw_did() {
             "tcp",
         ],
         vec!["route", "deny", "from", "198.18.0.9"],
+        // UFW's characters in an interface name (no such interface: it never matches).
+        vec![
+            "allow", "in", "on", "v,=%@1", "to", "any", "port", "7031", "proto", "tcp",
+        ],
     ];
     for r in &rules {
         state.ufw(&sb, r);
@@ -278,6 +282,38 @@ fn an_imported_ufw_setup_decides_as_ufw_did() {
     let custom_line = text[..at].lines().count() + 1;
     state.ufw(&sb, &["--force", "enable"]);
     let ufw_status = state.ufw(&sb, &["status", "numbered"]);
+    // Two rules in the format before directions (6 fields, or 8 with app names), as a
+    // file written by an old UFW has them; UFW reads them as incoming rules, and its
+    // status is unchanged.
+    let old_user = state.0.join("etc-ufw/user.rules");
+    let text = std::fs::read_to_string(&old_user).unwrap();
+    let mut old_format = [7, 9];
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let fields = l.strip_prefix("### tuple ### ").map(|t| {
+                t.split(" comment=")
+                    .next()
+                    .unwrap()
+                    .split_whitespace()
+                    .count()
+            });
+            match old_format.iter_mut().find(|n| Some(**n) == fields) {
+                Some(n) if l.ends_with(" in") => {
+                    *n = 0;
+                    l.strip_suffix(" in").unwrap().to_string()
+                }
+                _ => l.to_string(),
+            }
+        })
+        .collect();
+    assert_eq!(
+        old_format,
+        [0, 0],
+        "a 7- and a 9-field incoming rule to rewrite"
+    );
+    std::fs::write(&old_user, lines.join("\n") + "\n").unwrap();
+    assert_eq!(state.ufw(&sb, &["status", "numbered"]), ufw_status);
     let ufw_verdicts = probe(&sb);
 
     // UFW's tables gone from the namespace (its files still say it is enabled, as a

@@ -62,9 +62,13 @@ pub enum ValueError {
         "bad interface name '{0}': interface name too long (at most {MAX_IFACE_LEN} characters)"
     )]
     IfaceTooLong(String),
-    /// An interface name with other characters than letters, digits, `-_.+`.
-    #[error("bad interface name '{0}': use letters, digits and - _ . + only")]
+    /// An interface name with other characters than UFW takes: letters, digits and
+    /// `-_.+,=%@`.
+    #[error("bad interface name '{0}': use letters, digits and - _ . + , = % @ only")]
     BadIface(String),
+    /// An interface name starting with `@`, which nftables reads as a set's name.
+    #[error("bad interface name '{0}': nftables cannot match a name that starts with '@'")]
+    IfaceAt(String),
 }
 
 /// An inclusive port range; a single port has `first == last`.
@@ -327,9 +331,10 @@ impl fmt::Display for LimitKey {
     }
 }
 
-/// A network interface name as Linux accepts it (`eth0`, `br-lan`, `wg0`), or UFW's
-/// (iptables') wildcard: a trailing `+` matches every name that starts with what comes
-/// before it (`eth+`). Not an alias (`eth0:1`).
+/// A network interface name of the characters UFW takes (`eth0`, `br-lan`, `wg0`,
+/// `v,=%@1`), or UFW's (iptables') wildcard: a trailing `+` matches every name that
+/// starts with what comes before it (`eth+`); a `+` elsewhere is the character itself.
+/// Not an alias (`eth0:1`), nor a name starting with `@` (a set's name to nftables).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub struct Iface(String);
@@ -364,14 +369,17 @@ impl FromStr for Iface {
         if name.len() > MAX_IFACE_LEN {
             return Err(ValueError::IfaceTooLong(name.to_string()));
         }
-        // `+` only at the end (the wildcard), and not alone.
+        // UFW's characters; the wildcard `+` not alone.
         let stem = name.strip_suffix('+').unwrap_or(name);
         let ok = !stem.is_empty()
             && !matches!(stem, "." | "..")
-            && stem
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if ok {
+            && stem.chars().all(|c| {
+                c.is_ascii_alphanumeric()
+                    || matches!(c, '-' | '_' | '.' | '+' | ',' | '=' | '%' | '@')
+            });
+        if ok && name.starts_with('@') {
+            Err(ValueError::IfaceAt(name.to_string()))
+        } else if ok {
             Ok(Iface(name.to_string()))
         } else {
             Err(ValueError::BadIface(name.to_string()))
@@ -456,6 +464,26 @@ via_string!(Ports, Rate, LimitKey, Iface);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// UFW's characters (`ufw allow in on v,=%@1` works, and iptables takes it); `+`
+    /// is the wildcard only at the end.
+    #[test]
+    fn interface_names_take_ufws_characters() {
+        for ok in ["eth0", "br-lan", "v,=%@1", "a+b", "eth+", "a_b.c"] {
+            let i: Iface = ok.parse().unwrap();
+            assert_eq!(i.as_str(), ok);
+        }
+        assert_eq!("a+b".parse::<Iface>().unwrap().prefix(), None);
+        assert!("a+b".parse::<Iface>().unwrap().matches("a+b"));
+        assert_eq!("eth+".parse::<Iface>().unwrap().prefix(), Some("eth"));
+        assert!(matches!("@x".parse::<Iface>(), Err(ValueError::IfaceAt(_))));
+        for bad in ["+", "e th", "e/x", "e$", "e*", ".", "..", "e\\x", "e\"x"] {
+            assert!(
+                matches!(bad.parse::<Iface>(), Err(ValueError::BadIface(_))),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn hex_is_written_as_format_writes_it() {

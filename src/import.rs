@@ -19,7 +19,8 @@ pub const UFW_DIR: &str = "/etc/ufw";
 /// UFW's default policies.
 pub const UFW_DEFAULTS: &str = "/etc/default/ufw";
 
-/// The pristine copies of the before/after files that UFW's package ships.
+/// The pristine copies of the files that UFW's package ships (before/after rules, and
+/// the user rules as they are until UFW's first rule change).
 pub const UFW_PRISTINE_DIR: &str = "/usr/share/ufw/iptables";
 
 /// The before/after files a user may have customised.
@@ -262,7 +263,14 @@ pub fn from_ufw(dir: &Path, defaults: &Path, pristine: &Path) -> Result<Imported
     for (file, family) in [("user.rules", Family::V4), ("user6.rules", Family::V6)] {
         let path = dir.join(file);
         let Some(text) = read(&path)? else { continue };
+        // The copy UFW's package ships (the file until UFW's first rule change) has
+        // lines of its own outside the sections UFW writes later: they are UFW's.
+        let shipped = read(&pristine.join(file))?.unwrap_or_default();
+        let shipped: std::collections::HashSet<&str> = shipped.lines().map(str::trim).collect();
         for (i, line) in hand_added(&text) {
+            if shipped.contains(line.trim()) {
+                continue;
+            }
             notes.push(format!(
                 "{} line {}: not translated: {line} (not a rule UFW's commands wrote: they are its '### tuple ###' lines; rampart's before.nft / after.nft take such rules)",
                 path.display(),
@@ -319,6 +327,26 @@ pub fn from_ufw(dir: &Path, defaults: &Path, pristine: &Path) -> Result<Imported
             }
             None => Routed::Disabled,
         };
+        // The kernel settings UFW applies at every start (`sysctl -p IPT_SYSCTL`): after
+        // UFW is gone, the next boot no longer sets them.
+        if let Some(file) = setting(&text, "IPT_SYSCTL").filter(|f| !f.is_empty()) {
+            // A path under UFW's directory is read from the one imported.
+            let path = match Path::new(&file).strip_prefix(UFW_DIR) {
+                Ok(rest) => dir.join(rest),
+                Err(_) => PathBuf::from(&file),
+            };
+            for (i, l) in read(&path)?.unwrap_or_default().lines().enumerate() {
+                let l = l.trim();
+                if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
+                    continue;
+                }
+                notes.push(format!(
+                    "{} line {}: not translated: {l} (a kernel setting UFW applies when it starts; rampart sets none: put it in /etc/sysctl.d/ to keep it)",
+                    path.display(),
+                    i + 1
+                ));
+            }
+        }
         if setting(&text, "IPV6").is_some_and(|v| v.eq_ignore_ascii_case("no")) {
             notes.push(format!(
                 "{}: IPV6=no: UFW dropped all IPv6 but loopback; rampart filters IPv6 as IPv4, with the rules of user6.rules and the same default policies",
@@ -515,6 +543,85 @@ mod customised {
             )),
             "{:?}",
             got.notes
+        );
+    }
+
+    /// UFW's kernel settings (its sysctl.conf, applied at every start) are reported,
+    /// each with its line, read from the imported directory; comments are not.
+    #[test]
+    fn the_kernel_settings_ufw_applies_are_reported() {
+        let base = std::env::temp_dir().join(format!("rampart-import-s-{}", std::process::id()));
+        let etc = base.join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("sysctl.conf"),
+            "# routing\nnet/ipv4/ip_forward=1\n\n;x=1\nnet/ipv4/conf/all/accept_redirects=0\n",
+        )
+        .unwrap();
+        let defaults = base.join("default-ufw");
+        std::fs::write(&defaults, "IPT_SYSCTL=/etc/ufw/sysctl.conf\n").unwrap();
+        let got = from_ufw(&etc, &defaults, &base.join("none")).unwrap();
+        std::fs::write(&defaults, "IPT_SYSCTL=\n").unwrap();
+        let none = from_ufw(&etc, &defaults, &base.join("none")).unwrap();
+        let _ = std::fs::remove_dir_all(&base);
+        let file = etc.join("sysctl.conf");
+        let settings: Vec<&String> = got
+            .notes
+            .iter()
+            .filter(|n| n.contains("a kernel setting UFW applies"))
+            .collect();
+        assert_eq!(settings.len(), 2, "{:?}", got.notes);
+        assert!(settings[0].starts_with(&format!(
+            "{} line 2: not translated: net/ipv4/ip_forward=1 (",
+            file.display()
+        )));
+        assert!(
+            settings[1].contains("line 5: not translated: net/ipv4/conf/all/accept_redirects=0")
+        );
+        assert!(
+            !none.notes.iter().any(|n| n.contains("kernel setting")),
+            "{:?}",
+            none.notes
+        );
+    }
+
+    /// A user.rules as UFW's package ships it (never rewritten by a rule change) has
+    /// limit lines outside every section: they are UFW's, not added by hand; a line
+    /// added to it is still found.
+    #[test]
+    fn the_shipped_user_rules_are_not_hand_added() {
+        let base = std::env::temp_dir().join(format!("rampart-import-u-{}", std::process::id()));
+        let (etc, pristine) = (base.join("etc"), base.join("pristine"));
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::create_dir_all(&pristine).unwrap();
+        let shipped = "*filter\n:ufw-user-input - [0:0]\n:ufw-user-limit - [0:0]\n\
+            :ufw-user-limit-accept - [0:0]\n### RULES ###\n\
+            -A ufw-user-limit -m limit --limit 3/minute -j LOG --log-prefix \"[UFW LIMIT BLOCK] \"\n\
+            -A ufw-user-limit -j REJECT\n-A ufw-user-limit-accept -j ACCEPT\nCOMMIT\n";
+        std::fs::write(pristine.join("user.rules"), shipped).unwrap();
+        std::fs::write(etc.join("user.rules"), shipped).unwrap();
+        let got = from_ufw(&etc, &base.join("none"), &pristine).unwrap();
+        let hand = "-A ufw-user-input -p tcp --dport 7 -j ACCEPT";
+        std::fs::write(
+            etc.join("user.rules"),
+            shipped.replace("COMMIT", &format!("{hand}\nCOMMIT")),
+        )
+        .unwrap();
+        let added = from_ufw(&etc, &base.join("none"), &pristine).unwrap();
+        let _ = std::fs::remove_dir_all(&base);
+        let by_hand = |i: &Imported| -> Vec<String> {
+            i.notes
+                .iter()
+                .filter(|n| n.contains("not a rule UFW's commands wrote"))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(by_hand(&got), Vec::<String>::new());
+        let found = by_hand(&added);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains(&format!("line 9: not translated: {hand}")),
+            "{found:?}"
         );
     }
 }

@@ -377,6 +377,31 @@ fn an_imported_ufw_setup_decides_as_ufw_did() {
         1,
         "{report}"
     );
+    // The kernel settings UFW applies at every start (its own sysctl.conf, as the
+    // package ships it): each is reported, with its line.
+    let sysctl = etc.join("sysctl.conf");
+    let settings: Vec<(usize, String)> = std::fs::read_to_string(&sysctl)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with('#'))
+        .map(|(i, l)| (i + 1, l.trim().to_string()))
+        .collect();
+    assert!(!settings.is_empty(), "UFW's sysctl.conf sets something");
+    for (n, l) in &settings {
+        assert!(
+            report.contains(&format!(
+                "{} line {n}: not translated: {l} (a kernel setting UFW applies when it starts",
+                sysctl.display()
+            )),
+            "{report}"
+        );
+    }
+    assert_eq!(
+        report.matches("a kernel setting UFW applies").count(),
+        settings.len(),
+        "{report}"
+    );
     let verbose = sb.rampart_ok(&["status", "verbose"]);
     assert!(verbose.contains("Logging: on (medium)"), "{verbose}");
     let ours = probe(&sb);
@@ -401,4 +426,23 @@ fn an_imported_ufw_setup_decides_as_ufw_did() {
     // And the rule list reads as UFW's did.
     let status = sb.rampart_ok(&["status", "numbered"]);
     assert_eq!(status.trim_end(), ufw_status.trim_end());
+
+    // A set-up UFW never changed (its user rules as the package ships them, limit lines
+    // outside every section): nothing is reported as added by hand.
+    let fresh = state.0.join("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    for f in ["user.rules", "user6.rules"] {
+        std::fs::copy(Path::new("/usr/share/ufw/iptables").join(f), fresh.join(f)).unwrap();
+    }
+    let none = state.0.join("no-defaults");
+    let dry = sb.rampart_ok(&[
+        "--dry-run",
+        "import",
+        "ufw",
+        fresh.to_str().unwrap(),
+        "--defaults",
+        none.to_str().unwrap(),
+    ]);
+    assert!(dry.contains("Imported 0 IPv4 and 0 IPv6 rules"), "{dry}");
+    assert!(!dry.contains("not a rule UFW's commands wrote"), "{dry}");
 }

@@ -327,6 +327,19 @@ pub fn from_ufw(dir: &Path, defaults: &Path, pristine: &Path) -> Result<Imported
             }
             None => Routed::Disabled,
         };
+        // What `app update --add-new` adds (`ufw app default`).
+        if let Some(v) = setting(&text, "DEFAULT_APPLICATION_POLICY") {
+            policy.new_profiles = match v.as_str() {
+                "SKIP" => crate::model::NewProfiles::Skip,
+                "ACCEPT" => crate::model::NewProfiles::Allow,
+                "DROP" => crate::model::NewProfiles::Deny,
+                "REJECT" => crate::model::NewProfiles::Reject,
+                other => return Err(format!(
+                    "{}: DEFAULT_APPLICATION_POLICY={other} is not SKIP, ACCEPT, DROP or REJECT",
+                    defaults.display()
+                )),
+            };
+        }
         // The kernel settings UFW applies at every start (`sysctl -p IPT_SYSCTL`): after
         // UFW is gone, the next boot no longer sets them.
         if let Some(file) = setting(&text, "IPT_SYSCTL").filter(|f| !f.is_empty()) {
@@ -559,8 +572,13 @@ mod customised {
         )
         .unwrap();
         let defaults = base.join("default-ufw");
-        std::fs::write(&defaults, "IPT_SYSCTL=/etc/ufw/sysctl.conf\n").unwrap();
+        std::fs::write(
+            &defaults,
+            "IPT_SYSCTL=/etc/ufw/sysctl.conf\nDEFAULT_APPLICATION_POLICY=\"REJECT\"\n",
+        )
+        .unwrap();
         let got = from_ufw(&etc, &defaults, &base.join("none")).unwrap();
+        assert_eq!(got.policy.new_profiles, crate::model::NewProfiles::Reject);
         std::fs::write(&defaults, "IPT_SYSCTL=\n").unwrap();
         let none = from_ufw(&etc, &defaults, &base.join("none")).unwrap();
         let _ = std::fs::remove_dir_all(&base);

@@ -273,6 +273,8 @@ fn an_imported_ufw_setup_decides_as_ufw_did() {
         state.ufw(&sb, r);
     }
     state.ufw(&sb, &["logging", "medium"]);
+    // What `app update --add-new` adds (DEFAULT_APPLICATION_POLICY in /etc/default/ufw).
+    state.ufw(&sb, &["app", "default", "allow"]);
     // A hand-made line in before.rules, which import reports and does not translate.
     let before = state.0.join("etc-ufw/before.rules");
     let text = std::fs::read_to_string(&before).unwrap();
@@ -282,6 +284,8 @@ fn an_imported_ufw_setup_decides_as_ufw_did() {
     let custom_line = text[..at].lines().count() + 1;
     state.ufw(&sb, &["--force", "enable"]);
     let ufw_status = state.ufw(&sb, &["status", "numbered"]);
+    let ufw_verbose = state.ufw(&sb, &["status", "verbose"]);
+    assert!(ufw_verbose.contains("New profiles: allow"), "{ufw_verbose}");
     // Two rules in the format before directions (6 fields, or 8 with app names), as a
     // file written by an old UFW has them; UFW reads them as incoming rules, and its
     // status is unchanged.
@@ -404,6 +408,7 @@ fn an_imported_ufw_setup_decides_as_ufw_did() {
     );
     let verbose = sb.rampart_ok(&["status", "verbose"]);
     assert!(verbose.contains("Logging: on (medium)"), "{verbose}");
+    assert!(verbose.contains("New profiles: allow"), "{verbose}");
     let ours = probe(&sb);
 
     let differ: Vec<String> = ufw_verdicts

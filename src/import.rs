@@ -334,10 +334,12 @@ pub fn from_ufw(dir: &Path, defaults: &Path, pristine: &Path) -> Result<Imported
                 "ACCEPT" => crate::model::NewProfiles::Allow,
                 "DROP" => crate::model::NewProfiles::Deny,
                 "REJECT" => crate::model::NewProfiles::Reject,
-                other => return Err(format!(
+                other => {
+                    return Err(format!(
                     "{}: DEFAULT_APPLICATION_POLICY={other} is not SKIP, ACCEPT, DROP or REJECT",
                     defaults.display()
-                )),
+                ))
+                }
             };
         }
         // The kernel settings UFW applies at every start (`sysctl -p IPT_SYSCTL`): after
@@ -359,6 +361,12 @@ pub fn from_ufw(dir: &Path, defaults: &Path, pristine: &Path) -> Result<Imported
                     i + 1
                 ));
             }
+        }
+        if let Some(modules) = setting(&text, "IPT_MODULES").filter(|m| !m.trim().is_empty()) {
+            notes.push(format!(
+                "{}: IPT_MODULES=\"{modules}\": UFW loads these kernel modules when it starts; rampart loads none (list them in /etc/modules-load.d/ to keep them)",
+                defaults.display()
+            ));
         }
         if setting(&text, "IPV6").is_some_and(|v| v.eq_ignore_ascii_case("no")) {
             notes.push(format!(
@@ -383,6 +391,24 @@ pub fn from_ufw(dir: &Path, defaults: &Path, pristine: &Path) -> Result<Imported
                     ))
                 }
             };
+        }
+    }
+    // The scripts UFW runs when it starts and stops, where made executable and changed
+    // from the copies its package ships (which do nothing).
+    for name in ["before.init", "after.init"] {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        let runs = std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
+        let shipped = pristine.parent().map(|p| p.join(name));
+        let same = match &shipped {
+            Some(p) => read(p)?.is_some_and(|orig| read(&path).ok().flatten() == Some(orig)),
+            None => false,
+        };
+        if runs && !same {
+            notes.push(format!(
+                "{}: not translated: a script UFW runs when it starts and stops; rampart runs none (run it from a systemd unit ordered with rampart.service)",
+                path.display()
+            ));
         }
     }
     for name in CUSTOM_FILES {
@@ -641,5 +667,55 @@ mod customised {
             found[0].contains(&format!("line 9: not translated: {hand}")),
             "{found:?}"
         );
+    }
+
+    /// The start and stop scripts are reported where UFW runs them (executable) and they
+    /// are not the package's; the modules UFW loads are reported too.
+    #[test]
+    fn init_scripts_and_modules_are_reported() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("rampart-import-i-{}", std::process::id()));
+        let (etc, share) = (base.join("etc"), base.join("share"));
+        let pristine = share.join("iptables");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::create_dir_all(&pristine).unwrap();
+        let shipped = "#!/bin/sh\ncase \"$1\" in start) ;; esac\n";
+        for f in ["before.init", "after.init"] {
+            std::fs::write(share.join(f), shipped).unwrap();
+        }
+        // before.init changed and executable; after.init the package's, executable.
+        std::fs::write(
+            etc.join("before.init"),
+            format!("{shipped}ipset create x hash:ip\n"),
+        )
+        .unwrap();
+        std::fs::write(etc.join("after.init"), shipped).unwrap();
+        for f in ["before.init", "after.init"] {
+            let p = etc.join(f);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o750)).unwrap();
+        }
+        let defaults = base.join("default-ufw");
+        std::fs::write(&defaults, "IPT_MODULES=\"nf_conntrack_ftp nf_nat_ftp\"\n").unwrap();
+        let got = from_ufw(&etc, &defaults, &pristine).unwrap();
+        // Not executable: UFW does not run it.
+        let p = etc.join("before.init");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let idle = from_ufw(&etc, &defaults, &pristine).unwrap();
+        let _ = std::fs::remove_dir_all(&base);
+        let scripts = |i: &Imported| -> Vec<String> {
+            i.notes
+                .iter()
+                .filter(|n| n.contains("a script UFW runs"))
+                .cloned()
+                .collect()
+        };
+        let found = scripts(&got);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with(&format!("{}: not translated", p.display())));
+        assert!(scripts(&idle).is_empty(), "{:?}", idle.notes);
+        assert!(got
+            .notes
+            .iter()
+            .any(|n| n.contains("IPT_MODULES=\"nf_conntrack_ftp nf_nat_ftp\": UFW loads")));
     }
 }

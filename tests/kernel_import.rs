@@ -282,6 +282,15 @@ fn an_imported_ufw_setup_decides_as_ufw_did() {
     let at = text.rfind("\nCOMMIT").unwrap();
     std::fs::write(&before, format!("{}\n{custom}{}", &text[..at], &text[at..])).unwrap();
     let custom_line = text[..at].lines().count() + 1;
+    // A start script of one's own, which UFW runs (executable), and import reports.
+    let init = state.0.join("etc-ufw/before.init");
+    let script = std::fs::read_to_string(&init).unwrap();
+    std::fs::write(
+        &init,
+        script.replacen("set -e\n", "set -e\ntrue # one's own\n", 1),
+    )
+    .unwrap();
+    sh(&format!("chmod 750 {}", init.display()));
     state.ufw(&sb, &["--force", "enable"]);
     let ufw_status = state.ufw(&sb, &["status", "numbered"]);
     let ufw_verbose = state.ufw(&sb, &["status", "verbose"]);
@@ -381,6 +390,14 @@ fn an_imported_ufw_setup_decides_as_ufw_did() {
         1,
         "{report}"
     );
+    assert!(
+        report.contains(&format!(
+            "{}: not translated: a script UFW runs when it starts and stops",
+            etc.join("before.init").display()
+        )),
+        "{report}"
+    );
+    assert_eq!(report.matches("a script UFW runs").count(), 1, "{report}");
     // The kernel settings UFW applies at every start (its own sysctl.conf, as the
     // package ships it): each is reported, with its line.
     let sysctl = etc.join("sysctl.conf");

@@ -187,9 +187,10 @@ pub enum Command {
     /// Reads the rules of DIR/user.rules and DIR/user6.rules (limit, log, comment,
     /// interface, route and app rules too), the default policies of /etc/default/ufw
     /// (--defaults), and the logging level and enabled state of DIR/ufw.conf, and makes
-    /// them the policy, as one change. Every line added to UFW's before and after rules
-    /// is reported with its file and line (it is not translated). With --dry-run, the
-    /// policy is printed and nothing changes.
+    /// them the policy, as one change. What is not translated is reported with its file
+    /// and line: lines added to UFW's before and after rules or by hand to its user
+    /// rules, the kernel settings of its sysctl.conf, and start scripts it runs. With
+    /// --dry-run, the policy is printed and nothing changes.
     #[command(
         after_help = "Examples:\n  rampart --dry-run import ufw\n  rampart import ufw\n  rampart import ufw /srv/old-host/etc/ufw --defaults /srv/old-host/etc/default/ufw"
     )]

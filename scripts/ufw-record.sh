@@ -28,8 +28,12 @@ out=tests/ufw/recorded.txt
             ;;
         *)
             echo "\$ $line"
+            # A delete with --force, as rampart is run (tests/ufw_parity.rs): UFW asks
+            # before it deletes by number, and takes --force only where it would ask.
+            force=()
+            case "$line" in "delete "* | "route delete "*) force=(--force) ;; esac
             # shellcheck disable=SC2086 # the command is words
-            ufw_ $line
+            ufw_ "${force[@]}" $line
             ;;
         esac
     done <tests/ufw/sequences.txt

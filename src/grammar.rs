@@ -266,12 +266,14 @@ impl<'a> Parser<'a> {
                 _ => {}
             }
         }
+        // `route allow out on eth1` names an interface too.
+        let on_iface = iface.is_some() || out_iface.is_some();
         let (proto, from, to) = match body {
             // `allow in on eth0`: everything on that interface.
-            [] if iface.is_some() => (Proto::Any, Side::default(), Side::default()),
+            [] if on_iface => (Proto::Any, Side::default(), Side::default()),
             [] => return Err(GrammarError::WrongArgs),
             // The simple form is not allowed with an interface (as in UFW).
-            [_] if iface.is_some() => return Err(GrammarError::WrongArgs),
+            [_] if on_iface => return Err(GrammarError::WrongArgs),
             [word] => match parse_port_spec(word, true) {
                 Ok(spec) => {
                     let proto = spec.proto.unwrap_or(Proto::Any);
@@ -290,7 +292,7 @@ impl<'a> Parser<'a> {
                 }
                 Err(e) => return Err(e),
             },
-            _ => full_form(body, iface.is_some())?,
+            _ => full_form(body, on_iface)?,
         };
         let names_app = from.app.is_some() || to.app.is_some();
         let built = Built {

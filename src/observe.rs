@@ -192,7 +192,13 @@ pub fn status_line(rule: &Rule, show_in: bool, numbered: bool) -> String {
         RuleLog::Log => tags.push("log"),
         RuleLog::LogAll => tags.push("log-all"),
     }
-    if numbered && rule.direction == Direction::Out {
+    // A route rule with only an outgoing interface is UFW's direction `out` too.
+    let out = match rule.direction {
+        Direction::Out => true,
+        Direction::Forward => rule.iface.is_none() && rule.out_iface.is_some(),
+        _ => false,
+    };
+    if numbered && out {
         tags.push("out");
     }
     if !tags.is_empty() {

@@ -71,6 +71,25 @@ fn route_rules_filter_forwarded_connections() {
     ]);
     assert_eq!(to_far(&sb, false, 8080), "timed out", "the wrong way round");
 
+    // An outgoing interface alone (`route allow out on eth1`, as UFW takes it): all that
+    // is forwarded out of it; the numbered status says `(out)`, as UFW's does.
+    sb.rampart_ok(&["route", "allow", "out", "on", "eth0"]);
+    assert_eq!(to_far(&sb, false, 8080), "timed out", "not out of eth0");
+    sb.rampart_ok(&["route", "allow", "out", "on", "eth1"]);
+    for v6 in [false, true] {
+        assert_eq!(to_far(&sb, v6, 8080), "accepted", "out of eth1, v6={v6}");
+    }
+    let numbered = sb.rampart_ok(&["status", "numbered"]);
+    assert!(
+        numbered
+            .contains("Anywhere on eth1           ALLOW FWD   Anywhere                   (out)"),
+        "{numbered}"
+    );
+    for iface in ["eth0", "eth1"] {
+        sb.rampart_ok(&["route", "delete", "allow", "out", "on", iface]);
+    }
+    assert_eq!(to_far(&sb, false, 8080), "timed out", "deleted");
+
     // route insert and an address: IPv4 from the client refused, IPv6 not.
     sb.rampart_ok(&["route", "allow", "8080/tcp"]);
     let client = sb.clients[0].v4.to_string();

@@ -14,6 +14,10 @@ ip netns add "$ns"
 cp -a /etc/ufw "$state/etc-ufw"
 cp -a "$(readlink -f /lib/ufw)" "$state/lib-ufw"
 cp -a /etc/default/ufw "$state/default-ufw"
+# Each sequence starts from these: reset leaves UFW's default policies and logging level
+# as they were.
+cp -a "$state/default-ufw" "$state/default-ufw.orig"
+cp -a "$state/etc-ufw/ufw.conf" "$state/ufw.conf.orig"
 ufw_() { ip netns exec "$ns" bash bench/ufw-env.sh "$state" ufw "$@" </dev/null 2>&1 || true; }
 out=tests/ufw/recorded.txt
 {
@@ -24,6 +28,8 @@ out=tests/ufw/recorded.txt
         "=== "*)
             echo "$line"
             ufw_ --force reset >/dev/null
+            cp "$state/default-ufw.orig" "$state/default-ufw"
+            cp "$state/ufw.conf.orig" "$state/etc-ufw/ufw.conf"
             ufw_ --force enable >/dev/null
             ;;
         *)

@@ -159,9 +159,28 @@ pub fn status_line(rule: &Rule, show_in: bool, numbered: bool) -> String {
     let both_any = rule.from.addr.is_none() && rule.to.addr.is_none();
     // As UFW: "(v6)" on an end that is anywhere, but on one with ports only when the
     // other end is anywhere too.
-    let tag = |end: &Endpoint| v6 && end.addr.is_none() && (end.ports.is_none() || both_any);
-    let mut to = location(&rule.to, rule.proto, tag(&rule.to), ports, both_any);
-    let mut from = location(&rule.from, rule.proto, tag(&rule.from), ports, both_any);
+    // A profile's end without an address is tagged whatever the other end.
+    let tag = |end: &Endpoint| {
+        v6 && end.addr.is_none() && (end.ports.is_none() || both_any || end.app.is_some())
+    };
+    // The verbose view (not the numbered one) shows a profile's ports, then its name.
+    let verbose = show_in && !numbered;
+    let mut to = location(
+        &rule.to,
+        rule.proto,
+        tag(&rule.to),
+        ports,
+        both_any,
+        verbose,
+    );
+    let mut from = location(
+        &rule.from,
+        rule.proto,
+        tag(&rule.from),
+        ports,
+        both_any,
+        verbose,
+    );
     if let Some(iface) = &rule.iface {
         match rule.direction {
             Direction::In => to.push_str(&format!(" on {iface}")),
@@ -228,19 +247,30 @@ pub fn status_line(rule: &Rule, show_in: bool, numbered: bool) -> String {
 
 /// One end of a rule as UFW shows it: `Anywhere`, `198.18.0.5`, `22/tcp`,
 /// `198.18.0.1 22/tcp`, `198.18.0.7/esp` (the protocol goes on a bare address only when
-/// the rule has no ports at all); ` (v6)` on IPv6 rules without an address.
+/// the rule has no ports at all); ` (v6)` on IPv6 rules without an address. A profile's
+/// end is its name, or (`verbose`) its ports and then its name: `80/tcp (WWW)`,
+/// `80/tcp (WWW (v6))`.
 fn location(
     end: &Endpoint,
     proto: Proto,
     v6: bool,
     rule_has_ports: bool,
     both_any: bool,
+    verbose: bool,
 ) -> String {
     let proto_suffix = if proto == Proto::Any {
         String::new()
     } else {
         format!("/{}", proto.word())
     };
+    if let (true, Some(app), Some(p)) = (verbose, &end.app, &end.ports) {
+        let at = end
+            .addr
+            .map(|a| format!("{} ", addr_text(a)))
+            .unwrap_or_default();
+        let v6 = if v6 { " (v6)" } else { "" };
+        return format!("{at}{p}{proto_suffix} ({app}{v6})");
+    }
     let mut s = match (end.addr, &end.ports) {
         // A profile's ports: its name, as UFW shows it.
         (None, Some(_)) if end.app.is_some() => end.app.clone().unwrap_or_default(),

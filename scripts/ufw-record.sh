@@ -12,6 +12,9 @@ state=$(mktemp -d)
 trap 'ip netns del "$ns" 2>/dev/null || true; rm -rf "$state"' EXIT
 ip netns add "$ns"
 cp -a /etc/ufw "$state/etc-ufw"
+# The profiles rampart is given (tests/ufw_parity.rs), not the host's packages'.
+rm -rf "$state/etc-ufw/applications.d"
+cp -a tests/ufw/applications.d "$state/etc-ufw/applications.d"
 cp -a "$(readlink -f /lib/ufw)" "$state/lib-ufw"
 cp -a /etc/default/ufw "$state/default-ufw"
 # Each sequence starts from these: reset leaves UFW's default policies and logging level

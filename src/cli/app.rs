@@ -31,7 +31,13 @@ fn info(p: &Profile) -> Vec<String> {
         format!("Title: {}", p.title),
         format!("Description: {}", p.description),
         String::new(),
-        if ports.len() == 1 { "Port:" } else { "Ports:" }.to_string(),
+        // As UFW: `Ports:` for more than one entry or a list (`80,443/tcp`).
+        if ports.len() > 1 || ports.first().is_some_and(|g| g.contains(',')) {
+            "Ports:"
+        } else {
+            "Port:"
+        }
+        .to_string(),
     ];
     out.extend(ports.iter().map(|g| format!("  {g}")));
     out
@@ -122,9 +128,10 @@ impl Ctx<'_> {
     fn app_update(&self, name: &str) -> Result<Out, CliError> {
         warn_problems();
         let profile = find(name)?;
-        let mut live = false;
+        let (mut live, mut found) = (false, false);
         self.change(Mode::Auto, |p, enabled| {
             live = enabled;
+            found = p.rules.iter().any(|r| r.names_app(name));
             let mut rules = Vec::with_capacity(p.rules.len());
             let mut done: Vec<crate::model::Rule> = Vec::new();
             for rule in p.rules.drain(..) {
@@ -158,9 +165,14 @@ impl Ctx<'_> {
             p.rules = rules;
             Ok(Vec::new())
         })?;
+        // As UFW: nothing to say when no rule names the profile, and the reload said
+        // when the firewall is active (the change is in the kernel).
+        if !found {
+            return Ok(Vec::new());
+        }
         let mut out = vec![format!("Rules updated for profile '{}'", profile.name)];
-        if !live {
-            out.push("Skipped reloading firewall".into());
+        if live {
+            out.push("Firewall reloaded".into());
         }
         Ok(out)
     }

@@ -535,6 +535,20 @@ mod tests {
 mod customised {
     use super::*;
 
+    /// A directory of this test process's own (`tag` tells the tests apart).
+    fn scratch(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("rampart-import-{tag}-{}", std::process::id()))
+    }
+
+    /// The notes that contain `what`.
+    fn notes_with(i: &Imported, what: &str) -> Vec<String> {
+        i.notes
+            .iter()
+            .filter(|n| n.contains(what))
+            .cloned()
+            .collect()
+    }
+
     #[test]
     fn lines_added_to_user_rules_by_hand_are_found() {
         let text = "*filter\n:ufw-user-input - [0:0]\n### RULES ###\n\n\
@@ -557,7 +571,7 @@ mod customised {
 
     #[test]
     fn lines_taken_out_of_before_rules_are_reported_too() {
-        let base = std::env::temp_dir().join(format!("rampart-import-t-{}", std::process::id()));
+        let base = scratch("t");
         let (etc, pristine) = (base.join("etc"), base.join("pristine"));
         std::fs::create_dir_all(&etc).unwrap();
         std::fs::create_dir_all(&pristine).unwrap();
@@ -589,7 +603,7 @@ mod customised {
     /// each with its line, read from the imported directory; comments are not.
     #[test]
     fn the_kernel_settings_ufw_applies_are_reported() {
-        let base = std::env::temp_dir().join(format!("rampart-import-s-{}", std::process::id()));
+        let base = scratch("s");
         let etc = base.join("etc");
         std::fs::create_dir_all(&etc).unwrap();
         std::fs::write(
@@ -609,11 +623,7 @@ mod customised {
         let none = from_ufw(&etc, &defaults, &base.join("none")).unwrap();
         let _ = std::fs::remove_dir_all(&base);
         let file = etc.join("sysctl.conf");
-        let settings: Vec<&String> = got
-            .notes
-            .iter()
-            .filter(|n| n.contains("a kernel setting UFW applies"))
-            .collect();
+        let settings = notes_with(&got, "a kernel setting UFW applies");
         assert_eq!(settings.len(), 2, "{:?}", got.notes);
         assert!(settings[0].starts_with(&format!(
             "{} line 2: not translated: net/ipv4/ip_forward=1 (",
@@ -634,7 +644,7 @@ mod customised {
     /// added to it is still found.
     #[test]
     fn the_shipped_user_rules_are_not_hand_added() {
-        let base = std::env::temp_dir().join(format!("rampart-import-u-{}", std::process::id()));
+        let base = scratch("u");
         let (etc, pristine) = (base.join("etc"), base.join("pristine"));
         std::fs::create_dir_all(&etc).unwrap();
         std::fs::create_dir_all(&pristine).unwrap();
@@ -653,13 +663,7 @@ mod customised {
         .unwrap();
         let added = from_ufw(&etc, &base.join("none"), &pristine).unwrap();
         let _ = std::fs::remove_dir_all(&base);
-        let by_hand = |i: &Imported| -> Vec<String> {
-            i.notes
-                .iter()
-                .filter(|n| n.contains("not a rule UFW's commands wrote"))
-                .cloned()
-                .collect()
-        };
+        let by_hand = |i: &Imported| notes_with(i, "not a rule UFW's commands wrote");
         assert_eq!(by_hand(&got), Vec::<String>::new());
         let found = by_hand(&added);
         assert_eq!(found.len(), 1, "{found:?}");
@@ -674,7 +678,7 @@ mod customised {
     #[test]
     fn init_scripts_and_modules_are_reported() {
         use std::os::unix::fs::PermissionsExt;
-        let base = std::env::temp_dir().join(format!("rampart-import-i-{}", std::process::id()));
+        let base = scratch("i");
         let (etc, share) = (base.join("etc"), base.join("share"));
         let pristine = share.join("iptables");
         std::fs::create_dir_all(&etc).unwrap();
@@ -702,13 +706,7 @@ mod customised {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
         let idle = from_ufw(&etc, &defaults, &pristine).unwrap();
         let _ = std::fs::remove_dir_all(&base);
-        let scripts = |i: &Imported| -> Vec<String> {
-            i.notes
-                .iter()
-                .filter(|n| n.contains("a script UFW runs"))
-                .cloned()
-                .collect()
-        };
+        let scripts = |i: &Imported| notes_with(i, "a script UFW runs");
         let found = scripts(&got);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].starts_with(&format!("{}: not translated", p.display())));

@@ -158,29 +158,14 @@ pub fn status_line(rule: &Rule, show_in: bool, numbered: bool) -> String {
     // As UFW: "(v6)" only when both ends are anywhere.
     let both_any = rule.from.addr.is_none() && rule.to.addr.is_none();
     // As UFW: "(v6)" on an end that is anywhere, but on one with ports only when the
-    // other end is anywhere too.
-    // A profile's end without an address is tagged whatever the other end.
+    // other end is anywhere too; on a profile's end whatever the other end.
     let tag = |end: &Endpoint| {
         v6 && end.addr.is_none() && (end.ports.is_none() || both_any || end.app.is_some())
     };
     // The verbose view (not the numbered one) shows a profile's ports, then its name.
     let verbose = show_in && !numbered;
-    let mut to = location(
-        &rule.to,
-        rule.proto,
-        tag(&rule.to),
-        ports,
-        both_any,
-        verbose,
-    );
-    let mut from = location(
-        &rule.from,
-        rule.proto,
-        tag(&rule.from),
-        ports,
-        both_any,
-        verbose,
-    );
+    let at = |end: &Endpoint| location(end, rule.proto, tag(end), ports, both_any, verbose);
+    let (mut to, mut from) = (at(&rule.to), at(&rule.from));
     if let Some(iface) = &rule.iface {
         match rule.direction {
             Direction::In => to.push_str(&format!(" on {iface}")),

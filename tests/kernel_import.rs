@@ -378,26 +378,23 @@ fn an_imported_ufw_setup_decides_as_ufw_did() {
         )),
         "{report}"
     );
-    assert!(
-        report.contains(&format!(
-            "{} line {hand_line}: not translated: {hand} (not a rule UFW's commands wrote",
-            user.display()
-        )),
-        "{report}"
+    // Reported as `line`, and the only note that says `what`.
+    let once = |line: String, what: &str| {
+        assert!(report.contains(&line), "{report}");
+        assert_eq!(report.matches(what).count(), 1, "{report}");
+    };
+    let by_hand = "not a rule UFW's commands wrote";
+    let u = user.display();
+    once(
+        format!("{u} line {hand_line}: not translated: {hand} ({by_hand}"),
+        by_hand,
     );
-    assert_eq!(
-        report.matches("not a rule UFW's commands wrote").count(),
-        1,
-        "{report}"
+    let script = "a script UFW runs when it starts and stops";
+    let init = etc.join("before.init");
+    once(
+        format!("{}: not translated: {script}", init.display()),
+        script,
     );
-    assert!(
-        report.contains(&format!(
-            "{}: not translated: a script UFW runs when it starts and stops",
-            etc.join("before.init").display()
-        )),
-        "{report}"
-    );
-    assert_eq!(report.matches("a script UFW runs").count(), 1, "{report}");
     // The kernel settings UFW applies at every start (its own sysctl.conf, as the
     // package ships it): each is reported, with its line.
     let sysctl = etc.join("sysctl.conf");

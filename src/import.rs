@@ -399,12 +399,15 @@ pub fn from_ufw(dir: &Path, defaults: &Path, pristine: &Path) -> Result<Imported
         use std::os::unix::fs::PermissionsExt;
         let path = dir.join(name);
         let runs = std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
-        let shipped = pristine.parent().map(|p| p.join(name));
-        let same = match &shipped {
-            Some(p) => read(p)?.is_some_and(|orig| read(&path).ok().flatten() == Some(orig)),
-            None => false,
+        if !runs {
+            continue;
+        }
+        let shipped = match pristine.parent() {
+            Some(share) => read(&share.join(name))?,
+            None => None,
         };
-        if runs && !same {
+        let same = shipped.is_some() && read(&path).ok().flatten() == shipped;
+        if !same {
             notes.push(format!(
                 "{}: not translated: a script UFW runs when it starts and stops; rampart runs none (run it from a systemd unit ordered with rampart.service)",
                 path.display()

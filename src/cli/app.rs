@@ -131,7 +131,6 @@ impl Ctx<'_> {
         let (mut live, mut found) = (false, false);
         self.change(Mode::Auto, |p, enabled| {
             live = enabled;
-            found = p.rules.iter().any(|r| r.names_app(name));
             let mut rules = Vec::with_capacity(p.rules.len());
             let mut done: Vec<crate::model::Rule> = Vec::new();
             for rule in p.rules.drain(..) {
@@ -163,6 +162,8 @@ impl Ctx<'_> {
                 }
             }
             p.rules = rules;
+            // Each rule naming the profile left its key in `done`.
+            found = !done.is_empty();
             Ok(Vec::new())
         })?;
         // As UFW: nothing to say when no rule names the profile, and the reload said

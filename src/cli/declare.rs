@@ -76,11 +76,15 @@ pub fn difference(old: &Policy, new: &Policy) -> Vec<String> {
         out.push(format!("app default {}", new.new_profiles.word()));
     }
     // Rules compare whole (their JSON), not by the command that shows them.
-    let key = |r: &Rule| serde_json::to_string(r).expect("a rule serializes");
-    let (ka, kb): (Vec<String>, Vec<String>) = (
-        old.rules.iter().map(key).collect(),
-        new.rules.iter().map(key).collect(),
-    );
+    // Each distinct rule becomes a number, so that the diff compares numbers.
+    let mut ids: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut key = |r: &Rule| {
+        let json = serde_json::to_string(r).expect("a rule serializes");
+        let next = ids.len();
+        *ids.entry(json).or_insert(next)
+    };
+    let ka: Vec<usize> = old.rules.iter().map(&mut key).collect();
+    let kb: Vec<usize> = new.rules.iter().map(&mut key).collect();
     // A rule typed once is stored once per family: said once (by its command).
     let mut seen = std::collections::HashSet::new();
     let mut push = |cmd: String, line: String, out: &mut Vec<String>| {
@@ -91,6 +95,16 @@ pub fn difference(old: &Policy, new: &Policy) -> Vec<String> {
     let ops = capture_diff_slices(Algorithm::Myers, &ka, &kb);
     // Which of the new rules come in (the rest were there).
     let mut coming = vec![false; new.rules.len()];
+    // The families each new rule's command is stored in (to see whether a deleted
+    // rule's twin stays), each command made once.
+    let mut families: std::collections::HashMap<String, Vec<crate::model::Family>> =
+        std::collections::HashMap::new();
+    for r in &new.rules {
+        let fams = families.entry(rule_command(r)).or_default();
+        if !fams.contains(&r.family) {
+            fams.push(r.family);
+        }
+    }
     for op in &ops {
         if let DiffOp::Insert {
             new_index, new_len, ..
@@ -100,6 +114,15 @@ pub fn difference(old: &Policy, new: &Policy) -> Vec<String> {
         } = *op
         {
             coming[new_index..new_index + new_len].fill(true);
+        }
+    }
+    // Per family, the last new rule that was there already: a rule after it in its
+    // family comes in with every rule after it there.
+    let mut last_kept: std::collections::HashMap<crate::model::Family, usize> =
+        std::collections::HashMap::new();
+    for (j, r) in new.rules.iter().enumerate() {
+        if !coming[j] {
+            last_kept.insert(r.family, j);
         }
     }
     for op in ops {
@@ -126,10 +149,9 @@ pub fn difference(old: &Policy, new: &Policy) -> Vec<String> {
             let cmd = rule_command(gone);
             // One family's copy goes while the other stays: `delete RULE` would take
             // both, so the copy is named by its number.
-            let twin_stays = new
-                .rules
-                .iter()
-                .any(|r| r.family != gone.family && rule_command(r) == cmd);
+            let twin_stays = families
+                .get(&cmd)
+                .is_some_and(|f| f.iter().any(|&fam| fam != gone.family));
             let line = if twin_stays {
                 let fam = match gone.family {
                     crate::model::Family::V4 => "IPv4",
@@ -145,8 +167,7 @@ pub fn difference(old: &Policy, new: &Policy) -> Vec<String> {
             let cmd = rule_command(&new.rules[i]);
             // Added at the end of its family's rules when every rule after it there
             // comes in too; otherwise inserted at its number.
-            let appended = (i + 1..new.rules.len())
-                .all(|j| coming[j] || new.rules[j].family != new.rules[i].family);
+            let appended = last_kept.get(&new.rules[i].family).is_none_or(|&j| j < i);
             let line = if appended {
                 cmd.clone()
             } else {
@@ -279,6 +300,37 @@ mod tests {
         assert_eq!(
             difference(&new, &v4_only),
             ["delete 8 (the IPv6 copy of 'allow 443/tcp')"]
+        );
+    }
+
+    #[test]
+    fn appends_and_twins_are_told_per_family() {
+        // IPv4 rules, then IPv6 ones (policy() sorts them so).
+        let old = policy(&[
+            (Action::Allow, "22/tcp"),
+            (Action::Allow, "25/tcp"),
+            (Action::Allow, "from 198.18.0.1"),
+        ]);
+        let mut new = policy(&[
+            (Action::Allow, "22/tcp"),
+            (Action::Allow, "from 198.18.0.2"),
+            (Action::Allow, "from 198.18.0.1"),
+            (Action::Allow, "from 198.18.0.3"),
+        ]);
+        // 25/tcp's IPv6 copy stays, as the last IPv6 rule.
+        let v6_25 = old
+            .rules
+            .iter()
+            .find(|r| r.family == crate::model::Family::V6 && rule_command(r) == "allow 25/tcp");
+        new.rules.push(v6_25.unwrap().clone());
+        assert_eq!(
+            difference(&old, &new),
+            [
+                "delete 2 (the IPv4 copy of 'allow 25/tcp')",
+                "insert 2 allow from 198.18.0.2",
+                // The last IPv4 rule: added at the end of its family's rules.
+                "allow from 198.18.0.3",
+            ]
         );
     }
 }

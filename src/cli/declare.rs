@@ -1,13 +1,14 @@
 //! `apply FILE`: make the policy exactly a file's, for configuration management;
 //! `apply --check FILE`: the difference only, as rule commands.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 
 use similar::{capture_diff_slices, Algorithm, DiffOp};
 
 use crate::apply::Mode;
-use crate::model::{Policy, Rule};
+use crate::model::{Family, Policy, Rule};
 use crate::observe::rule_command;
 use crate::store::{parse_policy_at, StoreError};
 
@@ -77,7 +78,7 @@ pub fn difference(old: &Policy, new: &Policy) -> Vec<String> {
     }
     // Rules compare whole (their JSON), not by the command that shows them.
     // Each distinct rule becomes a number, so that the diff compares numbers.
-    let mut ids: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut ids: HashMap<String, usize> = HashMap::new();
     let mut key = |r: &Rule| {
         let json = serde_json::to_string(r).expect("a rule serializes");
         let next = ids.len();
@@ -86,7 +87,7 @@ pub fn difference(old: &Policy, new: &Policy) -> Vec<String> {
     let ka: Vec<usize> = old.rules.iter().map(&mut key).collect();
     let kb: Vec<usize> = new.rules.iter().map(&mut key).collect();
     // A rule typed once is stored once per family: said once (by its command).
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     let mut push = |cmd: String, line: String, out: &mut Vec<String>| {
         if seen.insert(cmd) {
             out.push(line);
@@ -95,12 +96,12 @@ pub fn difference(old: &Policy, new: &Policy) -> Vec<String> {
     let ops = capture_diff_slices(Algorithm::Myers, &ka, &kb);
     // Which of the new rules come in (the rest were there).
     let mut coming = vec![false; new.rules.len()];
-    // The families each new rule's command is stored in (to see whether a deleted
-    // rule's twin stays), each command made once.
-    let mut families: std::collections::HashMap<String, Vec<crate::model::Family>> =
-        std::collections::HashMap::new();
-    for r in &new.rules {
-        let fams = families.entry(rule_command(r)).or_default();
+    // Each new rule's command, made once; and the families each command is stored in
+    // (to see whether a deleted rule's twin stays).
+    let new_cmds: Vec<String> = new.rules.iter().map(rule_command).collect();
+    let mut families: HashMap<&str, Vec<Family>> = HashMap::new();
+    for (cmd, r) in new_cmds.iter().zip(&new.rules) {
+        let fams = families.entry(cmd).or_default();
         if !fams.contains(&r.family) {
             fams.push(r.family);
         }
@@ -118,8 +119,7 @@ pub fn difference(old: &Policy, new: &Policy) -> Vec<String> {
     }
     // Per family, the last new rule that was there already: a rule after it in its
     // family comes in with every rule after it there.
-    let mut last_kept: std::collections::HashMap<crate::model::Family, usize> =
-        std::collections::HashMap::new();
+    let mut last_kept: HashMap<Family, usize> = HashMap::new();
     for (j, r) in new.rules.iter().enumerate() {
         if !coming[j] {
             last_kept.insert(r.family, j);
@@ -150,12 +150,12 @@ pub fn difference(old: &Policy, new: &Policy) -> Vec<String> {
             // One family's copy goes while the other stays: `delete RULE` would take
             // both, so the copy is named by its number.
             let twin_stays = families
-                .get(&cmd)
+                .get(cmd.as_str())
                 .is_some_and(|f| f.iter().any(|&fam| fam != gone.family));
             let line = if twin_stays {
                 let fam = match gone.family {
-                    crate::model::Family::V4 => "IPv4",
-                    crate::model::Family::V6 => "IPv6",
+                    Family::V4 => "IPv4",
+                    Family::V6 => "IPv6",
                 };
                 format!("delete {} (the {fam} copy of '{cmd}')", i + 1)
             } else {
@@ -164,7 +164,7 @@ pub fn difference(old: &Policy, new: &Policy) -> Vec<String> {
             push(line.clone(), line, &mut out);
         }
         for i in inserted {
-            let cmd = rule_command(&new.rules[i]);
+            let cmd = new_cmds[i].clone();
             // Added at the end of its family's rules when every rule after it there
             // comes in too; otherwise inserted at its number.
             let appended = last_kept.get(&new.rules[i].family).is_none_or(|&j| j < i);
@@ -321,7 +321,7 @@ mod tests {
         let v6_25 = old
             .rules
             .iter()
-            .find(|r| r.family == crate::model::Family::V6 && rule_command(r) == "allow 25/tcp");
+            .find(|r| r.family == Family::V6 && rule_command(r) == "allow 25/tcp");
         new.rules.push(v6_25.unwrap().clone());
         assert_eq!(
             difference(&old, &new),
